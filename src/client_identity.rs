@@ -1,0 +1,173 @@
+//! TLS at the gateway's edge: the server certificate, mandatory client-certificate
+//! verification against the configured CA bundle, and the client's identity as the rest
+//! of the request sees it.
+//!
+//! rustls verifies the chain during the handshake (a client without a certificate, or
+//! with one from another CA, never gets to send a request). After the handshake,
+//! [`HandshakeCallback`] stores the leaf's RFC 8705 thumbprint in pingora's
+//! `SslDigest::extension`, where [`ClientCertificate::of_session`] finds it.
+
+use std::any::Any;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::TlsAccept;
+use pingora_core::protocols::tls::TlsRef;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::RootCertStore;
+use sha2::{Digest, Sha256};
+
+use crate::config::ListenerConfig;
+
+/// The verified client certificate of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// RFC 8705 §3.1 `x5t#S256`: base64url (no padding) SHA-256 of the DER certificate.
+    pub thumbprint: String,
+}
+
+impl ClientCertificate {
+    pub fn from_der(der: &[u8]) -> ClientCertificate {
+        ClientCertificate {
+            thumbprint: thumbprint(der),
+        }
+    }
+
+    /// The certificate of the connection a request arrived on, if it was verified.
+    pub fn of_session(session: &pingora_proxy::Session) -> Option<&ClientCertificate> {
+        session
+            .digest()?
+            .ssl_digest
+            .as_ref()?
+            .extension
+            .get::<ClientCertificate>()
+    }
+}
+
+/// RFC 8705 thumbprint of a DER certificate.
+pub fn thumbprint(der: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(der))
+}
+
+/// Records the client's certificate once per connection, after rustls verified it.
+pub struct HandshakeCallback;
+
+#[async_trait]
+impl TlsAccept for HandshakeCallback {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
+        let der = tls.peer_certificate_der()?;
+        Some(Arc::new(ClientCertificate::from_der(der)))
+    }
+}
+
+/// The server certificate, swappable without a restart.
+#[derive(Debug)]
+pub struct ServerCertificate {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl ServerCertificate {
+    pub fn load(cert: &Path, key: &Path) -> Result<ServerCertificate, String> {
+        Ok(ServerCertificate {
+            current: ArcSwap::from_pointee(certified_key(cert, key)?),
+        })
+    }
+
+    /// Replaces the certificate that new handshakes present.
+    pub fn reload(&self, cert: &Path, key: &Path) -> Result<(), String> {
+        self.current.store(Arc::new(certified_key(cert, key)?));
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for ServerCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
+    let chain = read_certificates(cert)?;
+    let key = read_private_key(key)?;
+    let provider = rustls::crypto::ring::default_provider();
+    CertifiedKey::from_der(chain, key, &provider).map_err(|e| format!("{}: {e}", cert.display()))
+}
+
+/// Every certificate in a PEM file; an empty or unreadable file is an error.
+pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let file = File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = rustls_pemfile::certs(&mut BufReader::new(file))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{} is not valid PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The first private key in a PEM file.
+pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let file = File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    rustls_pemfile::private_key(&mut BufReader::new(file))
+        .map_err(|e| format!("{} is not valid PEM: {e}", path.display()))?
+        .ok_or_else(|| format!("{} holds no private key", path.display()))
+}
+
+/// A verifier that requires a client certificate chaining to the CA bundle at `path`.
+pub fn client_verifier(
+    path: &Path,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_certificates(path)? {
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: unusable CA certificate: {e}", path.display()))?;
+    }
+    WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The listener's TLS settings: our certificate, mandatory client certificates, h2 if enabled.
+pub fn tls_settings(
+    listener: &ListenerConfig,
+    server_certificate: Arc<ServerCertificate>,
+) -> Result<TlsSettings, String> {
+    let mut settings =
+        TlsSettings::with_callbacks(Box::new(HandshakeCallback)).map_err(|e| e.to_string())?;
+    settings.set_cert_resolver(server_certificate);
+    settings.set_client_cert_verifier(client_verifier(&listener.client_ca)?);
+    if listener.http2 {
+        settings.enable_h2();
+    }
+    Ok(settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thumbprint_is_unpadded_base64url_sha256() {
+        // SHA-256 of the empty input, as RFC 8705's encoding would carry it.
+        assert_eq!(
+            thumbprint(b""),
+            "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"
+        );
+    }
+}

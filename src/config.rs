@@ -1,0 +1,571 @@
+//! `gateway.toml`: the listener, the admin listener, the authorization server, the
+//! introspection cache, the identity headers set upstream and the upstreams by name.
+//!
+//! Loading validates everything it can without a network, and reports each problem with
+//! its file and line (`ConfigError`), so `fapi-gateway check` can list them all at once.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::policy::PolicySet;
+
+/// One problem found in a configuration or policy file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line, when the problem can be pinned to one.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(file: &Path, line: Option<usize>, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.to_path_buf(),
+            line,
+            message: message.into(),
+        }
+    }
+
+    /// A problem at a byte span of `source`.
+    pub fn at(
+        file: &Path,
+        source: &str,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+    ) -> Self {
+        let line = span.map(|s| line_of(source, s.start));
+        Self::new(file, line, message)
+    }
+
+    /// Turns a TOML parse or schema error into a located problem.
+    pub fn from_toml(file: &Path, source: &str, err: &toml::de::Error) -> Self {
+        Self::at(file, source, err.span(), err.message().trim().to_string())
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Every problem found; loading reports all of them, not just the first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// 1-based line number of a byte offset.
+pub fn line_of(source: &str, offset: usize) -> usize {
+    let end = offset.min(source.len());
+    source.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+// ---- the file as written -------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    listener: ListenerSection,
+    admin: Option<AdminSection>,
+    authorization_server: AuthorizationServerSection,
+    #[serde(default)]
+    cache: CacheSection,
+    #[serde(default)]
+    forwarding: ForwardingSection,
+    #[serde(default)]
+    upstreams: BTreeMap<String, Spanned<String>>,
+    #[serde(default = "default_policies")]
+    policies: Spanned<String>,
+    #[serde(default)]
+    server: ServerSection,
+}
+
+fn default_policies() -> Spanned<String> {
+    Spanned::new(0..0, "policies".to_string())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenerSection {
+    address: Spanned<String>,
+    certificate: Spanned<String>,
+    private_key: Spanned<String>,
+    client_ca: Spanned<String>,
+    #[serde(default = "yes")]
+    http2: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminSection {
+    address: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthorizationServerSection {
+    #[serde(default = "default_as_name")]
+    name: String,
+    introspection_endpoint: Spanned<String>,
+    client_id: String,
+    client_secret: Spanned<String>,
+    /// PEM bundle trusted for the server's TLS certificate; system roots are not used.
+    ca: Option<Spanned<String>>,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default = "default_retry_after")]
+    retry_after_seconds: u64,
+}
+
+fn default_as_name() -> String {
+    "default".into()
+}
+fn default_timeout_ms() -> u64 {
+    2000
+}
+fn default_retry_after() -> u64 {
+    5
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CacheSection {
+    #[serde(default = "default_max_ttl")]
+    max_ttl_seconds: f64,
+    #[serde(default = "default_inactive_ttl")]
+    inactive_ttl_seconds: f64,
+    #[serde(default = "default_capacity")]
+    capacity: u64,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        CacheSection {
+            max_ttl_seconds: default_max_ttl(),
+            inactive_ttl_seconds: default_inactive_ttl(),
+            capacity: default_capacity(),
+        }
+    }
+}
+
+fn default_max_ttl() -> f64 {
+    30.0
+}
+fn default_inactive_ttl() -> f64 {
+    5.0
+}
+fn default_capacity() -> u64 {
+    100_000
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForwardingSection {
+    #[serde(default)]
+    headers: IdentityHeaderNames,
+    #[serde(default)]
+    forward_authorization: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    #[serde(default = "default_threads")]
+    threads: usize,
+    #[serde(default = "default_grace")]
+    grace_period_seconds: u64,
+    #[serde(default = "default_grace")]
+    graceful_shutdown_timeout_seconds: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            threads: default_threads(),
+            grace_period_seconds: default_grace(),
+            graceful_shutdown_timeout_seconds: default_grace(),
+        }
+    }
+}
+
+fn default_threads() -> usize {
+    2
+}
+fn default_grace() -> u64 {
+    5
+}
+
+// ---- the validated configuration ------------------------------------------------------
+
+/// Names of the headers through which the gateway tells the bank who is calling.
+/// Whatever the client sent under these names is removed before they are set.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityHeaderNames {
+    pub consent_id: String,
+    pub client_id: String,
+    pub subject: String,
+    pub scopes: String,
+    pub accounts: String,
+}
+
+impl Default for IdentityHeaderNames {
+    fn default() -> Self {
+        IdentityHeaderNames {
+            consent_id: "x-consent-id".into(),
+            client_id: "x-client-id".into(),
+            subject: "x-subject".into(),
+            scopes: "x-granted-scopes".into(),
+            accounts: "x-consent-accounts".into(),
+        }
+    }
+}
+
+impl IdentityHeaderNames {
+    pub fn all(&self) -> [&str; 5] {
+        [
+            &self.consent_id,
+            &self.client_id,
+            &self.subject,
+            &self.scopes,
+            &self.accounts,
+        ]
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub address: SocketAddr,
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    pub client_ca: PathBuf,
+    pub http2: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthorizationServerConfig {
+    /// Separates cache entries of different servers.
+    pub name: String,
+    pub introspection_endpoint: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub ca: Option<PathBuf>,
+    pub timeout: Duration,
+    pub retry_after: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub max_ttl: Duration,
+    pub inactive_ttl: Duration,
+    pub capacity: u64,
+}
+
+/// A backend the gateway forwards to. Plain HTTP on the bank's internal network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub name: String,
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub threads: usize,
+    pub grace_period: Duration,
+    pub graceful_shutdown_timeout: Duration,
+}
+
+/// The whole validated configuration.
+#[derive(Debug)]
+pub struct GatewayConfig {
+    pub source: PathBuf,
+    pub listener: ListenerConfig,
+    pub admin_address: Option<SocketAddr>,
+    pub authorization_server: AuthorizationServerConfig,
+    pub cache: CacheConfig,
+    pub identity_headers: IdentityHeaderNames,
+    pub forward_authorization: bool,
+    pub upstreams: BTreeMap<String, Upstream>,
+    pub policies_dir: PathBuf,
+    pub policies: PolicySet,
+    pub server: ServerConfig,
+}
+
+impl GatewayConfig {
+    /// Reads `path` and the policy files it points to.
+    pub fn load(path: &Path) -> Result<GatewayConfig, ConfigErrors> {
+        let source = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError::new(
+                path,
+                None,
+                format!("cannot read: {e}"),
+            )])
+        })?;
+        Self::parse(path, &source)
+    }
+
+    /// Parses `source` as if read from `path` (relative paths resolve against its folder).
+    pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, ConfigErrors> {
+        let file: ConfigFile = toml::from_str(source)
+            .map_err(|e| ConfigErrors(vec![ConfigError::from_toml(path, source, &e)]))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut errors = Vec::new();
+        let err = |errors: &mut Vec<ConfigError>, span: Range<usize>, msg: String| {
+            errors.push(ConfigError::at(path, source, Some(span), msg));
+        };
+
+        let listener_address = parse_socket_addr(&file.listener.address)
+            .map_err(|m| err(&mut errors, file.listener.address.span(), m))
+            .ok();
+        let existing_file = |p: &Spanned<String>, what: &str, errors: &mut Vec<ConfigError>| {
+            let resolved = base.join(p.get_ref());
+            if !resolved.is_file() {
+                errors.push(ConfigError::at(
+                    path,
+                    source,
+                    Some(p.span()),
+                    format!("{what} file {} does not exist", resolved.display()),
+                ));
+            }
+            resolved
+        };
+        let certificate = existing_file(&file.listener.certificate, "certificate", &mut errors);
+        let private_key = existing_file(&file.listener.private_key, "private key", &mut errors);
+        let client_ca = existing_file(&file.listener.client_ca, "client CA", &mut errors);
+
+        let admin_address = file.admin.as_ref().and_then(|a| {
+            parse_socket_addr(&a.address)
+                .map_err(|m| err(&mut errors, a.address.span(), m))
+                .ok()
+        });
+
+        let asec = &file.authorization_server;
+        let endpoint = asec.introspection_endpoint.get_ref();
+        match endpoint.parse::<http::Uri>() {
+            Ok(uri)
+                if matches!(uri.scheme_str(), Some("https") | Some("http"))
+                    && uri.host().is_some() => {}
+            _ => err(
+                &mut errors,
+                asec.introspection_endpoint.span(),
+                format!("introspection_endpoint `{endpoint}` is not an http(s) URL"),
+            ),
+        }
+        if asec.client_secret.get_ref().is_empty() {
+            err(
+                &mut errors,
+                asec.client_secret.span(),
+                "client_secret is empty".into(),
+            );
+        }
+        let as_ca = asec
+            .ca
+            .as_ref()
+            .map(|ca| existing_file(ca, "authorization server CA", &mut errors));
+        if asec.timeout_ms == 0 {
+            errors.push(ConfigError::new(
+                path,
+                None,
+                "authorization_server.timeout_ms must be above 0",
+            ));
+        }
+
+        let cache = &file.cache;
+        for (name, v) in [
+            ("max_ttl_seconds", cache.max_ttl_seconds),
+            ("inactive_ttl_seconds", cache.inactive_ttl_seconds),
+        ] {
+            if !(v.is_finite() && v >= 0.0 && v <= 86_400.0) {
+                errors.push(ConfigError::new(
+                    path,
+                    None,
+                    format!("cache.{name} must be between 0 and 86400"),
+                ));
+            }
+        }
+        if cache.capacity == 0 {
+            errors.push(ConfigError::new(
+                path,
+                None,
+                "cache.capacity must be above 0",
+            ));
+        }
+
+        for name in file.forwarding.headers.all() {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                errors.push(ConfigError::new(
+                    path,
+                    None,
+                    format!("forwarding header name `{name}` is not a valid header name"),
+                ));
+            }
+        }
+
+        let mut upstreams = BTreeMap::new();
+        for (name, url) in &file.upstreams {
+            match parse_upstream_url(url.get_ref()) {
+                Ok(address) => {
+                    upstreams.insert(
+                        name.clone(),
+                        Upstream {
+                            name: name.clone(),
+                            address,
+                        },
+                    );
+                }
+                Err(m) => err(&mut errors, url.span(), format!("upstream `{name}`: {m}")),
+            }
+        }
+
+        let policies_dir = base.join(file.policies.get_ref());
+        let policies = match PolicySet::load_dir(&policies_dir, &upstreams) {
+            Ok(p) => Some(p),
+            Err(ConfigErrors(mut e)) => {
+                errors.append(&mut e);
+                None
+            }
+        };
+
+        if file.server.threads == 0 {
+            errors.push(ConfigError::new(
+                path,
+                None,
+                "server.threads must be above 0",
+            ));
+        }
+
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        Ok(GatewayConfig {
+            source: path.to_path_buf(),
+            listener: ListenerConfig {
+                address: listener_address.expect("checked above"),
+                certificate,
+                private_key,
+                client_ca,
+                http2: file.listener.http2,
+            },
+            admin_address,
+            authorization_server: AuthorizationServerConfig {
+                name: asec.name.clone(),
+                introspection_endpoint: endpoint.clone(),
+                client_id: asec.client_id.clone(),
+                client_secret: asec.client_secret.get_ref().clone(),
+                ca: as_ca,
+                timeout: Duration::from_millis(asec.timeout_ms),
+                retry_after: Duration::from_secs(asec.retry_after_seconds),
+            },
+            cache: CacheConfig {
+                max_ttl: Duration::from_secs_f64(cache.max_ttl_seconds),
+                inactive_ttl: Duration::from_secs_f64(cache.inactive_ttl_seconds),
+                capacity: cache.capacity,
+            },
+            identity_headers: file.forwarding.headers,
+            forward_authorization: file.forwarding.forward_authorization,
+            upstreams,
+            policies_dir,
+            policies: policies.expect("checked above"),
+            server: ServerConfig {
+                threads: file.server.threads,
+                grace_period: Duration::from_secs(file.server.grace_period_seconds),
+                graceful_shutdown_timeout: Duration::from_secs(
+                    file.server.graceful_shutdown_timeout_seconds,
+                ),
+            },
+        })
+    }
+}
+
+fn parse_socket_addr(s: &Spanned<String>) -> Result<SocketAddr, String> {
+    s.get_ref()
+        .parse()
+        .map_err(|_| format!("`{}` is not an address of the form IP:PORT", s.get_ref()))
+}
+
+/// Upstreams are `http://host:port`; the host is resolved once, at load.
+fn parse_upstream_url(url: &str) -> Result<SocketAddr, String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(
+                "https upstreams are not supported yet: use http on the bank's internal network"
+                    .into(),
+            )
+        }
+        _ => return Err(format!("`{url}` must start with http://")),
+    }
+    if uri.path() != "/" && !uri.path().is_empty() {
+        return Err(format!("`{url}` must not have a path (routes add it)"));
+    }
+    let host = uri.host().ok_or_else(|| format!("`{url}` has no host"))?;
+    let port = uri.port_u16().unwrap_or(80);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{host}` resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_of_counts_newlines_before_offset() {
+        let s = "a\nb\nc";
+        assert_eq!(line_of(s, 0), 1);
+        assert_eq!(line_of(s, 2), 2);
+        assert_eq!(line_of(s, 4), 3);
+    }
+
+    #[test]
+    fn upstream_urls() {
+        assert_eq!(
+            parse_upstream_url("http://127.0.0.1:8070").unwrap(),
+            "127.0.0.1:8070".parse().unwrap()
+        );
+        assert!(parse_upstream_url("https://127.0.0.1:8070")
+            .unwrap_err()
+            .contains("not supported"));
+        assert!(parse_upstream_url("ftp://x").is_err());
+        assert!(parse_upstream_url("http://127.0.0.1:8070/api")
+            .unwrap_err()
+            .contains("path"));
+    }
+}

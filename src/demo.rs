@@ -1,0 +1,209 @@
+//! The demo: the dev PKI, the mock authorization server and both mock banks on their
+//! fixed loopback ports, and the gateway in front, from `gateway.toml` and `policies/`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::GatewayConfig;
+use crate::fixtures::{
+    AuthorizationServer, AuthorizationServerSettings, Bank, BankData, ConsentShape,
+    RegisteredClient, Running,
+};
+use crate::pki::DevPki;
+
+pub const AUTHORIZATION_SERVER: &str = "127.0.0.1:9443";
+pub const GO_BANK: &str = "127.0.0.1:8070";
+pub const HYPERSCALE_BANK: &str = "127.0.0.1:7070";
+
+/// The configuration compiled into the binary, for running the demo anywhere.
+pub const EMBEDDED_CONFIG: &str = include_str!("../gateway.toml");
+pub const EMBEDDED_POLICIES: [(&str, &str); 2] = [
+    ("gobank.toml", include_str!("../policies/gobank.toml")),
+    (
+        "hyperscalebank.toml",
+        include_str!("../policies/hyperscalebank.toml"),
+    ),
+];
+
+/// The fixtures of one demo (or test) world.
+pub struct Fixtures {
+    pub authorization_server: Arc<AuthorizationServer>,
+    pub go_bank: Arc<Bank>,
+    pub hyperscale_bank: Arc<Bank>,
+    pub authorization_server_addr: SocketAddr,
+    pub go_bank_addr: SocketAddr,
+    pub hyperscale_bank_addr: SocketAddr,
+    running: Vec<Running>,
+}
+
+impl Fixtures {
+    /// Stops the authorization server's listener (new connections are refused).
+    pub fn stop_authorization_server(&self) {
+        self.running[0].stop();
+    }
+}
+
+/// Where each fixture listens (port 0: any free port).
+pub struct FixtureAddresses {
+    pub authorization_server: SocketAddr,
+    pub go_bank: SocketAddr,
+    pub hyperscale_bank: SocketAddr,
+}
+
+/// Starts the mock authorization server (its TLS certificate and client CA from `pki`)
+/// and both banks on the current runtime.
+pub async fn start_fixtures(
+    pki: &DevPki,
+    addresses: FixtureAddresses,
+    introspection_client: (&str, &str),
+    token_lifetime: Duration,
+) -> Result<Fixtures, String> {
+    let settings = AuthorizationServerSettings {
+        clients: vec![
+            RegisteredClient::from_certificate_file("financroo", &pki.tpp_cert())?,
+            RegisteredClient::from_certificate_file("other-tpp", &pki.other_tpp_cert())?,
+        ],
+        introspection_client_id: introspection_client.0.to_string(),
+        introspection_client_secret: introspection_client.1.to_string(),
+        token_lifetime,
+        banks: HashMap::from([
+            ("gobank".to_string(), ConsentShape::Obuk),
+            ("hyperscalebank".to_string(), ConsentShape::Generic),
+        ]),
+    };
+    let authorization_server = AuthorizationServer::new(settings);
+    let as_running = authorization_server
+        .serve(
+            addresses.authorization_server,
+            &pki.server_cert(),
+            &pki.server_key(),
+            &pki.ca(),
+        )
+        .await?;
+    let go_bank = Bank::new(BankData::go_bank());
+    let gb_running = go_bank.serve(addresses.go_bank).await?;
+    let hyperscale_bank = Bank::new(BankData::hyperscale_bank());
+    let hs_running = hyperscale_bank.serve(addresses.hyperscale_bank).await?;
+    Ok(Fixtures {
+        authorization_server,
+        go_bank,
+        hyperscale_bank,
+        authorization_server_addr: as_running.addr,
+        go_bank_addr: gb_running.addr,
+        hyperscale_bank_addr: hs_running.addr,
+        running: vec![as_running, gb_running, hs_running],
+    })
+}
+
+/// The config file the demo uses: the given one, `./gateway.toml`, or the embedded
+/// default written to `./.fapi-gateway-demo/`.
+pub fn demo_config_path(given: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(p) = given {
+        return Ok(p.to_path_buf());
+    }
+    let local = PathBuf::from("gateway.toml");
+    if local.is_file() {
+        return Ok(local);
+    }
+    let dir = PathBuf::from(".fapi-gateway-demo");
+    std::fs::create_dir_all(dir.join("policies"))
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let write = |p: PathBuf, s: &str| {
+        std::fs::write(&p, s).map_err(|e| format!("cannot write {}: {e}", p.display()))
+    };
+    write(dir.join("gateway.toml"), EMBEDDED_CONFIG)?;
+    for (name, text) in EMBEDDED_POLICIES {
+        write(dir.join("policies").join(name), text)?;
+    }
+    Ok(dir.join("gateway.toml"))
+}
+
+/// Runs the demo until interrupted.
+pub fn run(config: Option<&Path>) -> Result<std::convert::Infallible, String> {
+    let config_path = demo_config_path(config)?;
+    let base = config_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let pki = DevPki::at(&base.join("certs"));
+    if !pki.is_complete() {
+        pki.generate()?;
+        println!("wrote a development PKI to {}", pki.dir.display());
+    }
+    let config = GatewayConfig::load(&config_path).map_err(|e| e.to_string())?;
+    let introspection = (
+        config.authorization_server.client_id.clone(),
+        config.authorization_server.client_secret.clone(),
+    );
+    let upstream = |name: &str, default: &str| {
+        config
+            .upstreams
+            .get(name)
+            .map(|u| u.address)
+            .unwrap_or_else(|| default.parse().expect("valid"))
+    };
+    let addresses = FixtureAddresses {
+        authorization_server: AUTHORIZATION_SERVER.parse().expect("valid"),
+        go_bank: upstream("gobank", GO_BANK),
+        hyperscale_bank: upstream("hyperscalebank", HYPERSCALE_BANK),
+    };
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let fixture_pki = pki.clone();
+    std::thread::Builder::new()
+        .name("demo-fixtures".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build();
+            let runtime = match runtime {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let started = start_fixtures(
+                    &fixture_pki,
+                    addresses,
+                    (&introspection.0, &introspection.1),
+                    Duration::from_secs(3600),
+                )
+                .await;
+                match started {
+                    Ok(fixtures) => {
+                        let _ = ready_tx.send(Ok(()));
+                        std::future::pending::<()>().await;
+                        drop(fixtures);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            });
+        })
+        .map_err(|e| e.to_string())?;
+    ready_rx.recv().map_err(|e| e.to_string())??;
+    println!(
+        "fapi-gateway demo\n  gateway (mTLS)          https://{}\n  authorization server    https://{AUTHORIZATION_SERVER}\n  Go Bank                 http://{}\n  Hyperscale Bank         http://{}\n  admin                   {}\n  TPP certificate         {}, {}\nSee README.md for the walk-through. Ctrl-C stops.",
+        config.listener.address,
+        addresses_of(&config, "gobank"),
+        addresses_of(&config, "hyperscalebank"),
+        config.admin_address.map(|a| format!("http://{a}/healthz")).unwrap_or_else(|| "off".into()),
+        pki.tpp_cert().display(),
+        pki.tpp_key().display(),
+    );
+    crate::server::run(config)
+}
+
+fn addresses_of(config: &GatewayConfig, name: &str) -> String {
+    config
+        .upstreams
+        .get(name)
+        .map(|u| u.address.to_string())
+        .unwrap_or_default()
+}

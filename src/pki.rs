@@ -1,0 +1,135 @@
+//! A development PKI: one CA that signs the gateway's and the mock authorization server's
+//! server certificate and two TPP client certificates. For demos and tests only.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+};
+use time::{Duration, OffsetDateTime};
+
+/// The files `generate` writes, by role.
+#[derive(Debug, Clone)]
+pub struct DevPki {
+    pub dir: PathBuf,
+}
+
+impl DevPki {
+    pub fn at(dir: &Path) -> DevPki {
+        DevPki {
+            dir: dir.to_path_buf(),
+        }
+    }
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.join("gateway.pem")
+    }
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.join("gateway.key")
+    }
+    pub fn tpp_cert(&self) -> PathBuf {
+        self.dir.join("tpp.pem")
+    }
+    pub fn tpp_key(&self) -> PathBuf {
+        self.dir.join("tpp.key")
+    }
+    pub fn other_tpp_cert(&self) -> PathBuf {
+        self.dir.join("other-tpp.pem")
+    }
+    pub fn other_tpp_key(&self) -> PathBuf {
+        self.dir.join("other-tpp.key")
+    }
+
+    /// Whether every file is already there.
+    pub fn is_complete(&self) -> bool {
+        [
+            self.ca(),
+            self.server_cert(),
+            self.server_key(),
+            self.tpp_cert(),
+            self.tpp_key(),
+            self.other_tpp_cert(),
+            self.other_tpp_key(),
+        ]
+        .iter()
+        .all(|p| p.is_file())
+    }
+
+    /// Writes a fresh PKI into the folder, replacing what is there.
+    pub fn generate(&self) -> Result<(), String> {
+        fs::create_dir_all(&self.dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+        let err = |e: rcgen::Error| format!("certificate generation failed: {e}");
+
+        let ca_key = KeyPair::generate().map_err(err)?;
+        let mut ca = params("fapi-gateway development CA", "fapi-gateway dev", &[])?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+        self.write("ca.pem", &ca_cert.pem())?;
+        self.write_key("ca.key", &ca_key)?;
+
+        let mut server = params("localhost", "fapi-gateway dev", &["localhost", "127.0.0.1"])?;
+        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.leaf("gateway", server, &ca_cert, &ca_key)?;
+
+        for (name, cn) in [("tpp", "Financroo"), ("other-tpp", "Other TPP")] {
+            let mut client = params(cn, cn, &[])?;
+            client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            self.leaf(name, client, &ca_cert, &ca_key)?;
+        }
+        Ok(())
+    }
+
+    fn leaf(
+        &self,
+        name: &str,
+        mut p: CertificateParams,
+        ca: &Certificate,
+        ca_key: &KeyPair,
+    ) -> Result<(), String> {
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let key = KeyPair::generate().map_err(|e| e.to_string())?;
+        let cert = p.signed_by(&key, ca, ca_key).map_err(|e| e.to_string())?;
+        self.write(&format!("{name}.pem"), &cert.pem())?;
+        self.write_key(&format!("{name}.key"), &key)
+    }
+
+    fn write(&self, name: &str, contents: &str) -> Result<(), String> {
+        let path = self.dir.join(name);
+        fs::write(&path, contents).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
+    fn write_key(&self, name: &str, key: &KeyPair) -> Result<(), String> {
+        self.write(name, &key.serialize_pem())?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let path = self.dir.join(name);
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+fn params(cn: &str, org: &str, names: &[&str]) -> Result<CertificateParams, String> {
+    let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .map_err(|e| format!("bad certificate name: {e}"))?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    dn.push(DnType::OrganizationName, org);
+    p.distinguished_name = dn;
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - Duration::hours(1);
+    p.not_after = now + Duration::days(825);
+    Ok(p)
+}

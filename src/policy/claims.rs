@@ -1,0 +1,218 @@
+//! Where a consent sits in an introspection response.
+//!
+//! Authorization servers of different open-finance specs put the consent id, status,
+//! permissions and granted accounts under different names (see the profiles below).
+//! A [`ClaimPath`] addresses one of them: dot-separated member names, where a segment
+//! ending in `[]` walks every element of an array, e.g. `fdx_consent.resources[].id`.
+
+use serde_json::Value;
+
+/// A parsed claim address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimPath {
+    segments: Vec<Segment>,
+    text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Segment {
+    name: String,
+    each: bool,
+}
+
+impl ClaimPath {
+    pub fn parse(text: &str) -> Result<ClaimPath, String> {
+        if text.is_empty() {
+            return Err("claim path is empty".into());
+        }
+        let segments = text
+            .split('.')
+            .map(|part| {
+                let (name, each) = match part.strip_suffix("[]") {
+                    Some(n) => (n, true),
+                    None => (part, false),
+                };
+                if name.is_empty() || name.contains(['[', ']']) {
+                    Err(format!(
+                        "claim path `{text}` has an empty or malformed segment `{part}`"
+                    ))
+                } else {
+                    Ok(Segment {
+                        name: name.to_string(),
+                        each,
+                    })
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ClaimPath {
+            segments,
+            text: text.to_string(),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Every value found at this path (arrays at the end are flattened).
+    pub fn values<'a>(&self, root: &'a Value) -> Vec<&'a Value> {
+        let mut current = vec![root];
+        for seg in &self.segments {
+            let mut next = Vec::new();
+            for v in current {
+                if let Some(child) = v.get(&seg.name) {
+                    if seg.each {
+                        if let Some(items) = child.as_array() {
+                            next.extend(items.iter());
+                        }
+                    } else {
+                        next.push(child);
+                    }
+                }
+            }
+            current = next;
+        }
+        // A final array (e.g. `Permissions`) counts as its elements.
+        current
+            .into_iter()
+            .flat_map(|v| match v {
+                Value::Array(items) => items.iter().collect::<Vec<_>>(),
+                other => vec![other],
+            })
+            .collect()
+    }
+
+    /// The single string at this path, if there is exactly one.
+    pub fn string<'a>(&self, root: &'a Value) -> Option<&'a str> {
+        match self.values(root).as_slice() {
+            [Value::String(s)] => Some(s.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The strings at this path; a space-separated string counts as a list (as `scope` is).
+    pub fn strings(&self, root: &Value) -> Vec<String> {
+        self.values(root)
+            .into_iter()
+            .flat_map(|v| match v {
+                Value::String(s) => s.split_whitespace().map(str::to_string).collect(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+}
+
+/// Where one spec's authorization server puts the consent, and which status grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimMapping {
+    pub consent_id: ClaimPath,
+    /// `None` where the spec has no status claim (CDR): presence of the consent suffices.
+    pub status: Option<ClaimPath>,
+    pub granting_status: Vec<String>,
+    /// `None` where permissions are expressed as scopes (CDR, FDX, generic).
+    pub permissions: Option<ClaimPath>,
+    pub accounts: ClaimPath,
+    /// RFC 3339 date-time (UK `ExpirationDateTime`) or seconds since the epoch.
+    pub expiration: Option<ClaimPath>,
+}
+
+/// Names of the built-in profiles.
+pub const PROFILES: [&str; 5] = ["obuk", "obbr", "cdr", "fdx", "generic"];
+
+impl ClaimMapping {
+    /// The mapping of a built-in profile.
+    pub fn profile(name: &str) -> Option<ClaimMapping> {
+        let p = |s: &str| ClaimPath::parse(s).expect("built-in claim paths are valid");
+        let m = match name {
+            "obuk" => ClaimMapping {
+                consent_id: p("ConsentId"),
+                status: Some(p("Status")),
+                granting_status: vec!["Authorised".into()],
+                permissions: Some(p("Permissions")),
+                accounts: p("AccountIDs"),
+                expiration: Some(p("ExpirationDateTime")),
+            },
+            "obbr" => ClaimMapping {
+                consent_id: p("consentId"),
+                status: Some(p("status")),
+                granting_status: vec!["AUTHORISED".into()],
+                permissions: Some(p("permissions")),
+                accounts: p("AccountIDs"),
+                expiration: Some(p("expirationDateTime")),
+            },
+            "cdr" => ClaimMapping {
+                consent_id: p("cdr_arrangement_id"),
+                status: None,
+                granting_status: vec![],
+                permissions: None,
+                accounts: p("AccountIDs"),
+                expiration: None,
+            },
+            "fdx" => ClaimMapping {
+                consent_id: p("fdx_consent.id"),
+                status: Some(p("fdx_consent.status")),
+                granting_status: vec!["ACTIVE".into()],
+                permissions: None,
+                accounts: p("fdx_consent.resources[].id"),
+                expiration: Some(p("fdx_consent.expirationTime")),
+            },
+            "generic" => ClaimMapping {
+                consent_id: p("consent_id"),
+                status: Some(p("status")),
+                granting_status: vec!["authorized".into()],
+                permissions: None,
+                accounts: p("account_ids"),
+                expiration: None,
+            },
+            _ => return None,
+        };
+        Some(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nested_array_paths() {
+        let claims =
+            json!({"fdx_consent": {"id": "c1", "resources": [{"id": "A1"}, {"id": "A2"}]}});
+        let path = ClaimPath::parse("fdx_consent.resources[].id").unwrap();
+        assert_eq!(path.strings(&claims), vec!["A1", "A2"]);
+        assert_eq!(
+            ClaimPath::parse("fdx_consent.id").unwrap().string(&claims),
+            Some("c1")
+        );
+    }
+
+    #[test]
+    fn final_arrays_and_scope_strings_flatten() {
+        let claims = json!({"Permissions": ["ReadBalances", "ReadAccountsBasic"], "scope": "openid accounts"});
+        assert_eq!(
+            ClaimPath::parse("Permissions").unwrap().strings(&claims),
+            vec!["ReadBalances", "ReadAccountsBasic"]
+        );
+        assert_eq!(
+            ClaimPath::parse("scope").unwrap().strings(&claims),
+            vec!["openid", "accounts"]
+        );
+        assert_eq!(ClaimPath::parse("missing").unwrap().string(&claims), None);
+    }
+
+    #[test]
+    fn malformed_paths_are_refused() {
+        assert!(ClaimPath::parse("").is_err());
+        assert!(ClaimPath::parse("a..b").is_err());
+        assert!(ClaimPath::parse("a[0].b").is_err());
+    }
+
+    #[test]
+    fn every_profile_is_defined() {
+        for name in PROFILES {
+            assert!(ClaimMapping::profile(name).is_some(), "{name}");
+        }
+        assert!(ClaimMapping::profile("nope").is_none());
+    }
+}

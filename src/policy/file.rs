@@ -1,0 +1,379 @@
+//! Reading policy files: the TOML format, and every mistake reported with file and line.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::claims::{ClaimMapping, ClaimPath, PROFILES};
+use super::router::{InsertError, PathTemplate, Router};
+use super::{Api, Binding, PolicySet, Route};
+use crate::config::{line_of, ConfigError, ConfigErrors, Upstream};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    api: ApiSection,
+    #[serde(default)]
+    claims: ClaimsSection,
+    #[serde(default)]
+    route: Vec<Spanned<RouteSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiSection {
+    name: Option<String>,
+    prefix: Spanned<String>,
+    upstream: Spanned<String>,
+    profile: Spanned<String>,
+}
+
+/// Overrides of the profile's claim mapping.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClaimsSection {
+    consent_id: Option<Spanned<String>>,
+    status: Option<Spanned<String>>,
+    granting_status: Option<Vec<String>>,
+    permissions: Option<Spanned<String>>,
+    accounts: Option<Spanned<String>>,
+    expiration: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteSection {
+    #[serde(default = "default_methods")]
+    methods: Vec<String>,
+    path: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    scopes_any: Vec<String>,
+    #[serde(default)]
+    permissions: Vec<String>,
+    #[serde(default)]
+    permissions_any: AnyOf,
+    #[serde(default = "yes")]
+    consent: bool,
+    account_param: Option<String>,
+    #[serde(default = "default_binding")]
+    binding: String,
+}
+
+/// `["A", "B"]` is one group (one of A, B); `[["A", "B"], ["C", "D"]]` is several groups,
+/// each of which must be met (UK: Basic or Detail, and Credits or Debits).
+#[derive(Debug, Default, Deserialize)]
+#[serde(untagged)]
+enum AnyOf {
+    #[default]
+    None,
+    One(Vec<String>),
+    Groups(Vec<Vec<String>>),
+}
+
+impl AnyOf {
+    fn groups(&self) -> Vec<Vec<String>> {
+        match self {
+            AnyOf::None => vec![],
+            AnyOf::One(g) if g.is_empty() => vec![],
+            AnyOf::One(g) => vec![g.clone()],
+            AnyOf::Groups(gs) => gs.iter().filter(|g| !g.is_empty()).cloned().collect(),
+        }
+    }
+}
+
+fn default_methods() -> Vec<String> {
+    vec!["GET".into()]
+}
+fn yes() -> bool {
+    true
+}
+fn default_binding() -> String {
+    "mtls".into()
+}
+
+impl PolicySet {
+    /// Loads every `*.toml` file of `dir`, in name order.
+    pub fn load_dir(
+        dir: &Path,
+        upstreams: &BTreeMap<String, Upstream>,
+    ) -> Result<PolicySet, ConfigErrors> {
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            ConfigErrors(vec![ConfigError::new(
+                dir,
+                None,
+                format!("cannot read the policy folder: {e}"),
+            )])
+        })?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(ConfigErrors(vec![ConfigError::new(
+                dir,
+                None,
+                "no policy files (*.toml): every request would be refused",
+            )]));
+        }
+        let mut errors = Vec::new();
+        let mut apis: Vec<Api> = Vec::new();
+        for file in &files {
+            let source = match std::fs::read_to_string(file) {
+                Ok(s) => s,
+                Err(e) => {
+                    errors.push(ConfigError::new(file, None, format!("cannot read: {e}")));
+                    continue;
+                }
+            };
+            match parse_api(file, &source, upstreams) {
+                Ok(api) => {
+                    if let Some(other) = apis.iter().find(|a| a.prefix == api.prefix) {
+                        errors.push(ConfigError::new(
+                            file,
+                            None,
+                            format!(
+                                "prefix `{}` is already served by API `{}`",
+                                api.prefix, other.name
+                            ),
+                        ));
+                    } else if let Some(other) = apis.iter().find(|a| a.name == api.name) {
+                        errors.push(ConfigError::new(
+                            file,
+                            None,
+                            format!("API name `{}` is used twice", other.name),
+                        ));
+                    } else {
+                        apis.push(api);
+                    }
+                }
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(PolicySet::new(apis))
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// Parses one policy file's text (used by `load_dir` and by tests).
+    pub fn parse_api(
+        file: &Path,
+        source: &str,
+        upstreams: &BTreeMap<String, Upstream>,
+    ) -> Result<Api, ConfigErrors> {
+        parse_api(file, source, upstreams).map_err(ConfigErrors)
+    }
+}
+
+fn parse_api(
+    file: &Path,
+    source: &str,
+    upstreams: &BTreeMap<String, Upstream>,
+) -> Result<Api, Vec<ConfigError>> {
+    let parsed: PolicyFile =
+        toml::from_str(source).map_err(|e| vec![ConfigError::from_toml(file, source, &e)])?;
+    let mut errors = Vec::new();
+    let at = |span: std::ops::Range<usize>| Some(line_of(source, span.start));
+    let problem = |errors: &mut Vec<ConfigError>, line: Option<usize>, msg: String| {
+        errors.push(ConfigError::new(file, line, msg));
+    };
+
+    let api = &parsed.api;
+    let name = api.name.clone().unwrap_or_else(|| {
+        file.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    let prefix = api.prefix.get_ref().clone();
+    if !(prefix.is_empty()
+        || (prefix.starts_with('/')
+            && !prefix.ends_with('/')
+            && PathTemplate::parse(&prefix).is_ok()))
+    {
+        problem(
+            &mut errors,
+            at(api.prefix.span()),
+            format!("prefix `{prefix}` must be empty or like `/gobank` (no trailing `/`)"),
+        );
+    }
+    let upstream = upstreams.get(api.upstream.get_ref()).cloned();
+    if upstream.is_none() {
+        let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+        problem(
+            &mut errors,
+            at(api.upstream.span()),
+            format!(
+                "unknown upstream `{}` (gateway.toml defines: {})",
+                api.upstream.get_ref(),
+                known.join(", ")
+            ),
+        );
+    }
+    let mut claims = ClaimMapping::profile(api.profile.get_ref());
+    if claims.is_none() {
+        problem(
+            &mut errors,
+            at(api.profile.span()),
+            format!(
+                "unknown profile `{}` (known: {})",
+                api.profile.get_ref(),
+                PROFILES.join(", ")
+            ),
+        );
+    }
+    if let Some(mapping) = claims.as_mut() {
+        let c = &parsed.claims;
+        let path =
+            |errors: &mut Vec<ConfigError>, v: &Option<Spanned<String>>| -> Option<ClaimPath> {
+                let v = v.as_ref()?;
+                ClaimPath::parse(v.get_ref())
+                    .map_err(|m| errors.push(ConfigError::new(file, at(v.span()), m)))
+                    .ok()
+            };
+        if let Some(p) = path(&mut errors, &c.consent_id) {
+            mapping.consent_id = p;
+        }
+        if let Some(p) = path(&mut errors, &c.status) {
+            mapping.status = Some(p);
+        }
+        if let Some(p) = path(&mut errors, &c.permissions) {
+            mapping.permissions = Some(p);
+        }
+        if let Some(p) = path(&mut errors, &c.accounts) {
+            mapping.accounts = p;
+        }
+        if let Some(p) = path(&mut errors, &c.expiration) {
+            mapping.expiration = Some(p);
+        }
+        if let Some(g) = &c.granting_status {
+            mapping.granting_status = g.clone();
+        }
+        if mapping.status.is_some() && mapping.granting_status.is_empty() {
+            problem(
+                &mut errors,
+                None,
+                "claims.granting_status is empty: no consent could ever be granted".into(),
+            );
+        }
+    }
+
+    if parsed.route.is_empty() {
+        problem(
+            &mut errors,
+            None,
+            "no [[route]]: every request to this API would be refused".into(),
+        );
+    }
+    let mut routes: Vec<Route> = Vec::new();
+    let mut router = Router::default();
+    for spanned in &parsed.route {
+        let line = line_of(source, spanned.span().start);
+        let r = spanned.get_ref();
+        let route_problem = |errors: &mut Vec<ConfigError>, msg: String| {
+            errors.push(ConfigError::new(
+                file,
+                Some(line),
+                format!("route `{}`: {msg}", r.path),
+            ));
+        };
+        let template = match PathTemplate::parse(&r.path) {
+            Ok(t) => t,
+            Err(m) => {
+                errors.push(ConfigError::new(file, Some(line), m));
+                continue;
+            }
+        };
+        let mut methods = Vec::new();
+        for m in &r.methods {
+            match http::Method::from_bytes(m.as_bytes()) {
+                Ok(method) if m.chars().all(|c| c.is_ascii_uppercase()) => methods.push(method),
+                _ => route_problem(
+                    &mut errors,
+                    format!("`{m}` is not an HTTP method (write it in capitals)"),
+                ),
+            }
+        }
+        if methods.is_empty() && r.methods.is_empty() {
+            route_problem(&mut errors, "methods is empty".into());
+        }
+        if let Some(p) = &r.account_param {
+            if !template.has_param(p) {
+                route_problem(
+                    &mut errors,
+                    format!("account_param `{p}` is not a parameter of the path"),
+                );
+            }
+        }
+        let binding = match r.binding.as_str() {
+            "mtls" => Binding::Mtls,
+            "none" => Binding::None,
+            other => {
+                route_problem(
+                    &mut errors,
+                    format!("binding `{other}` is not one of: mtls, none"),
+                );
+                Binding::Mtls
+            }
+        };
+        let permissions_any = r.permissions_any.groups();
+        let needs_permissions = !r.permissions.is_empty() || !permissions_any.is_empty();
+        if needs_permissions && !r.consent {
+            route_problem(&mut errors, "permissions need `consent = true`".into());
+        }
+        for scope in r.scopes.iter().chain(&r.scopes_any) {
+            if scope.is_empty()
+                || scope.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\')
+            {
+                route_problem(
+                    &mut errors,
+                    format!("scope `{scope}` is not a valid scope token"),
+                );
+            }
+        }
+        let index = routes.len();
+        for method in &methods {
+            match router.insert(method.clone(), &template, index) {
+                Ok(()) => {}
+                Err(InsertError::Overlap(other)) => route_problem(
+                    &mut errors,
+                    format!("{method} overlaps the route `{}` at line {}", routes[other].path, routes[other].line),
+                ),
+                Err(InsertError::ParamName { existing, new }) => route_problem(
+                    &mut errors,
+                    format!("parameter `{{{new}}}` stands where another route has `{{{existing}}}`: use one name"),
+                ),
+            }
+        }
+        routes.push(Route {
+            methods,
+            path: r.path.clone(),
+            scopes: r.scopes.clone(),
+            scopes_any: r.scopes_any.clone(),
+            permissions: r.permissions.clone(),
+            permissions_any,
+            require_consent: r.consent,
+            account_param: r.account_param.clone(),
+            binding,
+            file: file.to_path_buf(),
+            line,
+        });
+    }
+
+    match (errors.is_empty(), upstream, claims) {
+        (true, Some(upstream), Some(claims)) => Ok(Api {
+            name,
+            prefix,
+            upstream,
+            claims,
+            routes,
+            router,
+        }),
+        _ => Err(errors),
+    }
+}

@@ -1,0 +1,345 @@
+//! The gateway as a pingora [`ProxyHttp`]: `request_filter` decides, everything after it
+//! forwards. A decision is a value (`Result<Grant, Refusal>`); the one place that turns a
+//! refusal into bytes is [`Gateway::refuse`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::Result;
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::cache::{CacheOutcome, IntrospectionCache};
+use crate::client_identity::ClientCertificate;
+use crate::config::IdentityHeaderNames;
+use crate::credentials::bearer_token;
+use crate::introspection::unix_now;
+use crate::policy::{Grant, PolicySet};
+use crate::refusal::Refusal;
+
+pub const INTERACTION_ID: &str = "x-fapi-interaction-id";
+
+/// What forwarding needs besides the policy.
+#[derive(Debug, Clone)]
+pub struct ForwardingSettings {
+    pub identity_headers: IdentityHeaderNames,
+    pub forward_authorization: bool,
+    pub retry_after_seconds: u64,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_read_timeout: Duration,
+}
+
+/// The gateway's request logic. Policies are swapped whole on reload; the cache outlives them.
+pub struct Gateway {
+    policies: Arc<ArcSwap<PolicySet>>,
+    cache: Arc<IntrospectionCache>,
+    settings: ForwardingSettings,
+}
+
+/// Per-request state across pingora's phases.
+pub struct RequestContext {
+    started: Instant,
+    interaction_id: String,
+    grant: Option<Grant>,
+    refusal: Option<&'static str>,
+    token_tag: Option<String>,
+    cache: Option<CacheOutcome>,
+}
+
+impl Gateway {
+    pub fn new(
+        policies: Arc<ArcSwap<PolicySet>>,
+        cache: Arc<IntrospectionCache>,
+        settings: ForwardingSettings,
+    ) -> Gateway {
+        Gateway {
+            policies,
+            cache,
+            settings,
+        }
+    }
+
+    /// Every check, in the order of the request: credentials, route, introspection, policy.
+    async fn authorize(
+        &self,
+        session: &Session,
+        ctx: &mut RequestContext,
+    ) -> std::result::Result<Grant, Refusal> {
+        let req = session.req_header();
+        let token = bearer_token(&req.headers, req.uri.query())?;
+        let policies = self.policies.load();
+        let matched = policies.route(&req.method, req.uri.path(), req.uri.query())?;
+        let key = self.cache.key(token);
+        ctx.token_tag = Some(key.short());
+        let (info, outcome) = self.cache.lookup(key, token).await.map_err(|e| {
+            tracing::warn!(token = %key.short(), error = %e, "introspection failed; refusing (fail closed)");
+            Refusal::AuthorizationServerUnavailable { retry_after_seconds: self.settings.retry_after_seconds }
+        })?;
+        ctx.cache = Some(outcome);
+        let certificate = ClientCertificate::of_session(session);
+        matched.evaluate(
+            &info,
+            certificate.map(|c| c.thumbprint.as_str()),
+            unix_now(),
+        )
+    }
+
+    /// Writes the response for a refusal. The only place refusals become bytes.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+        refusal: &Refusal,
+    ) -> Result<()> {
+        ctx.refusal = Some(refusal.reason());
+        let r = refusal.to_response(&ctx.interaction_id);
+        let mut header = ResponseHeader::build(r.status, Some(6))?;
+        header.insert_header("content-type", "application/json")?;
+        header.insert_header("content-length", r.body.len().to_string())?;
+        header.insert_header("cache-control", "no-store")?;
+        header.insert_header(INTERACTION_ID, ctx.interaction_id.as_str())?;
+        if let Some(challenge) = r.www_authenticate {
+            header.insert_header("www-authenticate", challenge)?;
+        }
+        if let Some(seconds) = r.retry_after {
+            header.insert_header("retry-after", seconds.to_string())?;
+        }
+        session.set_keepalive(None);
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session.write_response_body(Some(r.body), true).await
+    }
+}
+
+/// The caller's interaction id if it is a UUID; a fresh one otherwise. A malformed one
+/// is refused (FAPI requires a UUID), still answered under a fresh id.
+fn interaction_id(req: &RequestHeader) -> (String, Option<Refusal>) {
+    let mut values = req.headers.get_all(INTERACTION_ID).iter();
+    match (values.next(), values.next()) {
+        (None, _) => (uuid::Uuid::new_v4().to_string(), None),
+        (Some(v), None) => match v
+            .to_str()
+            .ok()
+            .and_then(|s| uuid::Uuid::try_parse(s).ok().map(|_| s))
+        {
+            Some(s) => (s.to_string(), None),
+            None => (
+                uuid::Uuid::new_v4().to_string(),
+                Some(Refusal::InvalidRequest {
+                    description: "x-fapi-interaction-id must be a UUID",
+                    field: INTERACTION_ID,
+                }),
+            ),
+        },
+        (Some(_), Some(_)) => (
+            uuid::Uuid::new_v4().to_string(),
+            Some(Refusal::InvalidRequest {
+                description: "more than one x-fapi-interaction-id header",
+                field: INTERACTION_ID,
+            }),
+        ),
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestContext;
+
+    fn new_ctx(&self) -> RequestContext {
+        RequestContext {
+            started: Instant::now(),
+            interaction_id: String::new(),
+            grant: None,
+            refusal: None,
+            token_tag: None,
+            cache: None,
+        }
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+    ) -> Result<bool> {
+        let (id, bad_id) = interaction_id(session.req_header());
+        ctx.interaction_id = id;
+        let decision = match bad_id {
+            Some(refusal) => Err(refusal),
+            None => self.authorize(session, ctx).await,
+        };
+        match decision {
+            Ok(grant) => {
+                ctx.grant = Some(grant);
+                Ok(false)
+            }
+            Err(refusal) => {
+                self.refuse(session, ctx, &refusal).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestContext,
+    ) -> Result<Box<HttpPeer>> {
+        let grant = ctx.grant.as_ref().ok_or_else(|| {
+            pingora_core::Error::explain(pingora_core::ErrorType::InternalError, "no grant")
+        })?;
+        let mut peer = HttpPeer::new(grant.upstream, false, String::new());
+        peer.options.connection_timeout = Some(self.settings.upstream_connect_timeout);
+        peer.options.read_timeout = Some(self.settings.upstream_read_timeout);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestContext,
+    ) -> Result<()> {
+        let grant = ctx.grant.as_ref().ok_or_else(|| {
+            pingora_core::Error::explain(pingora_core::ErrorType::InternalError, "no grant")
+        })?;
+        let uri = grant.upstream_path.parse().map_err(|_| {
+            pingora_core::Error::explain(
+                pingora_core::ErrorType::InternalError,
+                "bad upstream path",
+            )
+        })?;
+        upstream.set_uri(uri);
+        let names = &self.settings.identity_headers;
+        // Whatever the client sent under our identity header names is not to be believed.
+        for name in names.all() {
+            while upstream.remove_header(name).is_some() {}
+        }
+        if !self.settings.forward_authorization {
+            upstream.remove_header("authorization");
+        }
+        let mut set = |name: &str, value: &str| {
+            upstream
+                .insert_header(name.to_string(), value.to_string())
+                .map(|_| ())
+        };
+        if let Some(v) = &grant.consent_id {
+            set(&names.consent_id, v)?;
+        }
+        if let Some(v) = &grant.client_id {
+            set(&names.client_id, v)?;
+        }
+        if let Some(v) = &grant.subject {
+            set(&names.subject, v)?;
+        }
+        set(&names.scopes, &grant.scopes)?;
+        set(&names.accounts, &grant.accounts.join(","))?;
+        set(INTERACTION_ID, &ctx.interaction_id)?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestContext,
+    ) -> Result<()> {
+        response.insert_header(INTERACTION_ID, ctx.interaction_id.as_str())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &pingora_core::Error,
+        ctx: &mut RequestContext,
+    ) -> FailToProxy {
+        use pingora_core::{ErrorSource, ErrorType};
+        if ctx.interaction_id.is_empty() {
+            ctx.interaction_id = uuid::Uuid::new_v4().to_string();
+        }
+        let refusal = match (e.esource(), e.etype()) {
+            (
+                ErrorSource::Downstream,
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+            ) => None,
+            (ErrorSource::Downstream, _) => Some(Refusal::InvalidRequest {
+                description: "the request could not be read",
+                field: "request",
+            }),
+            _ => Some(Refusal::UpstreamUnavailable),
+        };
+        let code = match refusal {
+            Some(r) => {
+                tracing::warn!(interaction_id = %ctx.interaction_id, error = %e, "request failed after authorization");
+                if self.refuse(session, ctx, &r).await.is_err() {
+                    0
+                } else {
+                    r.status()
+                }
+            }
+            None => 0,
+        };
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(
+        &self,
+        session: &mut Session,
+        _e: Option<&pingora_core::Error>,
+        ctx: &mut RequestContext,
+    ) {
+        let req = session.req_header();
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let grant = ctx.grant.as_ref();
+        tracing::info!(
+            target: "fapi_gateway::access",
+            interaction_id = %ctx.interaction_id,
+            method = %req.method,
+            path = %req.uri.path(),
+            status,
+            decision = ctx.refusal.unwrap_or(if grant.is_some() { "allowed" } else { "none" }),
+            api = grant.map(|g| g.api.as_str()).unwrap_or(""),
+            route = grant.map(|g| g.route.as_str()).unwrap_or(""),
+            client_id = grant.and_then(|g| g.client_id.as_deref()).unwrap_or(""),
+            consent_id = grant.and_then(|g| g.consent_id.as_deref()).unwrap_or(""),
+            token = ctx.token_tag.as_deref().unwrap_or(""),
+            cache = ctx.cache.map(|c| if c == CacheOutcome::Hit { "hit" } else { "miss" }).unwrap_or(""),
+            elapsed_us = ctx.started.elapsed().as_micros() as u64,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(ids: &[&str]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        for id in ids {
+            r.append_header(INTERACTION_ID, *id).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn interaction_ids() {
+        let uuid = "93bac548-d2de-4546-b106-880a5018460d";
+        assert_eq!(interaction_id(&req(&[uuid])), (uuid.to_string(), None));
+        let (fresh, refusal) = interaction_id(&req(&[]));
+        assert!(uuid::Uuid::try_parse(&fresh).is_ok() && refusal.is_none());
+        let (fresh, refusal) = interaction_id(&req(&["not-a-uuid"]));
+        assert!(uuid::Uuid::try_parse(&fresh).is_ok());
+        assert_eq!(refusal.unwrap().status(), 400);
+        assert_eq!(interaction_id(&req(&[uuid, uuid])).1.unwrap().status(), 400);
+    }
+}

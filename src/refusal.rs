@@ -1,0 +1,268 @@
+//! Every way the gateway says no, and the one response each maps to: the status, the
+//! RFC 6750 `WWW-Authenticate` challenge and an Open Banking error body. The proxy adds
+//! `x-fapi-interaction-id`; nothing else writes refusal responses.
+
+use bytes::Bytes;
+use serde_json::json;
+
+/// Why a request was refused. `reason()` names it in logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No credentials at all: 401 with a bare challenge (RFC 6750 §3.1).
+    MissingCredentials,
+    /// Malformed request, e.g. a token in the query or two `Authorization` headers.
+    InvalidRequest {
+        description: &'static str,
+        field: &'static str,
+    },
+    /// The token is unknown, inactive, expired or malformed.
+    InvalidToken { description: &'static str },
+    /// The token is not bound to this connection's client certificate (RFC 8705 §3).
+    CertificateMismatch,
+    /// The token lacks a scope the route requires.
+    InsufficientScope { scope: String },
+    /// The token's consent does not allow this request.
+    Consent(ConsentRefusal),
+    /// No route has this path (deny by default).
+    NoRoute,
+    /// A route has this path, for other methods.
+    MethodNotAllowed,
+    /// The authorization server could not answer; nothing unverified passes.
+    AuthorizationServerUnavailable { retry_after_seconds: u64 },
+    /// The bank's backend could not be reached or failed mid-response.
+    UpstreamUnavailable,
+}
+
+/// How a consent failed a route's checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsentRefusal {
+    Missing,
+    Status { status: String },
+    Expired,
+    Permission { needed: String },
+    AccountNotGranted { account: String },
+}
+
+/// A refusal as it goes on the wire (the interaction id header is added by the proxy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusalResponse {
+    pub status: u16,
+    pub www_authenticate: Option<String>,
+    pub retry_after: Option<u64>,
+    pub body: Bytes,
+}
+
+impl Refusal {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::MissingCredentials => "missing_token",
+            Refusal::InvalidRequest { .. } => "invalid_request",
+            Refusal::InvalidToken { .. } => "invalid_token",
+            Refusal::CertificateMismatch => "cert_mismatch",
+            Refusal::InsufficientScope { .. } => "insufficient_scope",
+            Refusal::Consent(ConsentRefusal::Missing) => "consent_missing",
+            Refusal::Consent(ConsentRefusal::Status { .. }) => "consent_status",
+            Refusal::Consent(ConsentRefusal::Expired) => "consent_expired",
+            Refusal::Consent(ConsentRefusal::Permission { .. }) => "permission_missing",
+            Refusal::Consent(ConsentRefusal::AccountNotGranted { .. }) => "account_not_granted",
+            Refusal::NoRoute => "no_route",
+            Refusal::MethodNotAllowed => "method_not_allowed",
+            Refusal::AuthorizationServerUnavailable { .. } => "as_unavailable",
+            Refusal::UpstreamUnavailable => "upstream_unavailable",
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::InvalidRequest { .. } => 400,
+            Refusal::MissingCredentials
+            | Refusal::InvalidToken { .. }
+            | Refusal::CertificateMismatch => 401,
+            Refusal::InsufficientScope { .. } | Refusal::Consent(_) => 403,
+            Refusal::NoRoute => 404,
+            Refusal::MethodNotAllowed => 405,
+            Refusal::UpstreamUnavailable => 502,
+            Refusal::AuthorizationServerUnavailable { .. } => 503,
+        }
+    }
+
+    /// The RFC 6750 challenge. Descriptions are fixed text: nothing the client sent is
+    /// reflected into a header.
+    fn challenge(&self) -> Option<String> {
+        let c = match self {
+            Refusal::MissingCredentials => r#"Bearer realm="fapi-gateway""#.to_string(),
+            Refusal::InvalidRequest { description, .. } => {
+                format!(r#"Bearer realm="fapi-gateway", error="invalid_request", error_description="{description}""#)
+            }
+            Refusal::InvalidToken { description } => {
+                format!(r#"Bearer realm="fapi-gateway", error="invalid_token", error_description="{description}""#)
+            }
+            Refusal::CertificateMismatch => r#"Bearer realm="fapi-gateway", error="invalid_token", error_description="the access token is not bound to this client certificate""#.to_string(),
+            Refusal::InsufficientScope { scope } => format!(
+                r#"Bearer realm="fapi-gateway", error="insufficient_scope", scope="{}", error_description="the access token lacks a required scope""#,
+                scope_token(scope)
+            ),
+            Refusal::Consent(_) => r#"Bearer realm="fapi-gateway", error="insufficient_scope", error_description="the consent does not allow this request""#.to_string(),
+            _ => return None,
+        };
+        Some(c)
+    }
+
+    /// (Open Banking error code, message, the field at fault).
+    fn detail(&self) -> (&'static str, String, &'static str) {
+        match self {
+            Refusal::MissingCredentials => ("UK.OBIE.Header.Missing", "no access token: send it as `Authorization: Bearer <token>`".into(), "Authorization"),
+            Refusal::InvalidRequest { description, field } => ("UK.OBIE.Header.Invalid", (*description).into(), field),
+            Refusal::InvalidToken { description } => ("UK.OBIE.Header.Invalid", (*description).into(), "Authorization"),
+            Refusal::CertificateMismatch => (
+                "UK.OBIE.Header.Invalid",
+                "the access token is not bound to the client certificate of this connection (cnf.x5t#S256)".into(),
+                "Authorization",
+            ),
+            Refusal::InsufficientScope { scope } => (
+                "UK.OBIE.Resource.ConsentMismatch",
+                format!("the access token lacks the scope `{}`", truncate(scope)),
+                "Authorization",
+            ),
+            Refusal::Consent(c) => match c {
+                ConsentRefusal::Missing => ("UK.OBIE.Resource.ConsentMismatch", "the access token carries no consent".into(), "Authorization"),
+                ConsentRefusal::Status { status } => (
+                    "UK.OBIE.Resource.InvalidConsentStatus",
+                    format!("the consent's status is `{}`, which does not grant access", truncate(status)),
+                    "Authorization",
+                ),
+                ConsentRefusal::Expired => ("UK.OBIE.Resource.InvalidConsentStatus", "the consent has expired".into(), "Authorization"),
+                ConsentRefusal::Permission { needed } => (
+                    "UK.OBIE.Resource.ConsentMismatch",
+                    format!("the consent lacks the permission {}", truncate(needed)),
+                    "Authorization",
+                ),
+                ConsentRefusal::AccountNotGranted { account } => (
+                    "UK.OBIE.Resource.ConsentMismatch",
+                    format!("account `{}` is not one the consent granted", truncate(account)),
+                    "AccountId",
+                ),
+            },
+            Refusal::NoRoute => ("UK.OBIE.Resource.NotFound", "no API is served at this path".into(), "path"),
+            Refusal::MethodNotAllowed => ("UK.OBIE.Resource.NotFound", "this path is not served for this method".into(), "method"),
+            Refusal::AuthorizationServerUnavailable { .. } => (
+                "UK.OBIE.UnexpectedError",
+                "the authorization server could not verify the access token; retry later".into(),
+                "Authorization",
+            ),
+            Refusal::UpstreamUnavailable => ("UK.OBIE.UnexpectedError", "the bank's API could not be reached".into(), "path"),
+        }
+    }
+
+    /// The whole response for this refusal.
+    pub fn to_response(&self, interaction_id: &str) -> RefusalResponse {
+        let status = self.status();
+        let (code, message, field) = self.detail();
+        let reason = http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error")
+            .replace(' ', "");
+        let body = json!({
+            "Code": format!("{status} {reason}"),
+            "Id": interaction_id,
+            "Message": message,
+            "Errors": [{ "ErrorCode": code, "Message": message, "Path": field }],
+        });
+        RefusalResponse {
+            status,
+            www_authenticate: self.challenge(),
+            retry_after: match self {
+                Refusal::AuthorizationServerUnavailable {
+                    retry_after_seconds,
+                } => Some(*retry_after_seconds),
+                _ => None,
+            },
+            body: Bytes::from(body.to_string()),
+        }
+    }
+}
+
+/// Scope names come from policy files, but are still filtered to RFC 6750's scope-token
+/// characters before going into a header.
+fn scope_token(s: &str) -> String {
+    s.chars()
+        .filter(|&c| {
+            c == '\x21' || ('\x23'..='\x5b').contains(&c) || ('\x5d'..='\x7e').contains(&c)
+        })
+        .collect()
+}
+
+fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(128) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_follow_rfc6750() {
+        let r = Refusal::MissingCredentials.to_response("id");
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            r.www_authenticate.as_deref(),
+            Some(r#"Bearer realm="fapi-gateway""#)
+        );
+        let r = Refusal::InsufficientScope {
+            scope: "accounts".into(),
+        }
+        .to_response("id");
+        assert_eq!(r.status, 403);
+        assert!(r
+            .www_authenticate
+            .unwrap()
+            .contains(r#"error="insufficient_scope", scope="accounts""#));
+        let r = Refusal::InvalidRequest {
+            description: "x",
+            field: "y",
+        }
+        .to_response("id");
+        assert_eq!(r.status, 400);
+        assert!(r
+            .www_authenticate
+            .unwrap()
+            .contains(r#"error="invalid_request""#));
+        let r = Refusal::AuthorizationServerUnavailable {
+            retry_after_seconds: 7,
+        }
+        .to_response("id");
+        assert_eq!(
+            (r.status, r.retry_after, r.www_authenticate),
+            (503, Some(7), None)
+        );
+    }
+
+    #[test]
+    fn body_is_open_banking_error() {
+        let r = Refusal::Consent(ConsentRefusal::AccountNotGranted {
+            account: "A9".into(),
+        })
+        .to_response("iid");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["Code"], "403 Forbidden");
+        assert_eq!(v["Id"], "iid");
+        assert_eq!(
+            v["Errors"][0]["ErrorCode"],
+            "UK.OBIE.Resource.ConsentMismatch"
+        );
+        assert!(v["Message"].as_str().unwrap().contains("A9"));
+    }
+
+    #[test]
+    fn scope_in_challenge_is_filtered() {
+        let r = Refusal::InsufficientScope {
+            scope: "a\"b\\c d".into(),
+        }
+        .to_response("id");
+        assert!(r.www_authenticate.unwrap().contains(r#"scope="abcd""#));
+    }
+}

@@ -1,0 +1,302 @@
+//! A whole world on loopback for each test: a fresh dev PKI, the mock authorization
+//! server, both mock banks and the gateway, on ephemeral ports, with real TLS clients.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fapi_gateway::config::GatewayConfig;
+use fapi_gateway::demo::{start_fixtures, FixtureAddresses, Fixtures};
+use fapi_gateway::pki::DevPki;
+use fapi_gateway::server::RunningGateway;
+use serde_json::{json, Value};
+
+pub const GO_BANK_PERMISSIONS: [&str; 5] = [
+    "ReadAccountsBasic",
+    "ReadBalances",
+    "ReadTransactionsBasic",
+    "ReadTransactionsCredits",
+    "ReadTransactionsDebits",
+];
+
+pub struct Options {
+    pub max_ttl_seconds: f64,
+    pub inactive_ttl_seconds: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_ttl_seconds: 30.0,
+            inactive_ttl_seconds: 5.0,
+        }
+    }
+}
+
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub pki: DevPki,
+    pub fixtures: Fixtures,
+    pub gateway: RunningGateway,
+    pub gateway_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub tpp: reqwest::Client,
+    pub other_tpp: reqwest::Client,
+}
+
+pub fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+pub fn repo_path(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+/// Writes a gateway.toml for this world and copies the repository's policies beside it.
+pub fn write_config(
+    dir: &Path,
+    fixtures: &Fixtures,
+    gateway: SocketAddr,
+    admin: SocketAddr,
+    o: &Options,
+) -> PathBuf {
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    for entry in std::fs::read_dir(repo_path("policies")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), policies.join(entry.file_name())).unwrap();
+    }
+    let text = format!(
+        r#"
+policies = "policies"
+[listener]
+address = "{gateway}"
+certificate = "certs/gateway.pem"
+private_key = "certs/gateway.key"
+client_ca = "certs/ca.pem"
+[admin]
+address = "{admin}"
+[authorization_server]
+introspection_endpoint = "https://{as_addr}/introspect"
+client_id = "fapi-gateway"
+client_secret = "test-secret"
+ca = "certs/ca.pem"
+timeout_ms = 2000
+retry_after_seconds = 3
+[cache]
+max_ttl_seconds = {max}
+inactive_ttl_seconds = {inactive}
+[upstreams]
+gobank = "http://{gb}"
+hyperscalebank = "http://{hs}"
+[server]
+threads = 2
+"#,
+        as_addr = fixtures.authorization_server_addr,
+        gb = fixtures.go_bank_addr,
+        hs = fixtures.hyperscale_bank_addr,
+        max = o.max_ttl_seconds,
+        inactive = o.inactive_ttl_seconds,
+    );
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A TLS client trusting the dev CA, presenting `identity` (cert, key) if given.
+pub fn client(ca: &Path, identity: Option<(&Path, &Path)>, http2: bool) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+    let mut b = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(16);
+    if let Some((cert, key)) = identity {
+        let mut pem = std::fs::read(cert).unwrap();
+        pem.extend(std::fs::read(key).unwrap());
+        b = b.identity(reqwest::Identity::from_pem(&pem).unwrap());
+    }
+    if !http2 {
+        b = b.http1_only();
+    }
+    b.build().unwrap()
+}
+
+impl World {
+    pub async fn start() -> World {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> World {
+        fapi_gateway::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let pki = DevPki::at(&dir.path().join("certs"));
+        pki.generate().unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let fixtures = start_fixtures(
+            &pki,
+            FixtureAddresses {
+                authorization_server: any,
+                go_bank: any,
+                hyperscale_bank: any,
+            },
+            ("fapi-gateway", "test-secret"),
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+        let (gateway_addr, admin_addr) = (free_port(), free_port());
+        let config_path = write_config(dir.path(), &fixtures, gateway_addr, admin_addr, &options);
+        let config = GatewayConfig::load(&config_path).unwrap();
+        let gateway = RunningGateway::start(config).await.unwrap();
+        let tpp = client(&pki.ca(), Some((&pki.tpp_cert(), &pki.tpp_key())), false);
+        let other_tpp = client(
+            &pki.ca(),
+            Some((&pki.other_tpp_cert(), &pki.other_tpp_key())),
+            false,
+        );
+        World {
+            dir,
+            pki,
+            fixtures,
+            gateway,
+            gateway_addr,
+            admin_addr,
+            tpp,
+            other_tpp,
+        }
+    }
+
+    pub fn as_url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.fixtures.authorization_server_addr)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.gateway_addr)
+    }
+
+    /// Creates a consent as `client`, has `subject` authorise it for `accounts`.
+    pub async fn consent(
+        &self,
+        client: &reqwest::Client,
+        bank: &str,
+        permissions: &[&str],
+        subject: &str,
+        accounts: &[&str],
+    ) -> String {
+        let created: Value = client
+            .post(self.as_url("/consents"))
+            .json(&json!({"bank": bank, "permissions": permissions}))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = created["ConsentId"].as_str().unwrap().to_string();
+        client
+            .post(self.as_url(&format!("/consents/{id}/authorise")))
+            .json(&json!({"subject": subject, "accounts": accounts}))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+        id
+    }
+
+    /// A certificate-bound access token for `client`.
+    pub async fn token(
+        &self,
+        client: &reqwest::Client,
+        consent_id: Option<&str>,
+        scope: &str,
+        expires_in: Option<u64>,
+    ) -> String {
+        let mut form = vec![
+            ("grant_type", "client_credentials".to_string()),
+            ("scope", scope.to_string()),
+        ];
+        if let Some(c) = consent_id {
+            form.push(("consent_id", c.to_string()));
+        }
+        if let Some(e) = expires_in {
+            form.push(("expires_in", e.to_string()));
+        }
+        let body: Value = client
+            .post(self.as_url("/token"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// A Go Bank consent for alice's first account and a token for it, as the TPP.
+    pub async fn go_bank_token(&self) -> (String, String) {
+        let consent = self
+            .consent(
+                &self.tpp,
+                "gobank",
+                &GO_BANK_PERMISSIONS,
+                "alice",
+                &["GB-1001"],
+            )
+            .await;
+        let token = self
+            .token(&self.tpp, Some(&consent), "openid accounts", None)
+            .await;
+        (consent, token)
+    }
+
+    pub async fn get(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        token: &str,
+    ) -> reqwest::Response {
+        client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub fn introspections(&self) -> u64 {
+        self.fixtures.authorization_server.introspection_calls()
+    }
+
+    pub fn bank_requests(&self) -> u64 {
+        self.fixtures.go_bank.requests() + self.fixtures.hyperscale_bank.requests()
+    }
+}
+
+/// The response's status, challenge, interaction id and Open Banking error code.
+pub async fn refusal(r: reqwest::Response) -> (u16, String, String, String) {
+    let status = r.status().as_u16();
+    let header = |n: &str| {
+        r.headers()
+            .get(n)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    let (challenge, id) = (header("www-authenticate"), header("x-fapi-interaction-id"));
+    let body: Value = r.json().await.unwrap();
+    let code = body["Errors"][0]["ErrorCode"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    (status, challenge, id, code)
+}
