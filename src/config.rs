@@ -408,7 +408,7 @@ impl GatewayConfig {
             ("max_ttl_seconds", cache.max_ttl_seconds),
             ("inactive_ttl_seconds", cache.inactive_ttl_seconds),
         ] {
-            if !(v.is_finite() && v >= 0.0 && v <= 86_400.0) {
+            if !(v.is_finite() && (0.0..=86_400.0).contains(&v)) {
                 errors.push(ConfigError::new(
                     path,
                     None,

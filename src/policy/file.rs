@@ -47,7 +47,7 @@ struct ClaimsSection {
 struct RouteSection {
     #[serde(default = "default_methods")]
     methods: Vec<String>,
-    path: String,
+    path: Spanned<String>,
     #[serde(default)]
     scopes: Vec<String>,
     #[serde(default)]
@@ -279,13 +279,13 @@ fn parse_api(
             errors.push(ConfigError::new(
                 file,
                 Some(line),
-                format!("route `{}`: {msg}", r.path),
+                format!("route `{}`: {msg}", r.path.get_ref()),
             ));
         };
-        let template = match PathTemplate::parse(&r.path) {
+        let template = match PathTemplate::parse(r.path.get_ref()) {
             Ok(t) => t,
             Err(m) => {
-                errors.push(ConfigError::new(file, Some(line), m));
+                errors.push(ConfigError::new(file, at(r.path.span()), m));
                 continue;
             }
         };
@@ -352,7 +352,7 @@ fn parse_api(
         }
         routes.push(Route {
             methods,
-            path: r.path.clone(),
+            path: r.path.get_ref().clone(),
             scopes: r.scopes.clone(),
             scopes_any: r.scopes_any.clone(),
             permissions: r.permissions.clone(),

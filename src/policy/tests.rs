@@ -249,7 +249,7 @@ fn every_kind_of_mistake_is_reported_with_file_and_line() {
         ),
         (
             UK.replace("path = \"/open\"", "path = \"/open/{x\""),
-            "p.toml:23: path `/open/{x`",
+            "p.toml:25: path `/open/{x`",
         ),
         (
             UK.replace("path = \"/open\"", "path = \"/accounts\""),

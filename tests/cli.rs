@@ -1,0 +1,113 @@
+//! The `fapi-gateway` binary's `certs` and `check` subcommands.
+
+use std::path::Path;
+use std::process::Command;
+
+fn gateway(args: &[&str], dir: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fapi-gateway"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn repo(p: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+/// A copy of the repository's gateway.toml and policies with a fresh PKI.
+fn workspace() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(repo("gateway.toml"), dir.path().join("gateway.toml")).unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    for entry in std::fs::read_dir(repo("policies")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(
+            entry.path(),
+            dir.path().join("policies").join(entry.file_name()),
+        )
+        .unwrap();
+    }
+    let (ok, out) = gateway(&["certs", "--out", "certs"], dir.path());
+    assert!(ok, "{out}");
+    dir
+}
+
+#[test]
+fn certs_writes_a_complete_dev_pki() {
+    let dir = workspace();
+    for f in [
+        "ca.pem",
+        "ca.key",
+        "gateway.pem",
+        "gateway.key",
+        "tpp.pem",
+        "tpp.key",
+        "other-tpp.pem",
+        "other-tpp.key",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join("certs").join(f)).unwrap();
+        assert!(text.starts_with("-----BEGIN"), "{f}");
+    }
+}
+
+#[test]
+fn check_accepts_the_example_configuration() {
+    let dir = workspace();
+    let (ok, out) = gateway(&["check", "--config", "gateway.toml"], dir.path());
+    assert!(ok, "{out}");
+    assert!(out.contains("gateway.toml: ok (2 APIs, 12 routes"), "{out}");
+}
+
+#[test]
+fn check_lists_every_problem_with_file_and_line() {
+    let dir = workspace();
+    let config = std::fs::read_to_string(dir.path().join("gateway.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        config.replace("127.0.0.1:8443", "localhost-8443"),
+    )
+    .unwrap();
+    let gobank = std::fs::read_to_string(dir.path().join("policies/gobank.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/gobank.toml"),
+        gobank.replace("profile = \"obuk\"", "profile = \"obzz\""),
+    )
+    .unwrap();
+    let hs = std::fs::read_to_string(dir.path().join("policies/hyperscalebank.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/hyperscalebank.toml"),
+        hs.replace("path = \"/balances\"", "path = \"/balances/{\""),
+    )
+    .unwrap();
+
+    let (ok, out) = gateway(&["check", "--config", "gateway.toml"], dir.path());
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("gateway.toml:7: `localhost-8443` is not an address"),
+        "{out}"
+    );
+    assert!(
+        out.contains("policies/gobank.toml:7: unknown profile `obzz`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("policies/hyperscalebank.toml:30: path `/balances/{`"),
+        "{out}"
+    );
+    assert!(out.contains("3 problems found"), "{out}");
+}
+
+#[test]
+fn check_reports_a_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = gateway(&["check", "--config", "nope.toml"], dir.path());
+    assert!(!ok);
+    assert!(out.contains("nope.toml: cannot read"), "{out}");
+}
