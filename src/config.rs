@@ -554,6 +554,117 @@ mod tests {
         assert_eq!(line_of(s, 4), 3);
     }
 
+    const VALID: &str = r#"
+[listener]
+address = "127.0.0.1:8443"
+certificate = "c.pem"
+private_key = "k.pem"
+client_ca = "ca.pem"
+[authorization_server]
+introspection_endpoint = "https://127.0.0.1:9443/introspect"
+client_id = "gw"
+client_secret = "s"
+[upstreams]
+gobank = "http://127.0.0.1:8070"
+"#;
+
+    /// A folder with the files VALID names and one policy file.
+    fn folder() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["c.pem", "k.pem", "ca.pem"] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("policies")).unwrap();
+        let policy = "[api]\nprefix = \"/gobank\"\nupstream = \"gobank\"\nprofile = \"obuk\"\n[[route]]\npath = \"/accounts\"\n";
+        std::fs::write(dir.path().join("policies/gobank.toml"), policy).unwrap();
+        dir
+    }
+
+    fn problems(source: &str) -> Vec<String> {
+        let dir = folder();
+        match GatewayConfig::parse(&dir.path().join("gateway.toml"), source) {
+            Ok(_) => vec![],
+            Err(e) => {
+                e.0.iter()
+                    .map(|e| format!("{}:{}", e.line.unwrap_or(0), e.message))
+                    .collect()
+            }
+        }
+    }
+
+    #[test]
+    fn a_valid_config_loads_with_defaults() {
+        let dir = folder();
+        let c = GatewayConfig::parse(&dir.path().join("gateway.toml"), VALID).unwrap();
+        assert_eq!(c.listener.certificate, dir.path().join("c.pem"));
+        assert_eq!(c.cache.max_ttl, Duration::from_secs(30));
+        assert_eq!(c.identity_headers, IdentityHeaderNames::default());
+        assert_eq!(c.policies.apis().len(), 1);
+        assert!(c.admin_address.is_none() && !c.forward_authorization);
+    }
+
+    #[test]
+    fn each_kind_of_mistake_is_reported_with_its_line() {
+        let cases: Vec<(String, &str)> = vec![
+            (
+                VALID.replace("[upstreams]", "colour = 1\n[upstreams]"),
+                "unknown field `colour`",
+            ),
+            (
+                VALID.replace("127.0.0.1:8443", "8443"),
+                "3:`8443` is not an address",
+            ),
+            (
+                VALID.replace("\"c.pem\"", "\"missing.pem\""),
+                "4:certificate file",
+            ),
+            (
+                VALID.replace("https://127.0.0.1:9443/introspect", "ftp:/x"),
+                "8:introspection_endpoint `ftp:/x`",
+            ),
+            (
+                VALID.replace("client_secret = \"s\"", "client_secret = \"\""),
+                "10:client_secret is empty",
+            ),
+            (
+                VALID.replace("http://127.0.0.1:8070", "https://127.0.0.1:8070"),
+                "12:upstream `gobank`: https upstreams are not supported",
+            ),
+            (
+                VALID.replace("[upstreams]", "[cache]\nmax_ttl_seconds = -1\n[upstreams]"),
+                "cache.max_ttl_seconds must be between",
+            ),
+            (
+                VALID.replace(
+                    "[upstreams]",
+                    "[forwarding.headers]\nsubject = \"x subject\"\n[upstreams]",
+                ),
+                "`x subject` is not a valid header name",
+            ),
+            (
+                VALID.replace("gobank = ", "otherbank = "),
+                "unknown upstream `gobank`",
+            ),
+            (
+                VALID.replace("client_id = \"gw\"\n", ""),
+                "missing field `client_id`",
+            ),
+        ];
+        for (source, expected) in cases {
+            let p = problems(&source);
+            assert!(
+                p.iter().any(|m| m.contains(expected)),
+                "expected `{expected}` in {p:?}"
+            );
+        }
+        assert!(problems(VALID).is_empty());
+        // Several problems are reported together.
+        let both = VALID
+            .replace("127.0.0.1:8443", "8443")
+            .replace("\"c.pem\"", "\"missing.pem\"");
+        assert_eq!(problems(&both).len(), 2);
+    }
+
     #[test]
     fn upstream_urls() {
         assert_eq!(

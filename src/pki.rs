@@ -43,6 +43,13 @@ impl DevPki {
     pub fn other_tpp_key(&self) -> PathBuf {
         self.dir.join("other-tpp.key")
     }
+    /// The gateway's own client certificate, for `tls_client_auth` at the authorization server.
+    pub fn gateway_client_cert(&self) -> PathBuf {
+        self.dir.join("gateway-client.pem")
+    }
+    pub fn gateway_client_key(&self) -> PathBuf {
+        self.dir.join("gateway-client.key")
+    }
 
     /// Whether every file is already there.
     pub fn is_complete(&self) -> bool {
@@ -54,6 +61,8 @@ impl DevPki {
             self.tpp_key(),
             self.other_tpp_cert(),
             self.other_tpp_key(),
+            self.gateway_client_cert(),
+            self.gateway_client_key(),
         ]
         .iter()
         .all(|p| p.is_file())
@@ -81,7 +90,11 @@ impl DevPki {
         server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.leaf("gateway", server, &ca_cert, &ca_key)?;
 
-        for (name, cn) in [("tpp", "Financroo"), ("other-tpp", "Other TPP")] {
+        for (name, cn) in [
+            ("tpp", "Financroo"),
+            ("other-tpp", "Other TPP"),
+            ("gateway-client", "fapi-gateway"),
+        ] {
             let mut client = params(cn, cn, &[])?;
             client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
             self.leaf(name, client, &ca_cert, &ca_key)?;
