@@ -51,6 +51,8 @@ fn certs_writes_a_complete_dev_pki() {
         "tpp.key",
         "other-tpp.pem",
         "other-tpp.key",
+        "gateway-client.pem",
+        "gateway-client.key",
     ] {
         let text = std::fs::read_to_string(dir.path().join("certs").join(f)).unwrap();
         assert!(text.starts_with("-----BEGIN"), "{f}");
