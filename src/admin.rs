@@ -1,13 +1,35 @@
-//! The admin listener: health for now (metrics, readiness and revocation come with their
-//! issues). Runs as a pingora service so it starts and drains with the gateway.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics` and `POST /revocations`.
+//! Runs as a pingora service so it starts and drains with the gateway.
+//!
+//! With `admin.bearer_secret` set, `/metrics` and `/revocations` require
+//! `Authorization: Bearer <secret>`; the probes stay open. Without it the revocation
+//! endpoint is off (it changes what the gateway lets through).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::routing::get;
-use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use pingora_core::server::{ListenFds, ShutdownWatch};
 use pingora_core::services::Service;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::cache::IntrospectionCache;
+use crate::metrics::Metrics;
+use crate::resilience::{CircuitBreaker, CircuitState};
+
+/// What the admin endpoints read and act on.
+pub struct AdminState {
+    pub metrics: Arc<Metrics>,
+    pub cache: Arc<IntrospectionCache>,
+    pub breaker: Arc<CircuitBreaker>,
+    pub bearer_secret: Option<String>,
+}
 
 pub struct AdminService {
     address: SocketAddr,
@@ -15,26 +37,102 @@ pub struct AdminService {
 }
 
 impl AdminService {
-    pub fn new(address: SocketAddr) -> AdminService {
-        let router = Router::new().route("/healthz", get(|| async { "ok\n" }));
-        AdminService {
-            address,
-            router: Some(router),
+    pub fn new(address: SocketAddr, state: Arc<AdminState>) -> AdminService {
+        let router = Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .route("/revocations", post(revoke))
+            .with_state(state);
+        AdminService { address, router: Some(router) }
+    }
+}
+
+type Shared = State<Arc<AdminState>>;
+
+fn authorized(state: &AdminState, headers: &HeaderMap) -> bool {
+    let Some(secret) = &state.bearer_secret else { return true };
+    let presented = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    constant_time_eq(presented.as_bytes(), secret.as_bytes())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [("www-authenticate", "Bearer realm=\"fapi-gateway-admin\"")],
+        "admin bearer secret required\n",
+    )
+        .into_response()
+}
+
+/// Ready unless the circuit to the authorization server is open (the configuration is
+/// loaded before the listener starts).
+async fn readyz(State(s): Shared) -> Response {
+    match s.breaker.state() {
+        CircuitState::Open => {
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready: authorization server circuit open\n").into_response()
         }
+        _ => "ready\n".into_response(),
+    }
+}
+
+async fn metrics(State(s): Shared, headers: HeaderMap) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    s.cache.run_pending_tasks().await;
+    s.metrics.cache_entries.set(s.cache.entry_count() as i64);
+    ([("content-type", "text/plain; version=0.0.4")], s.metrics.render()).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Revocation {
+    consent_id: Option<String>,
+    token: Option<String>,
+}
+
+/// Drops cached introspection results for a consent (every token of it) or one token.
+async fn revoke(State(s): Shared, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if s.bearer_secret.is_none() {
+        return (StatusCode::FORBIDDEN, "revocation endpoint is off: set admin.bearer_secret\n").into_response();
+    }
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    let bad = |m: &str| (StatusCode::BAD_REQUEST, Json(json!({"error": m}))).into_response();
+    let Ok(r) = serde_json::from_slice::<Revocation>(&body) else {
+        return bad("body must be JSON: {\"consent_id\": \"…\"} or {\"token\": \"…\"}");
+    };
+    match (r.consent_id, r.token) {
+        (Some(consent), None) if !consent.is_empty() => {
+            let evicted = s.cache.revoke_consent(&consent).await;
+            s.metrics.revocations.with_label_values(&["consent"]).inc();
+            tracing::info!(consent_id = %consent, evicted, "consent revoked: cached results dropped");
+            Json(json!({"evicted": evicted})).into_response()
+        }
+        (None, Some(token)) if !token.is_empty() => {
+            let evicted = usize::from(s.cache.revoke_token(&token).await);
+            s.metrics.revocations.with_label_values(&["token"]).inc();
+            tracing::info!(token = %s.cache.key(&token).short(), evicted, "token revoked: cached result dropped");
+            Json(json!({"evicted": evicted})).into_response()
+        }
+        _ => bad("give exactly one of consent_id and token"),
     }
 }
 
 #[async_trait]
 impl Service for AdminService {
-    async fn start_service(
-        &mut self,
-        _fds: Option<ListenFds>,
-        mut shutdown: ShutdownWatch,
-        _listeners_per_fd: usize,
-    ) {
-        let Some(router) = self.router.take() else {
-            return;
-        };
+    async fn start_service(&mut self, _fds: Option<ListenFds>, mut shutdown: ShutdownWatch, _listeners_per_fd: usize) {
+        let Some(router) = self.router.take() else { return };
         let listener = match tokio::net::TcpListener::bind(self.address).await {
             Ok(l) => l,
             Err(e) => {
@@ -45,10 +143,7 @@ impl Service for AdminService {
         let stop = async move {
             let _ = shutdown.changed().await;
         };
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(stop)
-            .await
-        {
+        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
             tracing::error!(error = %e, "admin listener failed");
         }
     }
@@ -59,5 +154,15 @@ impl Service for AdminService {
 
     fn threads(&self) -> Option<usize> {
         Some(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn constant_time_eq() {
+        assert!(super::constant_time_eq(b"abc", b"abc"));
+        assert!(!super::constant_time_eq(b"abc", b"abd"));
+        assert!(!super::constant_time_eq(b"abc", b"abcd"));
     }
 }

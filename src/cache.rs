@@ -6,15 +6,19 @@
 //! briefly (so a flood of junk tokens does not become a flood of calls). Errors are never
 //! cached. Concurrent misses for one token wait on a single introspection call.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use moka::future::Cache;
+use moka::notification::RemovalCause;
 use moka::Expiry;
 use sha2::{Digest, Sha256};
 
 use crate::config::CacheConfig;
 use crate::introspection::{IntrospectionError, Introspector, TokenInfo};
+use crate::metrics::Metrics;
 
 /// A token's identity in the cache: SHA-256 over the server's name and the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,11 +39,34 @@ impl TokenKey {
     }
 }
 
-/// Whether a lookup was answered from the cache.
+/// How a lookup was answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheOutcome {
+    /// From the cache, no call.
     Hit,
+    /// This lookup made the introspection call.
     Miss,
+    /// Another lookup's call for the same token was awaited.
+    Coalesced,
+}
+
+impl CacheOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Miss => "miss",
+            CacheOutcome::Coalesced => "coalesced",
+        }
+    }
+}
+
+/// An introspection result and when it was fetched.
+#[derive(Debug)]
+pub struct Cached {
+    pub info: TokenInfo,
+    pub fetched: Instant,
+    /// Tells this entry from a later one under the same key (for the consent index).
+    generation: u64,
 }
 
 struct Lifetime {
@@ -54,34 +81,68 @@ impl Lifetime {
         }
         match info.exp {
             Some(exp) => {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default();
-                Duration::from_secs(exp)
-                    .saturating_sub(now)
-                    .min(self.max_ttl)
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                Duration::from_secs(exp).saturating_sub(now).min(self.max_ttl)
             }
             None => self.max_ttl,
         }
     }
 }
 
-impl Expiry<TokenKey, Arc<TokenInfo>> for Lifetime {
-    fn expire_after_create(
-        &self,
-        _key: &TokenKey,
-        value: &Arc<TokenInfo>,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(self.of(value))
+impl Expiry<TokenKey, Arc<Cached>> for Lifetime {
+    fn expire_after_create(&self, _key: &TokenKey, value: &Arc<Cached>, _created_at: Instant) -> Option<Duration> {
+        Some(self.of(&value.info))
+    }
+}
+
+/// Which cached entries belong to which consent, so a revoked consent can be dropped at once.
+#[derive(Default)]
+struct ConsentIndex {
+    by_consent: HashMap<Box<str>, HashMap<TokenKey, u64>>,
+    by_key: HashMap<TokenKey, (Box<str>, u64)>,
+}
+
+impl ConsentIndex {
+    fn insert(&mut self, consent: &str, key: TokenKey, generation: u64) {
+        self.remove(key, None);
+        self.by_consent.entry(consent.into()).or_default().insert(key, generation);
+        self.by_key.insert(key, (consent.into(), generation));
+    }
+
+    /// Forgets `key`, only if it still stands for `generation` (when given): a removal
+    /// reported late must not unindex the entry that replaced it.
+    fn remove(&mut self, key: TokenKey, generation: Option<u64>) {
+        let Some((consent, indexed)) = self.by_key.get(&key) else { return };
+        if generation.is_some_and(|g| g != *indexed) {
+            return;
+        }
+        let consent = consent.clone();
+        self.by_key.remove(&key);
+        if let Some(keys) = self.by_consent.get_mut(&consent) {
+            keys.remove(&key);
+            if keys.is_empty() {
+                self.by_consent.remove(&consent);
+            }
+        }
+    }
+
+    fn take(&mut self, consent: &str) -> Vec<TokenKey> {
+        let keys: Vec<TokenKey> = self.by_consent.remove(consent).map(|m| m.into_keys().collect()).unwrap_or_default();
+        for k in &keys {
+            self.by_key.remove(k);
+        }
+        keys
     }
 }
 
 /// Introspection results by token, bounded in count and in time.
 pub struct IntrospectionCache {
     server: String,
-    entries: Cache<TokenKey, Arc<TokenInfo>>,
+    entries: Cache<TokenKey, Arc<Cached>>,
     introspector: Arc<dyn Introspector>,
+    index: Arc<Mutex<ConsentIndex>>,
+    generations: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 impl IntrospectionCache {
@@ -89,18 +150,32 @@ impl IntrospectionCache {
         server: &str,
         config: &CacheConfig,
         introspector: Arc<dyn Introspector>,
+        metrics: Arc<Metrics>,
     ) -> IntrospectionCache {
+        let index: Arc<Mutex<ConsentIndex>> = Arc::default();
+        let listener_index = index.clone();
+        let evictions = metrics.cache_evictions.clone();
         let entries = Cache::builder()
             .max_capacity(config.capacity)
-            .expire_after(Lifetime {
-                max_ttl: config.max_ttl,
-                inactive_ttl: config.inactive_ttl,
+            .expire_after(Lifetime { max_ttl: config.max_ttl, inactive_ttl: config.inactive_ttl })
+            .eviction_listener(move |key: Arc<TokenKey>, value: Arc<Cached>, cause| {
+                listener_index.lock().unwrap().remove(*key, Some(value.generation));
+                let cause = match cause {
+                    RemovalCause::Expired => "expired",
+                    RemovalCause::Size => "size",
+                    RemovalCause::Explicit => return, // counted where it is decided
+                    RemovalCause::Replaced => return,
+                };
+                evictions.with_label_values(&[cause]).inc();
             })
             .build();
         IntrospectionCache {
             server: server.to_string(),
             entries,
             introspector,
+            index,
+            generations: AtomicU64::new(0),
+            metrics,
         }
     }
 
@@ -108,24 +183,73 @@ impl IntrospectionCache {
         TokenKey::new(&self.server, token)
     }
 
-    /// The token's introspection result, from the cache or from the server.
+    /// The token's introspection result, from the cache or from the server. An entry
+    /// older than `max_age` (a route's own, shorter limit) is fetched again.
     pub async fn lookup(
         &self,
         key: TokenKey,
         token: &str,
-    ) -> Result<(Arc<TokenInfo>, CacheOutcome), IntrospectionError> {
-        let entry = self
-            .entries
-            .entry(key)
-            .or_try_insert_with(async { self.introspector.introspect(token).await.map(Arc::new) })
-            .await
-            .map_err(|e| (*e).clone())?;
-        let outcome = if entry.is_fresh() {
-            CacheOutcome::Miss
-        } else {
-            CacheOutcome::Hit
-        };
+        max_age: Option<Duration>,
+    ) -> Result<(Arc<Cached>, CacheOutcome), IntrospectionError> {
+        if let Some(found) = self.entries.get(&key).await {
+            if max_age.is_none_or(|m| found.fetched.elapsed() <= m) {
+                self.metrics.cache_lookups.with_label_values(&["hit"]).inc();
+                return Ok((found, CacheOutcome::Hit));
+            }
+            self.entries.invalidate(&key).await;
+            self.metrics.cache_evictions.with_label_values(&["stale"]).inc();
+        }
+        let entry = self.entries.entry(key).or_try_insert_with(self.fetch(token)).await.map_err(|e| (*e).clone())?;
+        let outcome = if entry.is_fresh() { CacheOutcome::Miss } else { CacheOutcome::Coalesced };
+        self.metrics.cache_lookups.with_label_values(&[outcome.as_str()]).inc();
         Ok((entry.into_value(), outcome))
+    }
+
+    async fn fetch(&self, token: &str) -> Result<Arc<Cached>, IntrospectionError> {
+        let started = Instant::now();
+        let result = self.introspector.introspect(token).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => {
+                self.metrics.introspection_errors.with_label_values(&[&self.server, e.kind()]).inc();
+                e.kind()
+            }
+        };
+        if !matches!(result, Err(IntrospectionError::CircuitOpen)) {
+            self.metrics
+                .introspection_duration
+                .with_label_values(&[&self.server, outcome])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        let info = result?;
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        Ok(Arc::new(Cached { info, fetched: Instant::now(), generation }))
+    }
+
+    /// Records that the entry `cached` under `key` belongs to `consent`.
+    pub fn index_consent(&self, consent: &str, key: TokenKey, cached: &Cached) {
+        self.index.lock().unwrap().insert(consent, key, cached.generation);
+    }
+
+    /// Drops every entry of a consent at once; returns how many there were.
+    pub async fn revoke_consent(&self, consent: &str) -> usize {
+        let keys = self.index.lock().unwrap().take(consent);
+        for k in &keys {
+            self.entries.invalidate(k).await;
+        }
+        self.metrics.cache_evictions.with_label_values(&["revoked"]).inc_by(keys.len() as u64);
+        keys.len()
+    }
+
+    /// Drops the entry of one token; returns whether there was one.
+    pub async fn revoke_token(&self, token: &str) -> bool {
+        let key = self.key(token);
+        let found = self.entries.remove(&key).await.is_some();
+        self.index.lock().unwrap().remove(key, None);
+        if found {
+            self.metrics.cache_evictions.with_label_values(&["revoked"]).inc();
+        }
+        found
     }
 
     /// Entries currently held (approximate until pending maintenance runs).
@@ -142,7 +266,7 @@ impl IntrospectionCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     struct Counting {
         calls: AtomicUsize,
@@ -159,27 +283,17 @@ mod tests {
     }
 
     fn active(exp: Option<u64>) -> TokenInfo {
-        TokenInfo {
-            active: true,
-            exp,
-            ..TokenInfo::inactive()
-        }
+        TokenInfo { active: true, exp, ..TokenInfo::inactive() }
     }
 
-    fn cache(
-        answer: Result<TokenInfo, IntrospectionError>,
-        max_ttl: f64,
-    ) -> (IntrospectionCache, Arc<Counting>) {
-        let fake = Arc::new(Counting {
-            calls: AtomicUsize::new(0),
-            answer,
-        });
+    fn cache(answer: Result<TokenInfo, IntrospectionError>, max_ttl: f64) -> (IntrospectionCache, Arc<Counting>) {
+        let fake = Arc::new(Counting { calls: AtomicUsize::new(0), answer });
         let config = CacheConfig {
             max_ttl: Duration::from_secs_f64(max_ttl),
             inactive_ttl: Duration::from_millis(100),
             capacity: 100,
         };
-        (IntrospectionCache::new("as", &config, fake.clone()), fake)
+        (IntrospectionCache::new("as", &config, fake.clone(), Arc::new(Metrics::new())), fake)
     }
 
     #[tokio::test]
@@ -190,18 +304,16 @@ mod tests {
         let tasks: Vec<_> = (0..20)
             .map(|_| {
                 let cache = cache.clone();
-                tokio::spawn(async move { cache.lookup(key, "tok").await.unwrap().1 })
+                tokio::spawn(async move { cache.lookup(key, "tok", None).await.unwrap().1 })
             })
             .collect();
-        let mut misses = 0;
+        let mut outcomes = Vec::new();
         for t in tasks {
-            if t.await.unwrap() == CacheOutcome::Miss {
-                misses += 1;
-            }
+            outcomes.push(t.await.unwrap());
         }
         assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
-        assert!(misses >= 1);
-        assert_eq!(cache.lookup(key, "tok").await.unwrap().1, CacheOutcome::Hit);
+        assert_eq!(outcomes.iter().filter(|o| **o == CacheOutcome::Miss).count(), 1);
+        assert_eq!(cache.lookup(key, "tok", None).await.unwrap().1, CacheOutcome::Hit);
         assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
     }
 
@@ -209,11 +321,8 @@ mod tests {
     async fn errors_are_not_cached() {
         let (cache, fake) = cache(Err(IntrospectionError::Timeout), 60.0);
         let key = cache.key("tok");
-        assert_eq!(
-            cache.lookup(key, "tok").await.unwrap_err(),
-            IntrospectionError::Timeout
-        );
-        assert!(cache.lookup(key, "tok").await.is_err());
+        assert_eq!(cache.lookup(key, "tok", None).await.unwrap_err(), IntrospectionError::Timeout);
+        assert!(cache.lookup(key, "tok", None).await.is_err());
         assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
     }
 
@@ -221,26 +330,56 @@ mod tests {
     async fn entries_expire_at_the_shorter_of_exp_and_max() {
         let (cache, fake) = cache(Ok(active(None)), 0.2);
         let key = cache.key("tok");
-        cache.lookup(key, "tok").await.unwrap();
+        cache.lookup(key, "tok", None).await.unwrap();
         tokio::time::sleep(Duration::from_millis(400)).await;
-        assert_eq!(
-            cache.lookup(key, "tok").await.unwrap().1,
-            CacheOutcome::Miss
-        );
+        assert_eq!(cache.lookup(key, "tok", None).await.unwrap().1, CacheOutcome::Miss);
         assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
 
-        let life = Lifetime {
-            max_ttl: Duration::from_secs(30),
-            inactive_ttl: Duration::from_secs(1),
-        };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let life = Lifetime { max_ttl: Duration::from_secs(30), inactive_ttl: Duration::from_secs(1) };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
         assert!(life.of(&active(Some(now + 5))) <= Duration::from_secs(5));
         assert_eq!(life.of(&active(Some(now - 5))), Duration::ZERO);
         assert_eq!(life.of(&active(None)), Duration::from_secs(30));
         assert_eq!(life.of(&TokenInfo::inactive()), Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn a_route_may_want_fresher_results() {
+        let (cache, fake) = cache(Ok(active(None)), 60.0);
+        let key = cache.key("tok");
+        cache.lookup(key, "tok", None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let short = Some(Duration::from_millis(100));
+        assert_eq!(cache.lookup(key, "tok", None).await.unwrap().1, CacheOutcome::Hit);
+        assert_eq!(cache.lookup(key, "tok", short).await.unwrap().1, CacheOutcome::Miss);
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn revoking_a_consent_drops_all_its_entries_and_only_those() {
+        let (cache, fake) = cache(Ok(active(None)), 60.0);
+        for (token, consent) in [("t1", "c1"), ("t2", "c1"), ("t3", "c2")] {
+            let key = cache.key(token);
+            let (cached, _) = cache.lookup(key, token, None).await.unwrap();
+            cache.index_consent(consent, key, &cached);
+        }
+        assert_eq!(cache.revoke_consent("c1").await, 2);
+        assert_eq!(cache.revoke_consent("c1").await, 0);
+        assert_eq!(cache.lookup(cache.key("t1"), "t1", None).await.unwrap().1, CacheOutcome::Miss);
+        assert_eq!(cache.lookup(cache.key("t3"), "t3", None).await.unwrap().1, CacheOutcome::Hit);
+        assert!(cache.revoke_token("t3").await);
+        assert!(!cache.revoke_token("t3").await);
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_late_removal_does_not_unindex_the_replacement() {
+        let mut index = ConsentIndex::default();
+        let key = TokenKey::new("as", "t");
+        index.insert("c", key, 1);
+        index.insert("c", key, 2);
+        index.remove(key, Some(1));
+        assert_eq!(index.take("c"), vec![key]);
     }
 
     #[test]

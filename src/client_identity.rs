@@ -20,10 +20,12 @@ use base64::Engine;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::TlsAccept;
 use pingora_core::protocols::tls::TlsRef;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::RootCertStore;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use sha2::{Digest, Sha256};
 
 use crate::config::ListenerConfig;
@@ -37,19 +39,12 @@ pub struct ClientCertificate {
 
 impl ClientCertificate {
     pub fn from_der(der: &[u8]) -> ClientCertificate {
-        ClientCertificate {
-            thumbprint: thumbprint(der),
-        }
+        ClientCertificate { thumbprint: thumbprint(der) }
     }
 
     /// The certificate of the connection a request arrived on, if it was verified.
     pub fn of_session(session: &pingora_proxy::Session) -> Option<&ClientCertificate> {
-        session
-            .digest()?
-            .ssl_digest
-            .as_ref()?
-            .extension
-            .get::<ClientCertificate>()
+        session.digest()?.ssl_digest.as_ref()?.extension.get::<ClientCertificate>()
     }
 }
 
@@ -63,10 +58,7 @@ pub struct HandshakeCallback;
 
 #[async_trait]
 impl TlsAccept for HandshakeCallback {
-    async fn handshake_complete_callback(
-        &self,
-        tls: &TlsRef,
-    ) -> Option<Arc<dyn Any + Send + Sync>> {
+    async fn handshake_complete_callback(&self, tls: &TlsRef) -> Option<Arc<dyn Any + Send + Sync>> {
         let der = tls.peer_certificate_der()?;
         Some(Arc::new(ClientCertificate::from_der(der)))
     }
@@ -80,15 +72,73 @@ pub struct ServerCertificate {
 
 impl ServerCertificate {
     pub fn load(cert: &Path, key: &Path) -> Result<ServerCertificate, String> {
-        Ok(ServerCertificate {
-            current: ArcSwap::from_pointee(certified_key(cert, key)?),
-        })
+        Ok(ServerCertificate { current: ArcSwap::from_pointee(certified_key(cert, key)?) })
+    }
+
+    /// Reads and checks a certificate and key, for [`Self::replace`].
+    pub fn prepare(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
+        certified_key(cert, key)
     }
 
     /// Replaces the certificate that new handshakes present.
-    pub fn reload(&self, cert: &Path, key: &Path) -> Result<(), String> {
-        self.current.store(Arc::new(certified_key(cert, key)?));
-        Ok(())
+    pub fn replace(&self, key: CertifiedKey) {
+        self.current.store(Arc::new(key));
+    }
+}
+
+/// The client-certificate verifier, swappable without a restart (CA bundle rotation).
+///
+/// It sends no CA names in the handshake (`root_hint_subjects` is empty): the names
+/// would have to outlive a swap. Clients holding one certificate send it regardless.
+#[derive(Debug)]
+pub struct ClientVerifier {
+    current: ArcSwap<Arc<dyn ClientCertVerifier>>,
+}
+
+impl ClientVerifier {
+    pub fn load(ca: &Path) -> Result<ClientVerifier, String> {
+        Ok(ClientVerifier { current: ArcSwap::from_pointee(client_verifier(ca)?) })
+    }
+
+    pub fn replace(&self, verifier: Arc<dyn ClientCertVerifier>) {
+        self.current.store(Arc::new(verifier));
+    }
+}
+
+impl ClientCertVerifier for ClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.current.load().verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current.load().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current.load().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.current.load().supported_verify_schemes()
     }
 }
 
@@ -126,32 +176,25 @@ pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
 }
 
 /// A verifier that requires a client certificate chaining to the CA bundle at `path`.
-pub fn client_verifier(
-    path: &Path,
-) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+pub fn client_verifier(path: &Path) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
     let mut roots = RootCertStore::empty();
     for cert in read_certificates(path)? {
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: unusable CA certificate: {e}", path.display()))?;
+        roots.add(cert).map_err(|e| format!("{}: unusable CA certificate: {e}", path.display()))?;
     }
-    WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        Arc::new(rustls::crypto::ring::default_provider()),
-    )
-    .build()
-    .map_err(|e| format!("{}: {e}", path.display()))
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::new(rustls::crypto::ring::default_provider()))
+        .build()
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The listener's TLS settings: our certificate, mandatory client certificates, h2 if enabled.
 pub fn tls_settings(
     listener: &ListenerConfig,
     server_certificate: Arc<ServerCertificate>,
+    client_verifier: Arc<ClientVerifier>,
 ) -> Result<TlsSettings, String> {
-    let mut settings =
-        TlsSettings::with_callbacks(Box::new(HandshakeCallback)).map_err(|e| e.to_string())?;
+    let mut settings = TlsSettings::with_callbacks(Box::new(HandshakeCallback)).map_err(|e| e.to_string())?;
     settings.set_cert_resolver(server_certificate);
-    settings.set_client_cert_verifier(client_verifier(&listener.client_ca)?);
+    settings.set_client_cert_verifier(client_verifier);
     if listener.http2 {
         settings.enable_h2();
     }
@@ -165,9 +208,6 @@ mod tests {
     #[test]
     fn thumbprint_is_unpadded_base64url_sha256() {
         // SHA-256 of the empty input, as RFC 8705's encoding would carry it.
-        assert_eq!(
-            thumbprint(b""),
-            "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"
-        );
+        assert_eq!(thumbprint(b""), "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU");
     }
 }

@@ -27,20 +27,11 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(file: &Path, line: Option<usize>, message: impl Into<String>) -> Self {
-        ConfigError {
-            file: file.to_path_buf(),
-            line,
-            message: message.into(),
-        }
+        ConfigError { file: file.to_path_buf(), line, message: message.into() }
     }
 
     /// A problem at a byte span of `source`.
-    pub fn at(
-        file: &Path,
-        source: &str,
-        span: Option<Range<usize>>,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn at(file: &Path, source: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
         let line = span.map(|s| line_of(source, s.start));
         Self::new(file, line, message)
     }
@@ -83,11 +74,7 @@ impl std::error::Error for ConfigErrors {}
 /// 1-based line number of a byte offset.
 pub fn line_of(source: &str, offset: usize) -> usize {
     let end = offset.min(source.len());
-    source.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+    source.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 // ---- the file as written -------------------------------------------------------------
@@ -108,6 +95,8 @@ struct ConfigFile {
     policies: Spanned<String>,
     #[serde(default)]
     server: ServerSection,
+    #[serde(default)]
+    logging: LoggingSection,
 }
 
 fn default_policies() -> Spanned<String> {
@@ -129,6 +118,31 @@ struct ListenerSection {
 #[serde(deny_unknown_fields)]
 struct AdminSection {
     address: Spanned<String>,
+    /// Required (as `Authorization: Bearer …`) by everything but `/healthz`; the
+    /// revocation endpoint is off without it.
+    bearer_secret: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoggingSection {
+    #[serde(default = "default_log_format")]
+    format: Spanned<String>,
+    #[serde(default = "default_log_level")]
+    level: Spanned<String>,
+}
+
+impl Default for LoggingSection {
+    fn default() -> Self {
+        LoggingSection { format: default_log_format(), level: default_log_level() }
+    }
+}
+
+fn default_log_format() -> Spanned<String> {
+    Spanned::new(0..0, "pretty".into())
+}
+fn default_log_level() -> Spanned<String> {
+    Spanned::new(0..0, "info".into())
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,6 +159,22 @@ struct AuthorizationServerSection {
     timeout_ms: u64,
     #[serde(default = "default_retry_after")]
     retry_after_seconds: u64,
+    #[serde(default = "default_max_concurrent")]
+    max_concurrent_calls: usize,
+    #[serde(default = "default_failure_threshold")]
+    circuit_failure_threshold: usize,
+    #[serde(default = "default_open_seconds")]
+    circuit_open_seconds: f64,
+}
+
+fn default_max_concurrent() -> usize {
+    64
+}
+fn default_failure_threshold() -> usize {
+    5
+}
+fn default_open_seconds() -> f64 {
+    5.0
 }
 
 fn default_as_name() -> String {
@@ -256,13 +286,7 @@ impl Default for IdentityHeaderNames {
 
 impl IdentityHeaderNames {
     pub fn all(&self) -> [&str; 5] {
-        [
-            &self.consent_id,
-            &self.client_id,
-            &self.subject,
-            &self.scopes,
-            &self.accounts,
-        ]
+        [&self.consent_id, &self.client_id, &self.subject, &self.scopes, &self.accounts]
     }
 }
 
@@ -285,6 +309,29 @@ pub struct AuthorizationServerConfig {
     pub ca: Option<PathBuf>,
     pub timeout: Duration,
     pub retry_after: Duration,
+    pub max_concurrent_calls: usize,
+    pub circuit_failure_threshold: usize,
+    pub circuit_open: Duration,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoggingConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `fapi_gateway=debug,warn`); `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub address: SocketAddr,
+    pub bearer_secret: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -313,7 +360,8 @@ pub struct ServerConfig {
 pub struct GatewayConfig {
     pub source: PathBuf,
     pub listener: ListenerConfig,
-    pub admin_address: Option<SocketAddr>,
+    pub admin: Option<AdminConfig>,
+    pub logging: LoggingConfig,
     pub authorization_server: AuthorizationServerConfig,
     pub cache: CacheConfig,
     pub identity_headers: IdentityHeaderNames,
@@ -327,20 +375,15 @@ pub struct GatewayConfig {
 impl GatewayConfig {
     /// Reads `path` and the policy files it points to.
     pub fn load(path: &Path) -> Result<GatewayConfig, ConfigErrors> {
-        let source = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError::new(
-                path,
-                None,
-                format!("cannot read: {e}"),
-            )])
-        })?;
+        let source = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors(vec![ConfigError::new(path, None, format!("cannot read: {e}"))]))?;
         Self::parse(path, &source)
     }
 
     /// Parses `source` as if read from `path` (relative paths resolve against its folder).
     pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, ConfigErrors> {
-        let file: ConfigFile = toml::from_str(source)
-            .map_err(|e| ConfigErrors(vec![ConfigError::from_toml(path, source, &e)]))?;
+        let file: ConfigFile =
+            toml::from_str(source).map_err(|e| ConfigErrors(vec![ConfigError::from_toml(path, source, &e)]))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut errors = Vec::new();
         let err = |errors: &mut Vec<ConfigError>, span: Range<usize>, msg: String| {
@@ -366,18 +409,48 @@ impl GatewayConfig {
         let private_key = existing_file(&file.listener.private_key, "private key", &mut errors);
         let client_ca = existing_file(&file.listener.client_ca, "client CA", &mut errors);
 
-        let admin_address = file.admin.as_ref().and_then(|a| {
-            parse_socket_addr(&a.address)
-                .map_err(|m| err(&mut errors, a.address.span(), m))
-                .ok()
+        let admin = file.admin.as_ref().and_then(|a| {
+            if let Some(secret) = &a.bearer_secret {
+                if secret.get_ref().len() < 16 {
+                    err(&mut errors, secret.span(), "admin.bearer_secret must be at least 16 characters".into());
+                }
+            }
+            parse_socket_addr(&a.address).map_err(|m| err(&mut errors, a.address.span(), m)).ok().map(|address| {
+                AdminConfig { address, bearer_secret: a.bearer_secret.as_ref().map(|s| s.get_ref().clone()) }
+            })
         });
+        let log_format = match file.logging.format.get_ref().as_str() {
+            "json" => LogFormat::Json,
+            "pretty" => LogFormat::Pretty,
+            other => {
+                err(
+                    &mut errors,
+                    file.logging.format.span(),
+                    format!("logging.format `{other}` is not one of: pretty, json"),
+                );
+                LogFormat::Pretty
+            }
+        };
+        if tracing_subscriber::EnvFilter::try_new(file.logging.level.get_ref()).is_err() {
+            err(
+                &mut errors,
+                file.logging.level.span(),
+                format!("logging.level `{}` is not a valid filter", file.logging.level.get_ref()),
+            );
+        }
+        let open_seconds = file.authorization_server.circuit_open_seconds;
+        if !(open_seconds.is_finite() && (0.0..=3600.0).contains(&open_seconds)) {
+            errors.push(ConfigError::new(
+                path,
+                None,
+                "authorization_server.circuit_open_seconds must be between 0 and 3600",
+            ));
+        }
 
         let asec = &file.authorization_server;
         let endpoint = asec.introspection_endpoint.get_ref();
         match endpoint.parse::<http::Uri>() {
-            Ok(uri)
-                if matches!(uri.scheme_str(), Some("https") | Some("http"))
-                    && uri.host().is_some() => {}
+            Ok(uri) if matches!(uri.scheme_str(), Some("https") | Some("http")) && uri.host().is_some() => {}
             _ => err(
                 &mut errors,
                 asec.introspection_endpoint.span(),
@@ -385,43 +458,23 @@ impl GatewayConfig {
             ),
         }
         if asec.client_secret.get_ref().is_empty() {
-            err(
-                &mut errors,
-                asec.client_secret.span(),
-                "client_secret is empty".into(),
-            );
+            err(&mut errors, asec.client_secret.span(), "client_secret is empty".into());
         }
-        let as_ca = asec
-            .ca
-            .as_ref()
-            .map(|ca| existing_file(ca, "authorization server CA", &mut errors));
+        let as_ca = asec.ca.as_ref().map(|ca| existing_file(ca, "authorization server CA", &mut errors));
         if asec.timeout_ms == 0 {
-            errors.push(ConfigError::new(
-                path,
-                None,
-                "authorization_server.timeout_ms must be above 0",
-            ));
+            errors.push(ConfigError::new(path, None, "authorization_server.timeout_ms must be above 0"));
         }
 
         let cache = &file.cache;
-        for (name, v) in [
-            ("max_ttl_seconds", cache.max_ttl_seconds),
-            ("inactive_ttl_seconds", cache.inactive_ttl_seconds),
-        ] {
+        for (name, v) in
+            [("max_ttl_seconds", cache.max_ttl_seconds), ("inactive_ttl_seconds", cache.inactive_ttl_seconds)]
+        {
             if !(v.is_finite() && (0.0..=86_400.0).contains(&v)) {
-                errors.push(ConfigError::new(
-                    path,
-                    None,
-                    format!("cache.{name} must be between 0 and 86400"),
-                ));
+                errors.push(ConfigError::new(path, None, format!("cache.{name} must be between 0 and 86400")));
             }
         }
         if cache.capacity == 0 {
-            errors.push(ConfigError::new(
-                path,
-                None,
-                "cache.capacity must be above 0",
-            ));
+            errors.push(ConfigError::new(path, None, "cache.capacity must be above 0"));
         }
 
         for name in file.forwarding.headers.all() {
@@ -438,13 +491,7 @@ impl GatewayConfig {
         for (name, url) in &file.upstreams {
             match parse_upstream_url(url.get_ref()) {
                 Ok(address) => {
-                    upstreams.insert(
-                        name.clone(),
-                        Upstream {
-                            name: name.clone(),
-                            address,
-                        },
-                    );
+                    upstreams.insert(name.clone(), Upstream { name: name.clone(), address });
                 }
                 Err(m) => err(&mut errors, url.span(), format!("upstream `{name}`: {m}")),
             }
@@ -460,11 +507,7 @@ impl GatewayConfig {
         };
 
         if file.server.threads == 0 {
-            errors.push(ConfigError::new(
-                path,
-                None,
-                "server.threads must be above 0",
-            ));
+            errors.push(ConfigError::new(path, None, "server.threads must be above 0"));
         }
 
         if !errors.is_empty() {
@@ -479,7 +522,8 @@ impl GatewayConfig {
                 client_ca,
                 http2: file.listener.http2,
             },
-            admin_address,
+            admin,
+            logging: LoggingConfig { format: log_format, level: file.logging.level.get_ref().clone() },
             authorization_server: AuthorizationServerConfig {
                 name: asec.name.clone(),
                 introspection_endpoint: endpoint.clone(),
@@ -488,6 +532,9 @@ impl GatewayConfig {
                 ca: as_ca,
                 timeout: Duration::from_millis(asec.timeout_ms),
                 retry_after: Duration::from_secs(asec.retry_after_seconds),
+                max_concurrent_calls: asec.max_concurrent_calls.max(1),
+                circuit_failure_threshold: asec.circuit_failure_threshold.max(1),
+                circuit_open: Duration::from_secs_f64(asec.circuit_open_seconds),
             },
             cache: CacheConfig {
                 max_ttl: Duration::from_secs_f64(cache.max_ttl_seconds),
@@ -502,18 +549,14 @@ impl GatewayConfig {
             server: ServerConfig {
                 threads: file.server.threads,
                 grace_period: Duration::from_secs(file.server.grace_period_seconds),
-                graceful_shutdown_timeout: Duration::from_secs(
-                    file.server.graceful_shutdown_timeout_seconds,
-                ),
+                graceful_shutdown_timeout: Duration::from_secs(file.server.graceful_shutdown_timeout_seconds),
             },
         })
     }
 }
 
 fn parse_socket_addr(s: &Spanned<String>) -> Result<SocketAddr, String> {
-    s.get_ref()
-        .parse()
-        .map_err(|_| format!("`{}` is not an address of the form IP:PORT", s.get_ref()))
+    s.get_ref().parse().map_err(|_| format!("`{}` is not an address of the form IP:PORT", s.get_ref()))
 }
 
 /// Upstreams are `http://host:port`; the host is resolved once, at load.
@@ -522,10 +565,7 @@ fn parse_upstream_url(url: &str) -> Result<SocketAddr, String> {
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") => {
-            return Err(
-                "https upstreams are not supported yet: use http on the bank's internal network"
-                    .into(),
-            )
+            return Err("https upstreams are not supported yet: use http on the bank's internal network".into())
         }
         _ => return Err(format!("`{url}` must start with http://")),
     }
@@ -575,7 +615,8 @@ gobank = "http://127.0.0.1:8070"
             std::fs::write(dir.path().join(f), "x").unwrap();
         }
         std::fs::create_dir(dir.path().join("policies")).unwrap();
-        let policy = "[api]\nprefix = \"/gobank\"\nupstream = \"gobank\"\nprofile = \"obuk\"\n[[route]]\npath = \"/accounts\"\n";
+        let policy =
+            "[api]\nprefix = \"/gobank\"\nupstream = \"gobank\"\nprofile = \"obuk\"\n[[route]]\npath = \"/accounts\"\n";
         std::fs::write(dir.path().join("policies/gobank.toml"), policy).unwrap();
         dir
     }
@@ -584,11 +625,7 @@ gobank = "http://127.0.0.1:8070"
         let dir = folder();
         match GatewayConfig::parse(&dir.path().join("gateway.toml"), source) {
             Ok(_) => vec![],
-            Err(e) => {
-                e.0.iter()
-                    .map(|e| format!("{}:{}", e.line.unwrap_or(0), e.message))
-                    .collect()
-            }
+            Err(e) => e.0.iter().map(|e| format!("{}:{}", e.line.unwrap_or(0), e.message)).collect(),
         }
     }
 
@@ -600,32 +637,17 @@ gobank = "http://127.0.0.1:8070"
         assert_eq!(c.cache.max_ttl, Duration::from_secs(30));
         assert_eq!(c.identity_headers, IdentityHeaderNames::default());
         assert_eq!(c.policies.apis().len(), 1);
-        assert!(c.admin_address.is_none() && !c.forward_authorization);
+        assert!(c.admin.is_none() && !c.forward_authorization);
     }
 
     #[test]
     fn each_kind_of_mistake_is_reported_with_its_line() {
         let cases: Vec<(String, &str)> = vec![
-            (
-                VALID.replace("[upstreams]", "colour = 1\n[upstreams]"),
-                "unknown field `colour`",
-            ),
-            (
-                VALID.replace("127.0.0.1:8443", "8443"),
-                "3:`8443` is not an address",
-            ),
-            (
-                VALID.replace("\"c.pem\"", "\"missing.pem\""),
-                "4:certificate file",
-            ),
-            (
-                VALID.replace("https://127.0.0.1:9443/introspect", "ftp:/x"),
-                "8:introspection_endpoint `ftp:/x`",
-            ),
-            (
-                VALID.replace("client_secret = \"s\"", "client_secret = \"\""),
-                "10:client_secret is empty",
-            ),
+            (VALID.replace("[upstreams]", "colour = 1\n[upstreams]"), "unknown field `colour`"),
+            (VALID.replace("127.0.0.1:8443", "8443"), "3:`8443` is not an address"),
+            (VALID.replace("\"c.pem\"", "\"missing.pem\""), "4:certificate file"),
+            (VALID.replace("https://127.0.0.1:9443/introspect", "ftp:/x"), "8:introspection_endpoint `ftp:/x`"),
+            (VALID.replace("client_secret = \"s\"", "client_secret = \"\""), "10:client_secret is empty"),
             (
                 VALID.replace("http://127.0.0.1:8070", "https://127.0.0.1:8070"),
                 "12:upstream `gobank`: https upstreams are not supported",
@@ -635,48 +657,27 @@ gobank = "http://127.0.0.1:8070"
                 "cache.max_ttl_seconds must be between",
             ),
             (
-                VALID.replace(
-                    "[upstreams]",
-                    "[forwarding.headers]\nsubject = \"x subject\"\n[upstreams]",
-                ),
+                VALID.replace("[upstreams]", "[forwarding.headers]\nsubject = \"x subject\"\n[upstreams]"),
                 "`x subject` is not a valid header name",
             ),
-            (
-                VALID.replace("gobank = ", "otherbank = "),
-                "unknown upstream `gobank`",
-            ),
-            (
-                VALID.replace("client_id = \"gw\"\n", ""),
-                "missing field `client_id`",
-            ),
+            (VALID.replace("gobank = ", "otherbank = "), "unknown upstream `gobank`"),
+            (VALID.replace("client_id = \"gw\"\n", ""), "missing field `client_id`"),
         ];
         for (source, expected) in cases {
             let p = problems(&source);
-            assert!(
-                p.iter().any(|m| m.contains(expected)),
-                "expected `{expected}` in {p:?}"
-            );
+            assert!(p.iter().any(|m| m.contains(expected)), "expected `{expected}` in {p:?}");
         }
         assert!(problems(VALID).is_empty());
         // Several problems are reported together.
-        let both = VALID
-            .replace("127.0.0.1:8443", "8443")
-            .replace("\"c.pem\"", "\"missing.pem\"");
+        let both = VALID.replace("127.0.0.1:8443", "8443").replace("\"c.pem\"", "\"missing.pem\"");
         assert_eq!(problems(&both).len(), 2);
     }
 
     #[test]
     fn upstream_urls() {
-        assert_eq!(
-            parse_upstream_url("http://127.0.0.1:8070").unwrap(),
-            "127.0.0.1:8070".parse().unwrap()
-        );
-        assert!(parse_upstream_url("https://127.0.0.1:8070")
-            .unwrap_err()
-            .contains("not supported"));
+        assert_eq!(parse_upstream_url("http://127.0.0.1:8070").unwrap(), "127.0.0.1:8070".parse().unwrap());
+        assert!(parse_upstream_url("https://127.0.0.1:8070").unwrap_err().contains("not supported"));
         assert!(parse_upstream_url("ftp://x").is_err());
-        assert!(parse_upstream_url("http://127.0.0.1:8070/api")
-            .unwrap_err()
-            .contains("path"));
+        assert!(parse_upstream_url("http://127.0.0.1:8070/api").unwrap_err().contains("path"));
     }
 }

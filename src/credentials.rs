@@ -27,10 +27,7 @@ pub fn bearer_token<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Result<&
             field: "Authorization",
         });
     }
-    let malformed = Refusal::InvalidRequest {
-        description: "malformed Authorization header",
-        field: "Authorization",
-    };
+    let malformed = Refusal::InvalidRequest { description: "malformed Authorization header", field: "Authorization" };
     let value = value.to_str().map_err(|_| malformed.clone())?;
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
@@ -51,10 +48,7 @@ fn is_b64token(t: &str) -> bool {
         return false;
     }
     let body = t.trim_end_matches('=');
-    !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+    !body.is_empty() && body.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
 }
 
 fn query_has_token(query: &str) -> bool {
@@ -78,61 +72,24 @@ mod tests {
 
     #[test]
     fn reads_bearer_tokens() {
-        assert_eq!(
-            bearer_token(&headers(&["Bearer abc.DEF-_~+/=="]), None),
-            Ok("abc.DEF-_~+/==")
-        );
-        assert_eq!(
-            bearer_token(&headers(&["bearer  abc"]), Some("x=1")),
-            Ok("abc")
-        );
+        assert_eq!(bearer_token(&headers(&["Bearer abc.DEF-_~+/=="]), None), Ok("abc.DEF-_~+/=="));
+        assert_eq!(bearer_token(&headers(&["bearer  abc"]), Some("x=1")), Ok("abc"));
     }
 
     #[test]
     fn refuses_everything_else() {
-        assert_eq!(
-            bearer_token(&headers(&[]), None),
-            Err(Refusal::MissingCredentials)
-        );
-        assert_eq!(
-            bearer_token(&headers(&["Basic dXNlcjpwYXNz"]), None),
-            Err(Refusal::MissingCredentials)
-        );
-        for bad in [
-            "Bearer",
-            "Bearer ",
-            "Bearer a b",
-            "Bearer a\"b",
-            "Bearer ==",
-            "Bearer a=b",
-        ] {
-            assert!(
-                matches!(
-                    bearer_token(&headers(&[bad]), None),
-                    Err(Refusal::InvalidRequest { .. })
-                ),
-                "{bad}"
-            );
+        assert_eq!(bearer_token(&headers(&[]), None), Err(Refusal::MissingCredentials));
+        assert_eq!(bearer_token(&headers(&["Basic dXNlcjpwYXNz"]), None), Err(Refusal::MissingCredentials));
+        for bad in ["Bearer", "Bearer ", "Bearer a b", "Bearer a\"b", "Bearer ==", "Bearer a=b"] {
+            assert!(matches!(bearer_token(&headers(&[bad]), None), Err(Refusal::InvalidRequest { .. })), "{bad}");
         }
         let long = format!("Bearer {}", "a".repeat(MAX_TOKEN_LEN + 1));
-        assert!(matches!(
-            bearer_token(&headers(&[&long]), None),
-            Err(Refusal::InvalidRequest { .. })
-        ));
-        assert!(matches!(
-            bearer_token(&headers(&["Bearer a", "Bearer b"]), None),
-            Err(Refusal::InvalidRequest { .. })
-        ));
+        assert!(matches!(bearer_token(&headers(&[&long]), None), Err(Refusal::InvalidRequest { .. })));
+        assert!(matches!(bearer_token(&headers(&["Bearer a", "Bearer b"]), None), Err(Refusal::InvalidRequest { .. })));
         assert!(matches!(
             bearer_token(&headers(&["Bearer a"]), Some("x=1&access%5Ftoken=a")),
-            Err(Refusal::InvalidRequest {
-                field: "access_token",
-                ..
-            })
+            Err(Refusal::InvalidRequest { field: "access_token", .. })
         ));
-        assert!(matches!(
-            bearer_token(&headers(&[]), Some("access_token=a")),
-            Err(Refusal::InvalidRequest { .. })
-        ));
+        assert!(matches!(bearer_token(&headers(&[]), Some("access_token=a")), Err(Refusal::InvalidRequest { .. })));
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crate::config::GatewayConfig;
 use crate::fixtures::{
-    AuthorizationServer, AuthorizationServerSettings, Bank, BankData, ConsentShape,
-    RegisteredClient, Running,
+    AuthorizationServer, AuthorizationServerSettings, Bank, BankData, ConsentShape, RegisteredClient, RevocationHook,
+    Running,
 };
 use crate::pki::DevPki;
 
@@ -22,10 +22,7 @@ pub const HYPERSCALE_BANK: &str = "127.0.0.1:7070";
 pub const EMBEDDED_CONFIG: &str = include_str!("../gateway.toml");
 pub const EMBEDDED_POLICIES: [(&str, &str); 2] = [
     ("gobank.toml", include_str!("../policies/gobank.toml")),
-    (
-        "hyperscalebank.toml",
-        include_str!("../policies/hyperscalebank.toml"),
-    ),
+    ("hyperscalebank.toml", include_str!("../policies/hyperscalebank.toml")),
 ];
 
 /// The fixtures of one demo (or test) world.
@@ -53,22 +50,31 @@ pub struct FixtureAddresses {
     pub hyperscale_bank: SocketAddr,
 }
 
+/// How the fixtures are wired to the gateway.
+pub struct FixtureOptions {
+    pub introspection_client_id: String,
+    pub introspection_client_secret: String,
+    pub token_lifetime: Duration,
+    /// Where the authorization server reports revoked consents.
+    pub revocation_hook: Option<RevocationHook>,
+}
+
 /// Starts the mock authorization server (its TLS certificate and client CA from `pki`)
 /// and both banks on the current runtime.
 pub async fn start_fixtures(
     pki: &DevPki,
     addresses: FixtureAddresses,
-    introspection_client: (&str, &str),
-    token_lifetime: Duration,
+    options: FixtureOptions,
 ) -> Result<Fixtures, String> {
     let settings = AuthorizationServerSettings {
         clients: vec![
             RegisteredClient::from_certificate_file("financroo", &pki.tpp_cert())?,
             RegisteredClient::from_certificate_file("other-tpp", &pki.other_tpp_cert())?,
         ],
-        introspection_client_id: introspection_client.0.to_string(),
-        introspection_client_secret: introspection_client.1.to_string(),
-        token_lifetime,
+        introspection_client_id: options.introspection_client_id,
+        introspection_client_secret: options.introspection_client_secret,
+        token_lifetime: options.token_lifetime,
+        revocation_hook: options.revocation_hook,
         banks: HashMap::from([
             ("gobank".to_string(), ConsentShape::Obuk),
             ("hyperscalebank".to_string(), ConsentShape::Generic),
@@ -76,12 +82,7 @@ pub async fn start_fixtures(
     };
     let authorization_server = AuthorizationServer::new(settings);
     let as_running = authorization_server
-        .serve(
-            addresses.authorization_server,
-            &pki.server_cert(),
-            &pki.server_key(),
-            &pki.ca(),
-        )
+        .serve(addresses.authorization_server, &pki.server_cert(), &pki.server_key(), &pki.ca())
         .await?;
     let go_bank = Bank::new(BankData::go_bank());
     let gb_running = go_bank.serve(addresses.go_bank).await?;
@@ -109,11 +110,8 @@ pub fn demo_config_path(given: Option<&Path>) -> Result<PathBuf, String> {
         return Ok(local);
     }
     let dir = PathBuf::from(".fapi-gateway-demo");
-    std::fs::create_dir_all(dir.join("policies"))
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let write = |p: PathBuf, s: &str| {
-        std::fs::write(&p, s).map_err(|e| format!("cannot write {}: {e}", p.display()))
-    };
+    std::fs::create_dir_all(dir.join("policies")).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let write = |p: PathBuf, s: &str| std::fs::write(&p, s).map_err(|e| format!("cannot write {}: {e}", p.display()));
     write(dir.join("gateway.toml"), EMBEDDED_CONFIG)?;
     for (name, text) in EMBEDDED_POLICIES {
         write(dir.join("policies").join(name), text)?;
@@ -124,26 +122,26 @@ pub fn demo_config_path(given: Option<&Path>) -> Result<PathBuf, String> {
 /// Runs the demo until interrupted.
 pub fn run(config: Option<&Path>) -> Result<std::convert::Infallible, String> {
     let config_path = demo_config_path(config)?;
-    let base = config_path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let base = config_path.parent().map(Path::to_path_buf).unwrap_or_default();
     let pki = DevPki::at(&base.join("certs"));
     if !pki.is_complete() {
         pki.generate()?;
         println!("wrote a development PKI to {}", pki.dir.display());
     }
     let config = GatewayConfig::load(&config_path).map_err(|e| e.to_string())?;
-    let introspection = (
-        config.authorization_server.client_id.clone(),
-        config.authorization_server.client_secret.clone(),
-    );
+    let options = FixtureOptions {
+        introspection_client_id: config.authorization_server.client_id.clone(),
+        introspection_client_secret: config.authorization_server.client_secret.clone(),
+        token_lifetime: Duration::from_secs(3600),
+        revocation_hook: config.admin.as_ref().and_then(|a| {
+            Some(RevocationHook {
+                url: format!("http://{}/revocations", a.address),
+                bearer_secret: a.bearer_secret.clone()?,
+            })
+        }),
+    };
     let upstream = |name: &str, default: &str| {
-        config
-            .upstreams
-            .get(name)
-            .map(|u| u.address)
-            .unwrap_or_else(|| default.parse().expect("valid"))
+        config.upstreams.get(name).map(|u| u.address).unwrap_or_else(|| default.parse().expect("valid"))
     };
     let addresses = FixtureAddresses {
         authorization_server: AUTHORIZATION_SERVER.parse().expect("valid"),
@@ -155,10 +153,7 @@ pub fn run(config: Option<&Path>) -> Result<std::convert::Infallible, String> {
     std::thread::Builder::new()
         .name("demo-fixtures".into())
         .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build();
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build();
             let runtime = match runtime {
                 Ok(r) => r,
                 Err(e) => {
@@ -167,13 +162,7 @@ pub fn run(config: Option<&Path>) -> Result<std::convert::Infallible, String> {
                 }
             };
             runtime.block_on(async move {
-                let started = start_fixtures(
-                    &fixture_pki,
-                    addresses,
-                    (&introspection.0, &introspection.1),
-                    Duration::from_secs(3600),
-                )
-                .await;
+                let started = start_fixtures(&fixture_pki, addresses, options).await;
                 match started {
                     Ok(fixtures) => {
                         let _ = ready_tx.send(Ok(()));
@@ -193,17 +182,13 @@ pub fn run(config: Option<&Path>) -> Result<std::convert::Infallible, String> {
         config.listener.address,
         addresses_of(&config, "gobank"),
         addresses_of(&config, "hyperscalebank"),
-        config.admin_address.map(|a| format!("http://{a}/healthz")).unwrap_or_else(|| "off".into()),
+        config.admin.as_ref().map(|a| format!("http://{}/healthz", a.address)).unwrap_or_else(|| "off".into()),
         pki.tpp_cert().display(),
         pki.tpp_key().display(),
     );
-    crate::server::run(config)
+    crate::server::run(config, false)
 }
 
 fn addresses_of(config: &GatewayConfig, name: &str) -> String {
-    config
-        .upstreams
-        .get(name)
-        .map(|u| u.address.to_string())
-        .unwrap_or_default()
+    config.upstreams.get(name).map(|u| u.address.to_string()).unwrap_or_default()
 }

@@ -53,10 +53,7 @@ impl TokenInfo {
         }
         let exp = match body.get("exp") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(
-                v.as_u64()
-                    .ok_or(IntrospectionError::Malformed("`exp` is not a number"))?,
-            ),
+            Some(v) => Some(v.as_u64().ok_or(IntrospectionError::Malformed("`exp` is not a number"))?),
         };
         let scopes = match body.get("scope") {
             None | Some(Value::Null) => Vec::new(),
@@ -64,11 +61,8 @@ impl TokenInfo {
             Some(_) => return Err(IntrospectionError::Malformed("`scope` is not a string")),
         };
         let string = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_string);
-        let certificate_thumbprint = body
-            .get("cnf")
-            .and_then(|c| c.get("x5t#S256"))
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let certificate_thumbprint =
+            body.get("cnf").and_then(|c| c.get("x5t#S256")).and_then(Value::as_str).map(str::to_string);
         Ok(TokenInfo {
             active,
             exp,
@@ -88,10 +82,7 @@ impl TokenInfo {
 
 /// Seconds since the epoch, now.
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Why the authorization server's answer could not be had or trusted. Every kind fails
@@ -108,6 +99,10 @@ pub enum IntrospectionError {
     TooLarge,
     #[error("introspection response malformed: {0}")]
     Malformed(&'static str),
+    #[error("circuit open: the authorization server failed repeatedly")]
+    CircuitOpen,
+    #[error("too many introspection calls in flight")]
+    Overloaded,
 }
 
 impl IntrospectionError {
@@ -119,6 +114,8 @@ impl IntrospectionError {
             IntrospectionError::Status(_) => "status",
             IntrospectionError::TooLarge => "too_large",
             IntrospectionError::Malformed(_) => "malformed",
+            IntrospectionError::CircuitOpen => "circuit_open",
+            IntrospectionError::Overloaded => "overloaded",
         }
     }
 }
@@ -148,15 +145,12 @@ impl HttpIntrospector {
             .pool_idle_timeout(Duration::from_secs(60))
             .redirect(reqwest::redirect::Policy::none());
         if let Some(ca) = &config.ca {
-            let pem =
-                std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+            let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| format!("{} is not a PEM certificate bundle: {e}", ca.display()))?;
             builder = builder.tls_certs_only(certs);
         }
-        let client = builder
-            .build()
-            .map_err(|e| format!("cannot build the introspection client: {e}"))?;
+        let client = builder.build().map_err(|e| format!("cannot build the introspection client: {e}"))?;
         Ok(HttpIntrospector {
             client,
             endpoint: config.introspection_endpoint.clone(),
@@ -187,10 +181,7 @@ impl Introspector for HttpIntrospector {
         if response.status() != reqwest::StatusCode::OK {
             return Err(IntrospectionError::Status(response.status().as_u16()));
         }
-        if response
-            .content_length()
-            .is_some_and(|n| n as usize > MAX_RESPONSE_BYTES)
-        {
+        if response.content_length().is_some_and(|n| n as usize > MAX_RESPONSE_BYTES) {
             return Err(IntrospectionError::TooLarge);
         }
         let mut body = Vec::new();
@@ -207,8 +198,7 @@ impl Introspector for HttpIntrospector {
                 Err(e) => return Err(IntrospectionError::Unreachable(error_chain(&e))),
             }
         }
-        let value: Value =
-            serde_json::from_slice(&body).map_err(|_| IntrospectionError::Malformed("not JSON"))?;
+        let value: Value = serde_json::from_slice(&body).map_err(|_| IntrospectionError::Malformed("not JSON"))?;
         if !value.is_object() {
             return Err(IntrospectionError::Malformed("not a JSON object"));
         }
@@ -262,10 +252,7 @@ mod tests {
             json!({"active": true, "exp": "x"}),
             json!({"active": true, "scope": ["a"]}),
         ] {
-            assert!(matches!(
-                TokenInfo::from_response(body),
-                Err(IntrospectionError::Malformed(_))
-            ));
+            assert!(matches!(TokenInfo::from_response(body), Err(IntrospectionError::Malformed(_))));
         }
     }
 }

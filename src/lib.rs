@@ -17,10 +17,13 @@ pub mod credentials;
 pub mod demo;
 pub mod fixtures;
 pub mod introspection;
+pub mod metrics;
 pub mod pki;
 pub mod policy;
 pub mod proxy;
 pub mod refusal;
+pub mod reload;
+pub mod resilience;
 pub mod server;
 
 /// Installs ring as the process-wide rustls provider. Call before any TLS is set up:

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use fapi_gateway::config::GatewayConfig;
+use fapi_gateway::config::{GatewayConfig, LogFormat, LoggingConfig};
 use fapi_gateway::pki::DevPki;
 
 /// An mTLS gateway that lets through only what a FAPI authorization server and the
@@ -20,6 +20,10 @@ enum Command {
     Run {
         #[arg(long, default_value = "gateway.toml")]
         config: PathBuf,
+        /// Take the listening sockets over from the running instance (graceful upgrade:
+        /// start the new binary with --upgrade, then send SIGQUIT to the old one).
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Run the demo: dev PKI, mock authorization server, Go Bank and Hyperscale Bank, all on loopback.
     Demo {
@@ -42,20 +46,23 @@ enum Command {
 fn main() -> ExitCode {
     // First: one crypto provider for pingora, reqwest and the fixtures alike.
     fapi_gateway::install_crypto_provider();
-    init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config } => GatewayConfig::load(&config)
+        Command::Run { config, upgrade } => GatewayConfig::load(&config)
             .map_err(|e| e.to_string())
-            .and_then(fapi_gateway::server::run)
+            .and_then(|config| {
+                init_logging(Some(&config.logging));
+                fapi_gateway::server::run(config, upgrade)
+            })
             .map(|never| match never {}),
         Command::Demo { config } => {
+            init_logging(None);
             fapi_gateway::demo::run(config.as_deref()).map(|never| match never {})
         }
         Command::Check { config } => check(&config),
-        Command::Certs { out } => DevPki::at(&out)
-            .generate()
-            .map(|()| println!("wrote a development PKI to {}", out.display())),
+        Command::Certs { out } => {
+            DevPki::at(&out).generate().map(|()| println!("wrote a development PKI to {}", out.display()))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -83,11 +90,14 @@ fn check(path: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
-fn init_logging() {
+/// Logs to standard error; `RUST_LOG` overrides the configured level.
+fn init_logging(config: Option<&LoggingConfig>) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true)
-        .init();
+    let level = config.map(|c| c.level.as_str()).unwrap_or("info");
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(true);
+    match config.map(|c| c.format) {
+        Some(LogFormat::Json) => builder.json().flatten_event(true).init(),
+        _ => builder.init(),
+    }
 }

@@ -5,8 +5,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -18,9 +18,7 @@ pub struct DevPki {
 
 impl DevPki {
     pub fn at(dir: &Path) -> DevPki {
-        DevPki {
-            dir: dir.to_path_buf(),
-        }
+        DevPki { dir: dir.to_path_buf() }
     }
     pub fn ca(&self) -> PathBuf {
         self.dir.join("ca.pem")
@@ -70,18 +68,13 @@ impl DevPki {
 
     /// Writes a fresh PKI into the folder, replacing what is there.
     pub fn generate(&self) -> Result<(), String> {
-        fs::create_dir_all(&self.dir)
-            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+        fs::create_dir_all(&self.dir).map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
         let err = |e: rcgen::Error| format!("certificate generation failed: {e}");
 
         let ca_key = KeyPair::generate().map_err(err)?;
         let mut ca = params("fapi-gateway development CA", "fapi-gateway dev", &[])?;
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
         self.write("ca.pem", &ca_cert.pem())?;
         self.write_key("ca.key", &ca_key)?;
@@ -90,11 +83,7 @@ impl DevPki {
         server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.leaf("gateway", server, &ca_cert, &ca_key)?;
 
-        for (name, cn) in [
-            ("tpp", "Financroo"),
-            ("other-tpp", "Other TPP"),
-            ("gateway-client", "fapi-gateway"),
-        ] {
+        for (name, cn) in [("tpp", "Financroo"), ("other-tpp", "Other TPP"), ("gateway-client", "fapi-gateway")] {
             let mut client = params(cn, cn, &[])?;
             client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
             self.leaf(name, client, &ca_cert, &ca_key)?;
@@ -102,13 +91,7 @@ impl DevPki {
         Ok(())
     }
 
-    fn leaf(
-        &self,
-        name: &str,
-        mut p: CertificateParams,
-        ca: &Certificate,
-        ca_key: &KeyPair,
-    ) -> Result<(), String> {
+    fn leaf(&self, name: &str, mut p: CertificateParams, ca: &Certificate, ca_key: &KeyPair) -> Result<(), String> {
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let key = KeyPair::generate().map_err(|e| e.to_string())?;
         let cert = p.signed_by(&key, ca, ca_key).map_err(|e| e.to_string())?;

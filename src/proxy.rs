@@ -17,6 +17,7 @@ use crate::client_identity::ClientCertificate;
 use crate::config::IdentityHeaderNames;
 use crate::credentials::bearer_token;
 use crate::introspection::unix_now;
+use crate::metrics::Metrics;
 use crate::policy::{Grant, PolicySet};
 use crate::refusal::Refusal;
 
@@ -32,17 +33,27 @@ pub struct ForwardingSettings {
     pub upstream_read_timeout: Duration,
 }
 
-/// The gateway's request logic. Policies are swapped whole on reload; the cache outlives them.
+/// What can change on reload, swapped whole so a request sees one generation throughout.
+pub struct Live {
+    pub policies: PolicySet,
+    pub settings: ForwardingSettings,
+}
+
+/// The gateway's request logic. The cache outlives reloads.
 pub struct Gateway {
-    policies: Arc<ArcSwap<PolicySet>>,
+    live: Arc<ArcSwap<Live>>,
     cache: Arc<IntrospectionCache>,
-    settings: ForwardingSettings,
+    metrics: Arc<Metrics>,
 }
 
 /// Per-request state across pingora's phases.
 pub struct RequestContext {
     started: Instant,
+    upstream_started: Option<Instant>,
     interaction_id: String,
+    live: Option<Arc<Live>>,
+    api: Option<String>,
+    route: Option<String>,
     grant: Option<Grant>,
     refusal: Option<&'static str>,
     token_tag: Option<String>,
@@ -50,50 +61,37 @@ pub struct RequestContext {
 }
 
 impl Gateway {
-    pub fn new(
-        policies: Arc<ArcSwap<PolicySet>>,
-        cache: Arc<IntrospectionCache>,
-        settings: ForwardingSettings,
-    ) -> Gateway {
-        Gateway {
-            policies,
-            cache,
-            settings,
-        }
+    pub fn new(live: Arc<ArcSwap<Live>>, cache: Arc<IntrospectionCache>, metrics: Arc<Metrics>) -> Gateway {
+        Gateway { live, cache, metrics }
     }
 
     /// Every check, in the order of the request: credentials, route, introspection, policy.
-    async fn authorize(
-        &self,
-        session: &Session,
-        ctx: &mut RequestContext,
-    ) -> std::result::Result<Grant, Refusal> {
+    async fn authorize(&self, session: &Session, ctx: &mut RequestContext) -> std::result::Result<Grant, Refusal> {
+        let live = self.live.load_full();
+        ctx.live = Some(live.clone());
         let req = session.req_header();
         let token = bearer_token(&req.headers, req.uri.query())?;
-        let policies = self.policies.load();
-        let matched = policies.route(&req.method, req.uri.path(), req.uri.query())?;
+        let matched = live.policies.route(&req.method, req.uri.path(), req.uri.query())?;
+        ctx.api = Some(matched.api.name.clone());
+        ctx.route = Some(matched.route.path.clone());
         let key = self.cache.key(token);
         ctx.token_tag = Some(key.short());
-        let (info, outcome) = self.cache.lookup(key, token).await.map_err(|e| {
+        let (cached, outcome) = self.cache.lookup(key, token, matched.route.cache_ttl).await.map_err(|e| {
             tracing::warn!(token = %key.short(), error = %e, "introspection failed; refusing (fail closed)");
-            Refusal::AuthorizationServerUnavailable { retry_after_seconds: self.settings.retry_after_seconds }
+            Refusal::AuthorizationServerUnavailable { retry_after_seconds: live.settings.retry_after_seconds }
         })?;
         ctx.cache = Some(outcome);
+        if outcome == CacheOutcome::Miss {
+            if let Some(consent) = matched.api.claims.consent_id.string(&cached.info.claims) {
+                self.cache.index_consent(consent, key, &cached);
+            }
+        }
         let certificate = ClientCertificate::of_session(session);
-        matched.evaluate(
-            &info,
-            certificate.map(|c| c.thumbprint.as_str()),
-            unix_now(),
-        )
+        matched.evaluate(&cached.info, certificate.map(|c| c.thumbprint.as_str()), unix_now())
     }
 
     /// Writes the response for a refusal. The only place refusals become bytes.
-    async fn refuse(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestContext,
-        refusal: &Refusal,
-    ) -> Result<()> {
+    async fn refuse(&self, session: &mut Session, ctx: &mut RequestContext, refusal: &Refusal) -> Result<()> {
         ctx.refusal = Some(refusal.reason());
         let r = refusal.to_response(&ctx.interaction_id);
         let mut header = ResponseHeader::build(r.status, Some(6))?;
@@ -108,9 +106,7 @@ impl Gateway {
             header.insert_header("retry-after", seconds.to_string())?;
         }
         session.set_keepalive(None);
-        session
-            .write_response_header(Box::new(header), false)
-            .await?;
+        session.write_response_header(Box::new(header), false).await?;
         session.write_response_body(Some(r.body), true).await
     }
 }
@@ -121,11 +117,7 @@ fn interaction_id(req: &RequestHeader) -> (String, Option<Refusal>) {
     let mut values = req.headers.get_all(INTERACTION_ID).iter();
     match (values.next(), values.next()) {
         (None, _) => (uuid::Uuid::new_v4().to_string(), None),
-        (Some(v), None) => match v
-            .to_str()
-            .ok()
-            .and_then(|s| uuid::Uuid::try_parse(s).ok().map(|_| s))
-        {
+        (Some(v), None) => match v.to_str().ok().and_then(|s| uuid::Uuid::try_parse(s).ok().map(|_| s)) {
             Some(s) => (s.to_string(), None),
             None => (
                 uuid::Uuid::new_v4().to_string(),
@@ -152,7 +144,11 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> RequestContext {
         RequestContext {
             started: Instant::now(),
+            upstream_started: None,
             interaction_id: String::new(),
+            live: None,
+            api: None,
+            route: None,
             grant: None,
             refusal: None,
             token_tag: None,
@@ -160,17 +156,15 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn request_filter(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestContext,
-    ) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<bool> {
         let (id, bad_id) = interaction_id(session.req_header());
         ctx.interaction_id = id;
+        let deciding = Instant::now();
         let decision = match bad_id {
             Some(refusal) => Err(refusal),
             None => self.authorize(session, ctx).await,
         };
+        self.metrics.decision_duration.observe(deciding.elapsed().as_secs_f64());
         match decision {
             Ok(grant) => {
                 ctx.grant = Some(grant);
@@ -183,17 +177,16 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        ctx: &mut RequestContext,
-    ) -> Result<Box<HttpPeer>> {
-        let grant = ctx.grant.as_ref().ok_or_else(|| {
-            pingora_core::Error::explain(pingora_core::ErrorType::InternalError, "no grant")
-        })?;
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestContext) -> Result<Box<HttpPeer>> {
+        let grant = ctx
+            .grant
+            .as_ref()
+            .ok_or_else(|| pingora_core::Error::explain(pingora_core::ErrorType::InternalError, "no grant"))?;
+        let settings = &ctx.live.as_ref().expect("set with the grant").settings;
         let mut peer = HttpPeer::new(grant.upstream, false, String::new());
-        peer.options.connection_timeout = Some(self.settings.upstream_connect_timeout);
-        peer.options.read_timeout = Some(self.settings.upstream_read_timeout);
+        peer.options.connection_timeout = Some(settings.upstream_connect_timeout);
+        peer.options.read_timeout = Some(settings.upstream_read_timeout);
+        ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
     }
 
@@ -203,29 +196,25 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut RequestContext,
     ) -> Result<()> {
-        let grant = ctx.grant.as_ref().ok_or_else(|| {
-            pingora_core::Error::explain(pingora_core::ErrorType::InternalError, "no grant")
-        })?;
-        let uri = grant.upstream_path.parse().map_err(|_| {
-            pingora_core::Error::explain(
-                pingora_core::ErrorType::InternalError,
-                "bad upstream path",
-            )
-        })?;
+        let grant = ctx
+            .grant
+            .as_ref()
+            .ok_or_else(|| pingora_core::Error::explain(pingora_core::ErrorType::InternalError, "no grant"))?;
+        let uri = grant
+            .upstream_path
+            .parse()
+            .map_err(|_| pingora_core::Error::explain(pingora_core::ErrorType::InternalError, "bad upstream path"))?;
         upstream.set_uri(uri);
-        let names = &self.settings.identity_headers;
+        let settings = &ctx.live.as_ref().expect("set with the grant").settings;
+        let names = &settings.identity_headers;
         // Whatever the client sent under our identity header names is not to be believed.
         for name in names.all() {
             while upstream.remove_header(name).is_some() {}
         }
-        if !self.settings.forward_authorization {
+        if !settings.forward_authorization {
             upstream.remove_header("authorization");
         }
-        let mut set = |name: &str, value: &str| {
-            upstream
-                .insert_header(name.to_string(), value.to_string())
-                .map(|_| ())
-        };
+        let mut set = |name: &str, value: &str| upstream.insert_header(name.to_string(), value.to_string()).map(|_| ());
         if let Some(v) = &grant.consent_id {
             set(&names.consent_id, v)?;
         }
@@ -238,6 +227,18 @@ impl ProxyHttp for Gateway {
         set(&names.scopes, &grant.scopes)?;
         set(&names.accounts, &grant.accounts.join(","))?;
         set(INTERACTION_ID, &ctx.interaction_id)?;
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _response: &mut ResponseHeader,
+        ctx: &mut RequestContext,
+    ) -> Result<()> {
+        if let (Some(started), Some(api)) = (ctx.upstream_started.take(), ctx.api.as_deref()) {
+            self.metrics.upstream_duration.with_label_values(&[api]).observe(started.elapsed().as_secs_f64());
+        }
         Ok(())
     }
 
@@ -262,14 +263,12 @@ impl ProxyHttp for Gateway {
             ctx.interaction_id = uuid::Uuid::new_v4().to_string();
         }
         let refusal = match (e.esource(), e.etype()) {
-            (
-                ErrorSource::Downstream,
-                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
-            ) => None,
-            (ErrorSource::Downstream, _) => Some(Refusal::InvalidRequest {
-                description: "the request could not be read",
-                field: "request",
-            }),
+            (ErrorSource::Downstream, ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed) => {
+                None
+            }
+            (ErrorSource::Downstream, _) => {
+                Some(Refusal::InvalidRequest { description: "the request could not be read", field: "request" })
+            }
             _ => Some(Refusal::UpstreamUnavailable),
         };
         let code = match refusal {
@@ -283,38 +282,42 @@ impl ProxyHttp for Gateway {
             }
             None => 0,
         };
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
+        FailToProxy { error_code: code, can_reuse_downstream: false }
     }
 
-    async fn logging(
-        &self,
-        session: &mut Session,
-        _e: Option<&pingora_core::Error>,
-        ctx: &mut RequestContext,
-    ) {
+    /// What pingora's own error logs say of a request: the path without its query (which
+    /// could carry a token the request is being refused for).
+    fn request_summary(&self, session: &Session, ctx: &RequestContext) -> String {
         let req = session.req_header();
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .unwrap_or(0);
+        format!("{} {} interaction_id={}", req.method, req.uri.path(), ctx.interaction_id)
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&pingora_core::Error>, ctx: &mut RequestContext) {
+        let req = session.req_header();
+        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
         let grant = ctx.grant.as_ref();
+        let decision = ctx.refusal.unwrap_or(if grant.is_some() { "allowed" } else { "none" });
+        let api = ctx.api.as_deref().unwrap_or("");
+        let route = ctx.route.as_deref().unwrap_or("");
+        let elapsed = ctx.started.elapsed();
+        // Unmatched paths count under the method only: their text is the client's, unbounded.
+        let method = if ctx.route.is_some() { req.method.as_str() } else { "" };
+        self.metrics.requests.with_label_values(&[api, route, method, &status.to_string(), decision]).inc();
+        self.metrics.request_duration.with_label_values(&[api]).observe(elapsed.as_secs_f64());
         tracing::info!(
             target: "fapi_gateway::access",
             interaction_id = %ctx.interaction_id,
             method = %req.method,
             path = %req.uri.path(),
             status,
-            decision = ctx.refusal.unwrap_or(if grant.is_some() { "allowed" } else { "none" }),
-            api = grant.map(|g| g.api.as_str()).unwrap_or(""),
-            route = grant.map(|g| g.route.as_str()).unwrap_or(""),
+            decision,
+            api,
+            route,
             client_id = grant.and_then(|g| g.client_id.as_deref()).unwrap_or(""),
             consent_id = grant.and_then(|g| g.consent_id.as_deref()).unwrap_or(""),
             token = ctx.token_tag.as_deref().unwrap_or(""),
-            cache = ctx.cache.map(|c| if c == CacheOutcome::Hit { "hit" } else { "miss" }).unwrap_or(""),
-            elapsed_us = ctx.started.elapsed().as_micros() as u64,
+            cache = ctx.cache.map(CacheOutcome::as_str).unwrap_or(""),
+            elapsed_us = elapsed.as_micros() as u64,
         );
     }
 }

@@ -11,10 +11,7 @@ pub enum Refusal {
     /// No credentials at all: 401 with a bare challenge (RFC 6750 §3.1).
     MissingCredentials,
     /// Malformed request, e.g. a token in the query or two `Authorization` headers.
-    InvalidRequest {
-        description: &'static str,
-        field: &'static str,
-    },
+    InvalidRequest { description: &'static str, field: &'static str },
     /// The token is unknown, inactive, expired or malformed.
     InvalidToken { description: &'static str },
     /// The token is not bound to this connection's client certificate (RFC 8705 §3).
@@ -75,9 +72,7 @@ impl Refusal {
     pub fn status(&self) -> u16 {
         match self {
             Refusal::InvalidRequest { .. } => 400,
-            Refusal::MissingCredentials
-            | Refusal::InvalidToken { .. }
-            | Refusal::CertificateMismatch => 401,
+            Refusal::MissingCredentials | Refusal::InvalidToken { .. } | Refusal::CertificateMismatch => 401,
             Refusal::InsufficientScope { .. } | Refusal::Consent(_) => 403,
             Refusal::NoRoute => 404,
             Refusal::MethodNotAllowed => 405,
@@ -111,7 +106,11 @@ impl Refusal {
     /// (Open Banking error code, message, the field at fault).
     fn detail(&self) -> (&'static str, String, &'static str) {
         match self {
-            Refusal::MissingCredentials => ("UK.OBIE.Header.Missing", "no access token: send it as `Authorization: Bearer <token>`".into(), "Authorization"),
+            Refusal::MissingCredentials => (
+                "UK.OBIE.Header.Missing",
+                "no access token: send it as `Authorization: Bearer <token>`".into(),
+                "Authorization",
+            ),
             Refusal::InvalidRequest { description, field } => ("UK.OBIE.Header.Invalid", (*description).into(), field),
             Refusal::InvalidToken { description } => ("UK.OBIE.Header.Invalid", (*description).into(), "Authorization"),
             Refusal::CertificateMismatch => (
@@ -125,13 +124,17 @@ impl Refusal {
                 "Authorization",
             ),
             Refusal::Consent(c) => match c {
-                ConsentRefusal::Missing => ("UK.OBIE.Resource.ConsentMismatch", "the access token carries no consent".into(), "Authorization"),
+                ConsentRefusal::Missing => {
+                    ("UK.OBIE.Resource.ConsentMismatch", "the access token carries no consent".into(), "Authorization")
+                }
                 ConsentRefusal::Status { status } => (
                     "UK.OBIE.Resource.InvalidConsentStatus",
                     format!("the consent's status is `{}`, which does not grant access", truncate(status)),
                     "Authorization",
                 ),
-                ConsentRefusal::Expired => ("UK.OBIE.Resource.InvalidConsentStatus", "the consent has expired".into(), "Authorization"),
+                ConsentRefusal::Expired => {
+                    ("UK.OBIE.Resource.InvalidConsentStatus", "the consent has expired".into(), "Authorization")
+                }
                 ConsentRefusal::Permission { needed } => (
                     "UK.OBIE.Resource.ConsentMismatch",
                     format!("the consent lacks the permission {}", truncate(needed)),
@@ -144,13 +147,17 @@ impl Refusal {
                 ),
             },
             Refusal::NoRoute => ("UK.OBIE.Resource.NotFound", "no API is served at this path".into(), "path"),
-            Refusal::MethodNotAllowed => ("UK.OBIE.Resource.NotFound", "this path is not served for this method".into(), "method"),
+            Refusal::MethodNotAllowed => {
+                ("UK.OBIE.Resource.NotFound", "this path is not served for this method".into(), "method")
+            }
             Refusal::AuthorizationServerUnavailable { .. } => (
                 "UK.OBIE.UnexpectedError",
                 "the authorization server could not verify the access token; retry later".into(),
                 "Authorization",
             ),
-            Refusal::UpstreamUnavailable => ("UK.OBIE.UnexpectedError", "the bank's API could not be reached".into(), "path"),
+            Refusal::UpstreamUnavailable => {
+                ("UK.OBIE.UnexpectedError", "the bank's API could not be reached".into(), "path")
+            }
         }
     }
 
@@ -173,9 +180,7 @@ impl Refusal {
             status,
             www_authenticate: self.challenge(),
             retry_after: match self {
-                Refusal::AuthorizationServerUnavailable {
-                    retry_after_seconds,
-                } => Some(*retry_after_seconds),
+                Refusal::AuthorizationServerUnavailable { retry_after_seconds } => Some(*retry_after_seconds),
                 _ => None,
             },
             body: Bytes::from(body.to_string()),
@@ -186,11 +191,7 @@ impl Refusal {
 /// Scope names come from policy files, but are still filtered to RFC 6750's scope-token
 /// characters before going into a header.
 fn scope_token(s: &str) -> String {
-    s.chars()
-        .filter(|&c| {
-            c == '\x21' || ('\x23'..='\x5b').contains(&c) || ('\x5d'..='\x7e').contains(&c)
-        })
-        .collect()
+    s.chars().filter(|&c| c == '\x21' || ('\x23'..='\x5b').contains(&c) || ('\x5d'..='\x7e').contains(&c)).collect()
 }
 
 fn truncate(s: &str) -> &str {
@@ -208,61 +209,30 @@ mod tests {
     fn challenges_follow_rfc6750() {
         let r = Refusal::MissingCredentials.to_response("id");
         assert_eq!(r.status, 401);
-        assert_eq!(
-            r.www_authenticate.as_deref(),
-            Some(r#"Bearer realm="fapi-gateway""#)
-        );
-        let r = Refusal::InsufficientScope {
-            scope: "accounts".into(),
-        }
-        .to_response("id");
+        assert_eq!(r.www_authenticate.as_deref(), Some(r#"Bearer realm="fapi-gateway""#));
+        let r = Refusal::InsufficientScope { scope: "accounts".into() }.to_response("id");
         assert_eq!(r.status, 403);
-        assert!(r
-            .www_authenticate
-            .unwrap()
-            .contains(r#"error="insufficient_scope", scope="accounts""#));
-        let r = Refusal::InvalidRequest {
-            description: "x",
-            field: "y",
-        }
-        .to_response("id");
+        assert!(r.www_authenticate.unwrap().contains(r#"error="insufficient_scope", scope="accounts""#));
+        let r = Refusal::InvalidRequest { description: "x", field: "y" }.to_response("id");
         assert_eq!(r.status, 400);
-        assert!(r
-            .www_authenticate
-            .unwrap()
-            .contains(r#"error="invalid_request""#));
-        let r = Refusal::AuthorizationServerUnavailable {
-            retry_after_seconds: 7,
-        }
-        .to_response("id");
-        assert_eq!(
-            (r.status, r.retry_after, r.www_authenticate),
-            (503, Some(7), None)
-        );
+        assert!(r.www_authenticate.unwrap().contains(r#"error="invalid_request""#));
+        let r = Refusal::AuthorizationServerUnavailable { retry_after_seconds: 7 }.to_response("id");
+        assert_eq!((r.status, r.retry_after, r.www_authenticate), (503, Some(7), None));
     }
 
     #[test]
     fn body_is_open_banking_error() {
-        let r = Refusal::Consent(ConsentRefusal::AccountNotGranted {
-            account: "A9".into(),
-        })
-        .to_response("iid");
+        let r = Refusal::Consent(ConsentRefusal::AccountNotGranted { account: "A9".into() }).to_response("iid");
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["Code"], "403 Forbidden");
         assert_eq!(v["Id"], "iid");
-        assert_eq!(
-            v["Errors"][0]["ErrorCode"],
-            "UK.OBIE.Resource.ConsentMismatch"
-        );
+        assert_eq!(v["Errors"][0]["ErrorCode"], "UK.OBIE.Resource.ConsentMismatch");
         assert!(v["Message"].as_str().unwrap().contains("A9"));
     }
 
     #[test]
     fn scope_in_challenge_is_filtered() {
-        let r = Refusal::InsufficientScope {
-            scope: "a\"b\\c d".into(),
-        }
-        .to_response("id");
+        let r = Refusal::InsufficientScope { scope: "a\"b\\c d".into() }.to_response("id");
         assert!(r.www_authenticate.unwrap().contains(r#"scope="abcd""#));
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::listening::Service as ListeningService;
 use pingora_core::services::Service;
@@ -14,18 +14,23 @@ use pingora_proxy::{http_proxy_service_with_name, HttpProxy};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::admin::AdminService;
+use crate::admin::{AdminService, AdminState};
 use crate::cache::IntrospectionCache;
-use crate::client_identity::{tls_settings, ServerCertificate};
+use crate::client_identity::{tls_settings, ClientVerifier, ServerCertificate};
 use crate::config::GatewayConfig;
 use crate::introspection::HttpIntrospector;
-use crate::proxy::{ForwardingSettings, Gateway};
+use crate::metrics::Metrics;
+use crate::proxy::{Gateway, Live};
+use crate::reload::{forwarding_settings, ReloadService, Reloader};
+use crate::resilience::{CircuitBreaker, Guarded};
 
-/// The services of one gateway, ready to start.
+/// The services of one gateway, ready to start, and handles on its state.
 pub struct GatewayServices {
     pub proxy: ListeningService<HttpProxy<Gateway>>,
     pub admin: Option<AdminService>,
+    pub reloader: Arc<Reloader>,
     pub cache: Arc<IntrospectionCache>,
+    pub metrics: Arc<Metrics>,
 }
 
 fn server_conf(config: &GatewayConfig) -> ServerConf {
@@ -37,52 +42,62 @@ fn server_conf(config: &GatewayConfig) -> ServerConf {
     }
 }
 
-/// Builds the proxy (with its TLS listener) and the admin service.
+/// Builds the proxy (with its TLS listener), the admin service and the reloader.
 pub fn build(config: GatewayConfig) -> Result<GatewayServices, String> {
-    let introspector = HttpIntrospector::new(&config.authorization_server)?;
-    let cache = Arc::new(IntrospectionCache::new(
-        &config.authorization_server.name,
-        &config.cache,
-        Arc::new(introspector),
+    let metrics = Arc::new(Metrics::new());
+    let server_name = config.authorization_server.name.clone();
+    let circuit = metrics.circuit_state.with_label_values(&[&server_name]);
+    circuit.set(0);
+    let breaker = Arc::new(CircuitBreaker::new(
+        config.authorization_server.circuit_failure_threshold,
+        config.authorization_server.circuit_open,
+        Box::new(move |state| circuit.set(state as i64)),
     ));
-    let settings = ForwardingSettings {
-        identity_headers: config.identity_headers.clone(),
-        forward_authorization: config.forward_authorization,
-        retry_after_seconds: config.authorization_server.retry_after.as_secs(),
-        upstream_connect_timeout: Duration::from_secs(2),
-        upstream_read_timeout: Duration::from_secs(30),
-    };
-    let server_certificate = Arc::new(ServerCertificate::load(
-        &config.listener.certificate,
-        &config.listener.private_key,
-    )?);
-    let tls = tls_settings(&config.listener, server_certificate)?;
-    let conf = Arc::new(server_conf(&config));
-    let admin = config.admin_address.map(AdminService::new);
-    let gateway = Gateway::new(
-        Arc::new(ArcSwap::from_pointee(config.policies)),
-        cache.clone(),
-        settings,
+    let introspector = Guarded::new(
+        HttpIntrospector::new(&config.authorization_server)?,
+        config.authorization_server.max_concurrent_calls,
+        config.authorization_server.timeout,
+        breaker.clone(),
     );
+    let cache = Arc::new(IntrospectionCache::new(&server_name, &config.cache, Arc::new(introspector), metrics.clone()));
+    let server_certificate =
+        Arc::new(ServerCertificate::load(&config.listener.certificate, &config.listener.private_key)?);
+    let client_verifier = Arc::new(ClientVerifier::load(&config.listener.client_ca)?);
+    let tls = tls_settings(&config.listener, server_certificate.clone(), client_verifier.clone())?;
+    let conf = Arc::new(server_conf(&config));
+    let admin = config.admin.as_ref().map(|a| {
+        let state = AdminState {
+            metrics: metrics.clone(),
+            cache: cache.clone(),
+            breaker: breaker.clone(),
+            bearer_secret: a.bearer_secret.clone(),
+        };
+        AdminService::new(a.address, Arc::new(state))
+    });
+    let address = config.listener.address.to_string();
+    let live =
+        Arc::new(ArcSwap::from_pointee(Live { settings: forwarding_settings(&config), policies: Default::default() }));
+    let reloader = Arc::new(Reloader::new(&config, live.clone(), server_certificate, client_verifier, metrics.clone()));
+    live.store(Arc::new(Live { settings: forwarding_settings(&config), policies: config.policies }));
+    let gateway = Gateway::new(live, cache.clone(), metrics.clone());
     let mut proxy = http_proxy_service_with_name(&conf, gateway, "fapi-gateway");
-    proxy.add_tls_with_settings(&config.listener.address.to_string(), None, tls);
-    Ok(GatewayServices {
-        proxy,
-        admin,
-        cache,
-    })
+    proxy.add_tls_with_settings(&address, None, tls);
+    Ok(GatewayServices { proxy, admin, reloader, cache, metrics })
 }
 
 /// Runs the gateway under pingora's server until SIGTERM (graceful) or SIGINT (fast).
-pub fn run(config: GatewayConfig) -> Result<std::convert::Infallible, String> {
+/// `upgrade` takes the listening sockets over from a running instance (see README).
+pub fn run(config: GatewayConfig, upgrade: bool) -> Result<std::convert::Infallible, String> {
     let conf = server_conf(&config);
     let services = build(config)?;
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = Opt { upgrade, ..Opt::default() };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     server.add_service(services.proxy);
     if let Some(admin) = services.admin {
         server.add_service(admin);
     }
+    server.add_service(ReloadService(services.reloader));
     server.run_forever()
 }
 
@@ -91,43 +106,37 @@ pub struct RunningGateway {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     pub cache: Arc<IntrospectionCache>,
+    pub metrics: Arc<Metrics>,
+    pub reloader: Arc<Reloader>,
 }
 
 impl RunningGateway {
-    /// Starts the services and waits until the listener accepts connections.
+    /// Starts the services and waits until the listeners accept connections.
     pub async fn start(config: GatewayConfig) -> Result<RunningGateway, String> {
         let address = config.listener.address;
-        let admin_address = config.admin_address;
+        let admin_address = config.admin.as_ref().map(|a| a.address);
         let services = build(config)?;
         let (shutdown, watch) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut proxy = services.proxy;
         let w = watch.clone();
-        tasks.push(tokio::spawn(async move {
-            proxy.start_service(None, w, 1).await
-        }));
+        tasks.push(tokio::spawn(async move { proxy.start_service(None, w, 1).await }));
         if let Some(mut admin) = services.admin {
             let w = watch.clone();
-            tasks.push(tokio::spawn(async move {
-                admin.start_service(None, w, 1).await
-            }));
+            tasks.push(tokio::spawn(async move { admin.start_service(None, w, 1).await }));
         }
+        tasks.push(tokio::spawn(services.reloader.clone().watch(watch.clone())));
         let running = RunningGateway {
             shutdown,
             tasks,
             cache: services.cache,
+            metrics: services.metrics,
+            reloader: services.reloader,
         };
         for addr in std::iter::once(address).chain(admin_address) {
             wait_for_listener(addr).await?;
         }
         Ok(running)
-    }
-
-    pub async fn stop(mut self) {
-        let _ = self.shutdown.send(true);
-        for t in self.tasks.drain(..) {
-            t.abort();
-        }
     }
 }
 

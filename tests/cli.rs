@@ -4,16 +4,8 @@ use std::path::Path;
 use std::process::Command;
 
 fn gateway(args: &[&str], dir: &Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fapi-gateway"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(env!("CARGO_BIN_EXE_fapi-gateway")).args(args).current_dir(dir).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
 
@@ -28,11 +20,7 @@ fn workspace() -> tempfile::TempDir {
     std::fs::create_dir(dir.path().join("policies")).unwrap();
     for entry in std::fs::read_dir(repo("policies")).unwrap() {
         let entry = entry.unwrap();
-        std::fs::copy(
-            entry.path(),
-            dir.path().join("policies").join(entry.file_name()),
-        )
-        .unwrap();
+        std::fs::copy(entry.path(), dir.path().join("policies").join(entry.file_name())).unwrap();
     }
     let (ok, out) = gateway(&["certs", "--out", "certs"], dir.path());
     assert!(ok, "{out}");
@@ -71,17 +59,10 @@ fn check_accepts_the_example_configuration() {
 fn check_lists_every_problem_with_file_and_line() {
     let dir = workspace();
     let config = std::fs::read_to_string(dir.path().join("gateway.toml")).unwrap();
-    std::fs::write(
-        dir.path().join("gateway.toml"),
-        config.replace("127.0.0.1:8443", "localhost-8443"),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("gateway.toml"), config.replace("127.0.0.1:8443", "localhost-8443")).unwrap();
     let gobank = std::fs::read_to_string(dir.path().join("policies/gobank.toml")).unwrap();
-    std::fs::write(
-        dir.path().join("policies/gobank.toml"),
-        gobank.replace("profile = \"obuk\"", "profile = \"obzz\""),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("policies/gobank.toml"), gobank.replace("profile = \"obuk\"", "profile = \"obzz\""))
+        .unwrap();
     let hs = std::fs::read_to_string(dir.path().join("policies/hyperscalebank.toml")).unwrap();
     std::fs::write(
         dir.path().join("policies/hyperscalebank.toml"),
@@ -91,18 +72,9 @@ fn check_lists_every_problem_with_file_and_line() {
 
     let (ok, out) = gateway(&["check", "--config", "gateway.toml"], dir.path());
     assert!(!ok, "{out}");
-    assert!(
-        out.contains("gateway.toml:7: `localhost-8443` is not an address"),
-        "{out}"
-    );
-    assert!(
-        out.contains("policies/gobank.toml:7: unknown profile `obzz`"),
-        "{out}"
-    );
-    assert!(
-        out.contains("policies/hyperscalebank.toml:30: path `/balances/{`"),
-        "{out}"
-    );
+    assert!(out.contains("gateway.toml:7: `localhost-8443` is not an address"), "{out}");
+    assert!(out.contains("policies/gobank.toml:7: unknown profile `obzz`"), "{out}");
+    assert!(out.contains("policies/hyperscalebank.toml:30: path `/balances/{`"), "{out}");
     assert!(out.contains("3 problems found"), "{out}");
 }
 

@@ -33,21 +33,13 @@ impl ClaimPath {
                     None => (part, false),
                 };
                 if name.is_empty() || name.contains(['[', ']']) {
-                    Err(format!(
-                        "claim path `{text}` has an empty or malformed segment `{part}`"
-                    ))
+                    Err(format!("claim path `{text}` has an empty or malformed segment `{part}`"))
                 } else {
-                    Ok(Segment {
-                        name: name.to_string(),
-                        each,
-                    })
+                    Ok(Segment { name: name.to_string(), each })
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(ClaimPath {
-            segments,
-            text: text.to_string(),
-        })
+        Ok(ClaimPath { segments, text: text.to_string() })
     }
 
     pub fn as_str(&self) -> &str {
@@ -177,14 +169,10 @@ mod tests {
 
     #[test]
     fn nested_array_paths() {
-        let claims =
-            json!({"fdx_consent": {"id": "c1", "resources": [{"id": "A1"}, {"id": "A2"}]}});
+        let claims = json!({"fdx_consent": {"id": "c1", "resources": [{"id": "A1"}, {"id": "A2"}]}});
         let path = ClaimPath::parse("fdx_consent.resources[].id").unwrap();
         assert_eq!(path.strings(&claims), vec!["A1", "A2"]);
-        assert_eq!(
-            ClaimPath::parse("fdx_consent.id").unwrap().string(&claims),
-            Some("c1")
-        );
+        assert_eq!(ClaimPath::parse("fdx_consent.id").unwrap().string(&claims), Some("c1"));
     }
 
     #[test]
@@ -194,10 +182,7 @@ mod tests {
             ClaimPath::parse("Permissions").unwrap().strings(&claims),
             vec!["ReadBalances", "ReadAccountsBasic"]
         );
-        assert_eq!(
-            ClaimPath::parse("scope").unwrap().strings(&claims),
-            vec!["openid", "accounts"]
-        );
+        assert_eq!(ClaimPath::parse("scope").unwrap().strings(&claims), vec!["openid", "accounts"]);
         assert_eq!(ClaimPath::parse("missing").unwrap().string(&claims), None);
     }
 

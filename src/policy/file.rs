@@ -61,6 +61,7 @@ struct RouteSection {
     account_param: Option<String>,
     #[serde(default = "default_binding")]
     binding: String,
+    cache_ttl_seconds: Option<f64>,
 }
 
 /// `["A", "B"]` is one group (one of A, B); `[["A", "B"], ["C", "D"]]` is several groups,
@@ -97,16 +98,9 @@ fn default_binding() -> String {
 
 impl PolicySet {
     /// Loads every `*.toml` file of `dir`, in name order.
-    pub fn load_dir(
-        dir: &Path,
-        upstreams: &BTreeMap<String, Upstream>,
-    ) -> Result<PolicySet, ConfigErrors> {
+    pub fn load_dir(dir: &Path, upstreams: &BTreeMap<String, Upstream>) -> Result<PolicySet, ConfigErrors> {
         let entries = std::fs::read_dir(dir).map_err(|e| {
-            ConfigErrors(vec![ConfigError::new(
-                dir,
-                None,
-                format!("cannot read the policy folder: {e}"),
-            )])
+            ConfigErrors(vec![ConfigError::new(dir, None, format!("cannot read the policy folder: {e}"))])
         })?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -136,17 +130,10 @@ impl PolicySet {
                         errors.push(ConfigError::new(
                             file,
                             None,
-                            format!(
-                                "prefix `{}` is already served by API `{}`",
-                                api.prefix, other.name
-                            ),
+                            format!("prefix `{}` is already served by API `{}`", api.prefix, other.name),
                         ));
                     } else if let Some(other) = apis.iter().find(|a| a.name == api.name) {
-                        errors.push(ConfigError::new(
-                            file,
-                            None,
-                            format!("API name `{}` is used twice", other.name),
-                        ));
+                        errors.push(ConfigError::new(file, None, format!("API name `{}` is used twice", other.name)));
                     } else {
                         apis.push(api);
                     }
@@ -162,22 +149,13 @@ impl PolicySet {
     }
 
     /// Parses one policy file's text (used by `load_dir` and by tests).
-    pub fn parse_api(
-        file: &Path,
-        source: &str,
-        upstreams: &BTreeMap<String, Upstream>,
-    ) -> Result<Api, ConfigErrors> {
+    pub fn parse_api(file: &Path, source: &str, upstreams: &BTreeMap<String, Upstream>) -> Result<Api, ConfigErrors> {
         parse_api(file, source, upstreams).map_err(ConfigErrors)
     }
 }
 
-fn parse_api(
-    file: &Path,
-    source: &str,
-    upstreams: &BTreeMap<String, Upstream>,
-) -> Result<Api, Vec<ConfigError>> {
-    let parsed: PolicyFile =
-        toml::from_str(source).map_err(|e| vec![ConfigError::from_toml(file, source, &e)])?;
+fn parse_api(file: &Path, source: &str, upstreams: &BTreeMap<String, Upstream>) -> Result<Api, Vec<ConfigError>> {
+    let parsed: PolicyFile = toml::from_str(source).map_err(|e| vec![ConfigError::from_toml(file, source, &e)])?;
     let mut errors = Vec::new();
     let at = |span: std::ops::Range<usize>| Some(line_of(source, span.start));
     let problem = |errors: &mut Vec<ConfigError>, line: Option<usize>, msg: String| {
@@ -185,16 +163,13 @@ fn parse_api(
     };
 
     let api = &parsed.api;
-    let name = api.name.clone().unwrap_or_else(|| {
-        file.file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    });
+    let name = api
+        .name
+        .clone()
+        .unwrap_or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
     let prefix = api.prefix.get_ref().clone();
     if !(prefix.is_empty()
-        || (prefix.starts_with('/')
-            && !prefix.ends_with('/')
-            && PathTemplate::parse(&prefix).is_ok()))
+        || (prefix.starts_with('/') && !prefix.ends_with('/') && PathTemplate::parse(&prefix).is_ok()))
     {
         problem(
             &mut errors,
@@ -208,11 +183,7 @@ fn parse_api(
         problem(
             &mut errors,
             at(api.upstream.span()),
-            format!(
-                "unknown upstream `{}` (gateway.toml defines: {})",
-                api.upstream.get_ref(),
-                known.join(", ")
-            ),
+            format!("unknown upstream `{}` (gateway.toml defines: {})", api.upstream.get_ref(), known.join(", ")),
         );
     }
     let mut claims = ClaimMapping::profile(api.profile.get_ref());
@@ -220,22 +191,15 @@ fn parse_api(
         problem(
             &mut errors,
             at(api.profile.span()),
-            format!(
-                "unknown profile `{}` (known: {})",
-                api.profile.get_ref(),
-                PROFILES.join(", ")
-            ),
+            format!("unknown profile `{}` (known: {})", api.profile.get_ref(), PROFILES.join(", ")),
         );
     }
     if let Some(mapping) = claims.as_mut() {
         let c = &parsed.claims;
-        let path =
-            |errors: &mut Vec<ConfigError>, v: &Option<Spanned<String>>| -> Option<ClaimPath> {
-                let v = v.as_ref()?;
-                ClaimPath::parse(v.get_ref())
-                    .map_err(|m| errors.push(ConfigError::new(file, at(v.span()), m)))
-                    .ok()
-            };
+        let path = |errors: &mut Vec<ConfigError>, v: &Option<Spanned<String>>| -> Option<ClaimPath> {
+            let v = v.as_ref()?;
+            ClaimPath::parse(v.get_ref()).map_err(|m| errors.push(ConfigError::new(file, at(v.span()), m))).ok()
+        };
         if let Some(p) = path(&mut errors, &c.consent_id) {
             mapping.consent_id = p;
         }
@@ -255,20 +219,12 @@ fn parse_api(
             mapping.granting_status = g.clone();
         }
         if mapping.status.is_some() && mapping.granting_status.is_empty() {
-            problem(
-                &mut errors,
-                None,
-                "claims.granting_status is empty: no consent could ever be granted".into(),
-            );
+            problem(&mut errors, None, "claims.granting_status is empty: no consent could ever be granted".into());
         }
     }
 
     if parsed.route.is_empty() {
-        problem(
-            &mut errors,
-            None,
-            "no [[route]]: every request to this API would be refused".into(),
-        );
+        problem(&mut errors, None, "no [[route]]: every request to this API would be refused".into());
     }
     let mut routes: Vec<Route> = Vec::new();
     let mut router = Router::default();
@@ -276,11 +232,7 @@ fn parse_api(
         let line = line_of(source, spanned.span().start);
         let r = spanned.get_ref();
         let route_problem = |errors: &mut Vec<ConfigError>, msg: String| {
-            errors.push(ConfigError::new(
-                file,
-                Some(line),
-                format!("route `{}`: {msg}", r.path.get_ref()),
-            ));
+            errors.push(ConfigError::new(file, Some(line), format!("route `{}`: {msg}", r.path.get_ref())));
         };
         let template = match PathTemplate::parse(r.path.get_ref()) {
             Ok(t) => t,
@@ -293,10 +245,7 @@ fn parse_api(
         for m in &r.methods {
             match http::Method::from_bytes(m.as_bytes()) {
                 Ok(method) if m.chars().all(|c| c.is_ascii_uppercase()) => methods.push(method),
-                _ => route_problem(
-                    &mut errors,
-                    format!("`{m}` is not an HTTP method (write it in capitals)"),
-                ),
+                _ => route_problem(&mut errors, format!("`{m}` is not an HTTP method (write it in capitals)")),
             }
         }
         if methods.is_empty() && r.methods.is_empty() {
@@ -304,20 +253,14 @@ fn parse_api(
         }
         if let Some(p) = &r.account_param {
             if !template.has_param(p) {
-                route_problem(
-                    &mut errors,
-                    format!("account_param `{p}` is not a parameter of the path"),
-                );
+                route_problem(&mut errors, format!("account_param `{p}` is not a parameter of the path"));
             }
         }
         let binding = match r.binding.as_str() {
             "mtls" => Binding::Mtls,
             "none" => Binding::None,
             other => {
-                route_problem(
-                    &mut errors,
-                    format!("binding `{other}` is not one of: mtls, none"),
-                );
+                route_problem(&mut errors, format!("binding `{other}` is not one of: mtls, none"));
                 Binding::Mtls
             }
         };
@@ -327,15 +270,18 @@ fn parse_api(
             route_problem(&mut errors, "permissions need `consent = true`".into());
         }
         for scope in r.scopes.iter().chain(&r.scopes_any) {
-            if scope.is_empty()
-                || scope.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\')
-            {
-                route_problem(
-                    &mut errors,
-                    format!("scope `{scope}` is not a valid scope token"),
-                );
+            if scope.is_empty() || scope.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\') {
+                route_problem(&mut errors, format!("scope `{scope}` is not a valid scope token"));
             }
         }
+        let cache_ttl = match r.cache_ttl_seconds {
+            None => None,
+            Some(v) if v.is_finite() && (0.0..=86_400.0).contains(&v) => Some(std::time::Duration::from_secs_f64(v)),
+            Some(v) => {
+                route_problem(&mut errors, format!("cache_ttl_seconds {v} must be between 0 and 86400"));
+                None
+            }
+        };
         let index = routes.len();
         for method in &methods {
             match router.insert(method.clone(), &template, index) {
@@ -360,20 +306,14 @@ fn parse_api(
             require_consent: r.consent,
             account_param: r.account_param.clone(),
             binding,
+            cache_ttl,
             file: file.to_path_buf(),
             line,
         });
     }
 
     match (errors.is_empty(), upstream, claims) {
-        (true, Some(upstream), Some(claims)) => Ok(Api {
-            name,
-            prefix,
-            upstream,
-            claims,
-            routes,
-            router,
-        }),
+        (true, Some(upstream), Some(claims)) => Ok(Api { name, prefix, upstream, claims, routes, router }),
         _ => Err(errors),
     }
 }

@@ -45,6 +45,9 @@ pub struct Route {
     pub require_consent: bool,
     pub account_param: Option<String>,
     pub binding: Binding,
+    /// Introspection results older than this are fetched again for this route
+    /// (shorter than the cache's maximum, e.g. for payments).
+    pub cache_ttl: Option<std::time::Duration>,
     /// Where the route is written, for `check` and `explain`.
     pub file: PathBuf,
     pub line: usize,
@@ -105,12 +108,7 @@ impl PolicySet {
     /// Finds the route for a request. Paths that are not in normal form (`.`/`..`
     /// segments, empty segments, encoded `/`, `\` or `.`) are refused rather than guessed
     /// at, since the bank might resolve them differently.
-    pub fn route<'a>(
-        &'a self,
-        method: &Method,
-        path: &str,
-        query: Option<&str>,
-    ) -> Result<RouteMatch<'a>, Refusal> {
+    pub fn route<'a>(&'a self, method: &Method, path: &str, query: Option<&str>) -> Result<RouteMatch<'a>, Refusal> {
         if !is_normal_path(path) {
             return Err(Refusal::InvalidRequest {
                 description: "the request path is not in normal form",
@@ -124,31 +122,18 @@ impl PolicySet {
             };
             match api.router.find(method, rest) {
                 Ok((index, params)) => {
-                    let mut upstream_path = if rest.is_empty() {
-                        "/".to_string()
-                    } else {
-                        rest.to_string()
-                    };
+                    let mut upstream_path = if rest.is_empty() { "/".to_string() } else { rest.to_string() };
                     if let Some(q) = query {
                         upstream_path.push('?');
                         upstream_path.push_str(q);
                     }
-                    return Ok(RouteMatch {
-                        api,
-                        route: &api.routes[index],
-                        params,
-                        upstream_path,
-                    });
+                    return Ok(RouteMatch { api, route: &api.routes[index], params, upstream_path });
                 }
                 Err(RouteMiss::MethodNotAllowed) => method_mismatch = true,
                 Err(RouteMiss::NotFound) => {}
             }
         }
-        Err(if method_mismatch {
-            Refusal::MethodNotAllowed
-        } else {
-            Refusal::NoRoute
-        })
+        Err(if method_mismatch { Refusal::MethodNotAllowed } else { Refusal::NoRoute })
     }
 }
 
@@ -165,15 +150,10 @@ fn is_normal_path(path: &str) -> bool {
         return true;
     }
     let lower = rest.to_ascii_lowercase();
-    if lower.contains("%2f")
-        || lower.contains("%5c")
-        || lower.contains("%2e")
-        || rest.contains('\\')
-    {
+    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%2e") || rest.contains('\\') {
         return false;
     }
-    rest.split('/')
-        .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+    rest.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
 }
 
 /// Checks that need the token: what `RouteMatch::evaluate` walks through, in order.
@@ -188,14 +168,10 @@ impl RouteMatch<'_> {
     ) -> Result<Grant, Refusal> {
         let route = self.route;
         if !token.active {
-            return Err(Refusal::InvalidToken {
-                description: "the access token is not active",
-            });
+            return Err(Refusal::InvalidToken { description: "the access token is not active" });
         }
         if token.expired_at(now) {
-            return Err(Refusal::InvalidToken {
-                description: "the access token has expired",
-            });
+            return Err(Refusal::InvalidToken { description: "the access token has expired" });
         }
         if route.binding == Binding::Mtls {
             match (&token.certificate_thumbprint, certificate_thumbprint) {
@@ -205,14 +181,10 @@ impl RouteMatch<'_> {
         }
         let has_scope = |s: &String| token.scopes.iter().any(|t| t == s);
         if let Some(missing) = route.scopes.iter().find(|s| !has_scope(s)) {
-            return Err(Refusal::InsufficientScope {
-                scope: missing.clone(),
-            });
+            return Err(Refusal::InsufficientScope { scope: missing.clone() });
         }
         if !route.scopes_any.is_empty() && !route.scopes_any.iter().any(has_scope) {
-            return Err(Refusal::InsufficientScope {
-                scope: route.scopes_any.join(" "),
-            });
+            return Err(Refusal::InsufficientScope { scope: route.scopes_any.join(" ") });
         }
 
         let claims = &self.api.claims;
@@ -226,9 +198,7 @@ impl RouteMatch<'_> {
             if let Some(status_path) = &claims.status {
                 let status = status_path.string(root).unwrap_or("");
                 if !claims.granting_status.iter().any(|g| g == status) {
-                    return Err(Refusal::Consent(ConsentRefusal::Status {
-                        status: status.to_string(),
-                    }));
+                    return Err(Refusal::Consent(ConsentRefusal::Status { status: status.to_string() }));
                 }
             }
             if let Some(path) = &claims.expiration {
@@ -246,9 +216,7 @@ impl RouteMatch<'_> {
             };
             let has = |p: &String| granted.iter().any(|g| g == p);
             if let Some(missing) = route.permissions.iter().find(|p| !has(p)) {
-                return Err(Refusal::Consent(ConsentRefusal::Permission {
-                    needed: format!("`{missing}`"),
-                }));
+                return Err(Refusal::Consent(ConsentRefusal::Permission { needed: format!("`{missing}`") }));
             }
             if let Some(group) = route.permissions_any.iter().find(|g| !g.iter().any(has)) {
                 return Err(Refusal::Consent(ConsentRefusal::Permission {
@@ -257,16 +225,9 @@ impl RouteMatch<'_> {
             }
         }
         if let Some(param) = &route.account_param {
-            let account = self
-                .params
-                .iter()
-                .find(|(n, _)| n == param)
-                .map(|(_, v)| v.as_str())
-                .unwrap_or("");
+            let account = self.params.iter().find(|(n, _)| n == param).map(|(_, v)| v.as_str()).unwrap_or("");
             if !accounts.iter().any(|a| a == account) {
-                return Err(Refusal::Consent(ConsentRefusal::AccountNotGranted {
-                    account: account.to_string(),
-                }));
+                return Err(Refusal::Consent(ConsentRefusal::AccountNotGranted { account: account.to_string() }));
             }
         }
         Ok(Grant {
@@ -292,11 +253,9 @@ fn thumbprints_equal(bound: &str, presented: &str) -> bool {
 fn expiry_seconds(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64(),
-        Value::String(s) => {
-            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-                .ok()
-                .and_then(|t| u64::try_from(t.unix_timestamp()).ok())
-        }
+        Value::String(s) => time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .and_then(|t| u64::try_from(t.unix_timestamp()).ok()),
         _ => None,
     }
 }

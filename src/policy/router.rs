@@ -17,9 +17,7 @@ enum TemplateSegment {
 
 impl PathTemplate {
     pub fn parse(text: &str) -> Result<PathTemplate, String> {
-        let rest = text
-            .strip_prefix('/')
-            .ok_or_else(|| format!("path `{text}` must start with `/`"))?;
+        let rest = text.strip_prefix('/').ok_or_else(|| format!("path `{text}` must start with `/`"))?;
         if rest.is_empty() {
             return Ok(PathTemplate { segments: vec![] });
         }
@@ -43,7 +41,9 @@ impl PathTemplate {
                     seen.push(name);
                     Ok(TemplateSegment::Param(name.to_string()))
                 } else if seg.contains(['{', '}']) {
-                    Err(format!("path `{text}`: `{seg}` mixes a parameter with text; a parameter must be a whole segment"))
+                    Err(format!(
+                        "path `{text}`: `{seg}` mixes a parameter with text; a parameter must be a whole segment"
+                    ))
                 } else if seg == "." || seg == ".." || seg.contains('%') {
                     Err(format!("path `{text}`: segment `{seg}` is not a plain literal"))
                 } else {
@@ -55,9 +55,7 @@ impl PathTemplate {
     }
 
     pub fn has_param(&self, name: &str) -> bool {
-        self.segments
-            .iter()
-            .any(|s| matches!(s, TemplateSegment::Param(p) if p == name))
+        self.segments.iter().any(|s| matches!(s, TemplateSegment::Param(p) if p == name))
     }
 }
 
@@ -88,51 +86,28 @@ pub struct Router<T> {
 
 impl<T> Default for Router<T> {
     fn default() -> Self {
-        Router {
-            root: Node {
-                literals: HashMap::new(),
-                param: None,
-                by_method: Vec::new(),
-            },
-        }
+        Router { root: Node { literals: HashMap::new(), param: None, by_method: Vec::new() } }
     }
 }
 
 impl<T: Copy> Router<T> {
     /// Adds a route; on a clash returns the value already registered there.
     /// Parameters at the same position must have the same name (else they would be ambiguous).
-    pub fn insert(
-        &mut self,
-        method: http::Method,
-        template: &PathTemplate,
-        value: T,
-    ) -> Result<(), InsertError<T>> {
+    pub fn insert(&mut self, method: http::Method, template: &PathTemplate, value: T) -> Result<(), InsertError<T>> {
         let mut node = &mut self.root;
         for seg in &template.segments {
             node = match seg {
-                TemplateSegment::Literal(l) => {
-                    node.literals.entry(l.clone()).or_insert_with(|| Node {
-                        literals: HashMap::new(),
-                        param: None,
-                        by_method: Vec::new(),
-                    })
-                }
+                TemplateSegment::Literal(l) => node.literals.entry(l.clone()).or_insert_with(|| Node {
+                    literals: HashMap::new(),
+                    param: None,
+                    by_method: Vec::new(),
+                }),
                 TemplateSegment::Param(p) => {
                     let (existing, child) = node.param.get_or_insert_with(|| {
-                        (
-                            p.clone(),
-                            Box::new(Node {
-                                literals: HashMap::new(),
-                                param: None,
-                                by_method: Vec::new(),
-                            }),
-                        )
+                        (p.clone(), Box::new(Node { literals: HashMap::new(), param: None, by_method: Vec::new() }))
                     });
                     if existing != p {
-                        return Err(InsertError::ParamName {
-                            existing: existing.clone(),
-                            new: p.clone(),
-                        });
+                        return Err(InsertError::ParamName { existing: existing.clone(), new: p.clone() });
                     }
                     child
                 }
@@ -158,11 +133,7 @@ impl<T: Copy> Router<T> {
         if node.by_method.is_empty() {
             return Err(RouteMiss::NotFound);
         }
-        node.by_method
-            .iter()
-            .find(|(m, _)| m == method)
-            .map(|(_, v)| (*v, params))
-            .ok_or(RouteMiss::MethodNotAllowed)
+        node.by_method.iter().find(|(m, _)| m == method).map(|(_, v)| (*v, params)).ok_or(RouteMiss::MethodNotAllowed)
     }
 
     fn walk<'a, 'p>(
@@ -186,10 +157,7 @@ impl<T: Copy> Router<T> {
         if seg.is_empty() {
             return None;
         }
-        let value = percent_encoding::percent_decode_str(seg)
-            .decode_utf8()
-            .ok()?
-            .into_owned();
+        let value = percent_encoding::percent_decode_str(seg).decode_utf8().ok()?.into_owned();
         params.push((name.clone(), value));
         let found = Self::walk(child, segments, params);
         if found.is_none() {
@@ -212,17 +180,11 @@ mod tests {
 
     fn router() -> Router<usize> {
         let mut r = Router::default();
-        for (i, t) in [
-            "/accounts",
-            "/accounts/{AccountId}",
-            "/accounts/{AccountId}/balances",
-            "/accounts/special",
-        ]
-        .iter()
-        .enumerate()
+        for (i, t) in ["/accounts", "/accounts/{AccountId}", "/accounts/{AccountId}/balances", "/accounts/special"]
+            .iter()
+            .enumerate()
         {
-            r.insert(Method::GET, &PathTemplate::parse(t).unwrap(), i)
-                .unwrap();
+            r.insert(Method::GET, &PathTemplate::parse(t).unwrap(), i).unwrap();
         }
         r
     }
@@ -243,14 +205,8 @@ mod tests {
         let r = router();
         assert_eq!(r.find(&Method::GET, "/nope"), Err(RouteMiss::NotFound));
         assert_eq!(r.find(&Method::GET, "/accounts/"), Err(RouteMiss::NotFound));
-        assert_eq!(
-            r.find(&Method::GET, "/accounts/a/b/c"),
-            Err(RouteMiss::NotFound)
-        );
-        assert_eq!(
-            r.find(&Method::POST, "/accounts"),
-            Err(RouteMiss::MethodNotAllowed)
-        );
+        assert_eq!(r.find(&Method::GET, "/accounts/a/b/c"), Err(RouteMiss::NotFound));
+        assert_eq!(r.find(&Method::POST, "/accounts"), Err(RouteMiss::MethodNotAllowed));
         assert_eq!(r.find(&Method::GET, "accounts"), Err(RouteMiss::NotFound));
     }
 
@@ -260,25 +216,12 @@ mod tests {
         let t = PathTemplate::parse("/accounts/{AccountId}").unwrap();
         assert_eq!(r.insert(Method::GET, &t, 9), Err(InsertError::Overlap(1)));
         let t = PathTemplate::parse("/accounts/{Other}/x").unwrap();
-        assert!(matches!(
-            r.insert(Method::GET, &t, 9),
-            Err(InsertError::ParamName { .. })
-        ));
+        assert!(matches!(r.insert(Method::GET, &t, 9), Err(InsertError::ParamName { .. })));
     }
 
     #[test]
     fn bad_templates() {
-        for t in [
-            "accounts",
-            "/a//b",
-            "/a/{",
-            "/a/{b}{c}",
-            "/a/x{b}",
-            "/a/{b}/{b}",
-            "/a/..",
-            "/a/%2F",
-            "/a/{}",
-        ] {
+        for t in ["accounts", "/a//b", "/a/{", "/a/{b}{c}", "/a/x{b}", "/a/{b}/{b}", "/a/..", "/a/%2F", "/a/{}"] {
             assert!(PathTemplate::parse(t).is_err(), "{t}");
         }
         assert!(PathTemplate::parse("/").is_ok());

@@ -7,13 +7,7 @@ use super::*;
 
 fn upstreams() -> BTreeMap<String, Upstream> {
     let mut u = BTreeMap::new();
-    u.insert(
-        "gobank".to_string(),
-        Upstream {
-            name: "gobank".into(),
-            address: "127.0.0.1:8070".parse().unwrap(),
-        },
-    );
+    u.insert("gobank".to_string(), Upstream { name: "gobank".into(), address: "127.0.0.1:8070".parse().unwrap() });
     u
 }
 
@@ -47,12 +41,7 @@ binding = "none"
 "#;
 
 fn set(source: &str) -> PolicySet {
-    PolicySet::new(vec![PolicySet::parse_api(
-        Path::new("gobank.toml"),
-        source,
-        &upstreams(),
-    )
-    .unwrap()])
+    PolicySet::new(vec![PolicySet::parse_api(Path::new("gobank.toml"), source, &upstreams()).unwrap()])
 }
 
 fn token(claims: serde_json::Value) -> TokenInfo {
@@ -67,12 +56,7 @@ fn uk_token() -> serde_json::Value {
     })
 }
 
-fn decide(
-    set: &PolicySet,
-    method: &str,
-    path: &str,
-    claims: serde_json::Value,
-) -> Result<Grant, Refusal> {
+fn decide(set: &PolicySet, method: &str, path: &str, claims: serde_json::Value) -> Result<Grant, Refusal> {
     let m = set.route(&method.parse().unwrap(), path, None)?;
     m.evaluate(&token(claims), Some("THUMB"), 1_000)
 }
@@ -96,21 +80,9 @@ fn refusals_in_order() {
         t
     };
     let cases: Vec<(&str, serde_json::Value, &str)> = vec![
-        (
-            "/gobank/accounts/A1/balances",
-            json!({"active": false}),
-            "invalid_token",
-        ),
-        (
-            "/gobank/accounts/A1/balances",
-            with(&|t| t["exp"] = json!(999)),
-            "invalid_token",
-        ),
-        (
-            "/gobank/accounts/A1/balances",
-            with(&|t| t["cnf"]["x5t#S256"] = json!("OTHER")),
-            "cert_mismatch",
-        ),
+        ("/gobank/accounts/A1/balances", json!({"active": false}), "invalid_token"),
+        ("/gobank/accounts/A1/balances", with(&|t| t["exp"] = json!(999)), "invalid_token"),
+        ("/gobank/accounts/A1/balances", with(&|t| t["cnf"]["x5t#S256"] = json!("OTHER")), "cert_mismatch"),
         (
             "/gobank/accounts/A1/balances",
             with(&|t| {
@@ -118,11 +90,7 @@ fn refusals_in_order() {
             }),
             "cert_mismatch",
         ),
-        (
-            "/gobank/accounts/A1/balances",
-            with(&|t| t["scope"] = json!("openid")),
-            "insufficient_scope",
-        ),
+        ("/gobank/accounts/A1/balances", with(&|t| t["scope"] = json!("openid")), "insufficient_scope"),
         (
             "/gobank/accounts/A1/balances",
             with(&|t| {
@@ -130,11 +98,7 @@ fn refusals_in_order() {
             }),
             "consent_missing",
         ),
-        (
-            "/gobank/accounts/A1/balances",
-            with(&|t| t["Status"] = json!("Revoked")),
-            "consent_status",
-        ),
+        ("/gobank/accounts/A1/balances", with(&|t| t["Status"] = json!("Revoked")), "consent_status"),
         (
             "/gobank/accounts/A1/balances",
             with(&|t| t["ExpirationDateTime"] = json!("1970-01-01T00:00:10Z")),
@@ -145,38 +109,19 @@ fn refusals_in_order() {
             with(&|t| t["Permissions"] = json!(["ReadAccountsBasic"])),
             "permission_missing",
         ),
-        (
-            "/gobank/accounts",
-            with(&|t| t["Permissions"] = json!(["ReadBalances"])),
-            "permission_missing",
-        ),
-        (
-            "/gobank/accounts/A3/balances",
-            uk_token(),
-            "account_not_granted",
-        ),
+        ("/gobank/accounts", with(&|t| t["Permissions"] = json!(["ReadBalances"])), "permission_missing"),
+        ("/gobank/accounts/A3/balances", uk_token(), "account_not_granted"),
         ("/gobank/nothing", uk_token(), "no_route"),
         ("/other/accounts", uk_token(), "no_route"),
-        (
-            "/gobank/accounts/../accounts",
-            uk_token(),
-            "invalid_request",
-        ),
-        (
-            "/gobank/accounts/A1%2F..%2FA3/balances",
-            uk_token(),
-            "invalid_request",
-        ),
+        ("/gobank/accounts/../accounts", uk_token(), "invalid_request"),
+        ("/gobank/accounts/A1%2F..%2FA3/balances", uk_token(), "invalid_request"),
         ("/gobank//accounts", uk_token(), "invalid_request"),
     ];
     for (path, claims, reason) in cases {
         let got = decide(&s, "GET", path, claims.clone()).unwrap_err();
         assert_eq!(got.reason(), reason, "{path} {claims}");
     }
-    assert_eq!(
-        decide(&s, "POST", "/gobank/accounts", uk_token()).unwrap_err(),
-        Refusal::MethodNotAllowed
-    );
+    assert_eq!(decide(&s, "POST", "/gobank/accounts", uk_token()).unwrap_err(), Refusal::MethodNotAllowed);
     // An unexpired consent and an unbound, consent-free route pass.
     let later = with(&|t| t["ExpirationDateTime"] = json!("2100-01-01T00:00:00+00:00"));
     assert!(decide(&s, "GET", "/gobank/accounts/A2/balances", later).is_ok());
@@ -193,16 +138,8 @@ fn permission_groups_each_need_one() {
     };
     assert!(with(json!(["ReadTransactionsBasic", "ReadTransactionsDebits"])).is_ok());
     assert!(with(json!(["ReadTransactionsDetail", "ReadTransactionsCredits"])).is_ok());
-    assert_eq!(
-        with(json!(["ReadTransactionsBasic"])).unwrap_err().reason(),
-        "permission_missing"
-    );
-    assert_eq!(
-        with(json!(["ReadTransactionsCredits"]))
-            .unwrap_err()
-            .reason(),
-        "permission_missing"
-    );
+    assert_eq!(with(json!(["ReadTransactionsBasic"])).unwrap_err().reason(), "permission_missing");
+    assert_eq!(with(json!(["ReadTransactionsCredits"])).unwrap_err().reason(), "permission_missing");
 }
 
 #[test]
@@ -231,26 +168,11 @@ use crate::config::ConfigErrors;
 #[test]
 fn every_kind_of_mistake_is_reported_with_file_and_line() {
     let cases: Vec<(String, &str)> = vec![
-        (
-            UK.replace("profile = \"obuk\"", "profile = \"obuk\"\ncolour = \"red\""),
-            "p.toml:6: unknown field `colour`",
-        ),
-        (
-            UK.replace("profile = \"obuk\"", "profile = \"nz\""),
-            "p.toml:5: unknown profile `nz`",
-        ),
-        (
-            UK.replace("upstream = \"gobank\"", "upstream = \"nobank\""),
-            "p.toml:4: unknown upstream `nobank`",
-        ),
-        (
-            UK.replace("prefix = \"/gobank\"", "prefix = \"gobank/\""),
-            "p.toml:3: prefix `gobank/`",
-        ),
-        (
-            UK.replace("path = \"/open\"", "path = \"/open/{x\""),
-            "p.toml:25: path `/open/{x`",
-        ),
+        (UK.replace("profile = \"obuk\"", "profile = \"obuk\"\ncolour = \"red\""), "p.toml:6: unknown field `colour`"),
+        (UK.replace("profile = \"obuk\"", "profile = \"nz\""), "p.toml:5: unknown profile `nz`"),
+        (UK.replace("upstream = \"gobank\"", "upstream = \"nobank\""), "p.toml:4: unknown upstream `nobank`"),
+        (UK.replace("prefix = \"/gobank\"", "prefix = \"gobank/\""), "p.toml:3: prefix `gobank/`"),
+        (UK.replace("path = \"/open\"", "path = \"/open/{x\""), "p.toml:25: path `/open/{x`"),
         (
             UK.replace("path = \"/open\"", "path = \"/accounts\""),
             "p.toml:23: route `/accounts`: GET overlaps the route `/accounts` at line 7",
@@ -259,40 +181,25 @@ fn every_kind_of_mistake_is_reported_with_file_and_line() {
             UK.replace("methods = [\"GET\"]", "methods = [\"get\"]"),
             "p.toml:23: route `/open`: `get` is not an HTTP method",
         ),
-        (
-            UK.replace("binding = \"none\"", "binding = \"dpop-ish\""),
-            "p.toml:23: route `/open`: binding `dpop-ish`",
-        ),
+        (UK.replace("binding = \"none\"", "binding = \"dpop-ish\""), "p.toml:23: route `/open`: binding `dpop-ish`"),
         (
             UK.replace("account_param = \"AccountId\"", "account_param = \"Acct\""),
             "p.toml:12: route `/accounts/{AccountId}/balances`: account_param `Acct`",
         ),
         (
-            UK.replace(
-                "scopes = [\"accounts\"]\npermissions = ",
-                "scopes = [\"bad scope\"]\npermissions = ",
-            ),
+            UK.replace("scopes = [\"accounts\"]\npermissions = ", "scopes = [\"bad scope\"]\npermissions = "),
             "is not a valid scope token",
         ),
-        (
-            "[api]\nprefix = \"/x\"\nupstream = \"gobank\"\nprofile = \"obuk\"\n".to_string(),
-            "p.toml: no [[route]]",
-        ),
+        ("[api]\nprefix = \"/x\"\nupstream = \"gobank\"\nprofile = \"obuk\"\n".to_string(), "p.toml: no [[route]]"),
         ("[api\n".to_string(), "p.toml:1:"),
         (
-            UK.replace(
-                "profile = \"obuk\"",
-                "profile = \"obuk\"\n[claims]\nconsent_id = \"a..b\"",
-            ),
+            UK.replace("profile = \"obuk\"", "profile = \"obuk\"\n[claims]\nconsent_id = \"a..b\""),
             "p.toml:7: claim path `a..b`",
         ),
     ];
     for (source, expected) in cases {
         let errors = errors_of(&source);
-        assert!(
-            errors.iter().any(|e| e.contains(expected)),
-            "expected `{expected}` in {errors:?}"
-        );
+        assert!(errors.iter().any(|e| e.contains(expected)), "expected `{expected}` in {errors:?}");
     }
     assert!(errors_of(UK).is_empty());
 }

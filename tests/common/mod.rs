@@ -8,22 +8,27 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fapi_gateway::config::GatewayConfig;
-use fapi_gateway::demo::{start_fixtures, FixtureAddresses, Fixtures};
+use fapi_gateway::demo::{start_fixtures, FixtureAddresses, FixtureOptions, Fixtures};
+use fapi_gateway::fixtures::RevocationHook;
 use fapi_gateway::pki::DevPki;
 use fapi_gateway::server::RunningGateway;
 use serde_json::{json, Value};
 
-pub const GO_BANK_PERMISSIONS: [&str; 5] = [
-    "ReadAccountsBasic",
-    "ReadBalances",
-    "ReadTransactionsBasic",
-    "ReadTransactionsCredits",
-    "ReadTransactionsDebits",
-];
+pub const GO_BANK_PERMISSIONS: [&str; 5] =
+    ["ReadAccountsBasic", "ReadBalances", "ReadTransactionsBasic", "ReadTransactionsCredits", "ReadTransactionsDebits"];
+
+pub const ADMIN_SECRET: &str = "test-admin-secret-0123456789";
 
 pub struct Options {
     pub max_ttl_seconds: f64,
     pub inactive_ttl_seconds: f64,
+    pub capacity: u64,
+    /// Whether the authorization server tells the gateway of revoked consents.
+    pub revocation_hook: bool,
+    /// Replaces the introspection endpoint (e.g. a faulty server's).
+    pub introspection_endpoint: Option<String>,
+    /// Extra TOML appended to [authorization_server].
+    pub authorization_server_extra: String,
 }
 
 impl Default for Options {
@@ -31,6 +36,10 @@ impl Default for Options {
         Options {
             max_ttl_seconds: 30.0,
             inactive_ttl_seconds: 5.0,
+            capacity: 100_000,
+            revocation_hook: true,
+            introspection_endpoint: None,
+            authorization_server_extra: String::new(),
         }
     }
 }
@@ -47,10 +56,7 @@ pub struct World {
 }
 
 pub fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 pub fn repo_path(p: &str) -> PathBuf {
@@ -58,13 +64,7 @@ pub fn repo_path(p: &str) -> PathBuf {
 }
 
 /// Writes a gateway.toml for this world and copies the repository's policies beside it.
-pub fn write_config(
-    dir: &Path,
-    fixtures: &Fixtures,
-    gateway: SocketAddr,
-    admin: SocketAddr,
-    o: &Options,
-) -> PathBuf {
+pub fn write_config(dir: &Path, fixtures: &Fixtures, gateway: SocketAddr, admin: SocketAddr, o: &Options) -> PathBuf {
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies).unwrap();
     for entry in std::fs::read_dir(repo_path("policies")).unwrap() {
@@ -81,23 +81,31 @@ private_key = "certs/gateway.key"
 client_ca = "certs/ca.pem"
 [admin]
 address = "{admin}"
+bearer_secret = "{ADMIN_SECRET}"
 [authorization_server]
-introspection_endpoint = "https://{as_addr}/introspect"
+introspection_endpoint = "{endpoint}"
 client_id = "fapi-gateway"
 client_secret = "test-secret"
 ca = "certs/ca.pem"
-timeout_ms = 2000
+timeout_ms = 1000
 retry_after_seconds = 3
+{extra}
 [cache]
 max_ttl_seconds = {max}
 inactive_ttl_seconds = {inactive}
+capacity = {capacity}
 [upstreams]
 gobank = "http://{gb}"
 hyperscalebank = "http://{hs}"
 [server]
 threads = 2
 "#,
-        as_addr = fixtures.authorization_server_addr,
+        endpoint = o
+            .introspection_endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://{}/introspect", fixtures.authorization_server_addr)),
+        extra = o.authorization_server_extra,
+        capacity = o.capacity,
         gb = fixtures.go_bank_addr,
         hs = fixtures.hyperscale_bank_addr,
         max = o.max_ttl_seconds,
@@ -111,10 +119,8 @@ threads = 2
 /// A TLS client trusting the dev CA, presenting `identity` (cert, key) if given.
 pub fn client(ca: &Path, identity: Option<(&Path, &Path)>, http2: bool) -> reqwest::Client {
     let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
-    let mut b = reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .timeout(Duration::from_secs(10))
-        .pool_max_idle_per_host(16);
+    let mut b =
+        reqwest::Client::builder().tls_certs_only([ca]).timeout(Duration::from_secs(10)).pool_max_idle_per_host(16);
     if let Some((cert, key)) = identity {
         let mut pem = std::fs::read(cert).unwrap();
         pem.extend(std::fs::read(key).unwrap());
@@ -137,38 +143,29 @@ impl World {
         let pki = DevPki::at(&dir.path().join("certs"));
         pki.generate().unwrap();
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let (gateway_addr, admin_addr) = (free_port(), free_port());
+        let fixture_options = FixtureOptions {
+            introspection_client_id: "fapi-gateway".into(),
+            introspection_client_secret: "test-secret".into(),
+            token_lifetime: Duration::from_secs(3600),
+            revocation_hook: options.revocation_hook.then(|| RevocationHook {
+                url: format!("http://{admin_addr}/revocations"),
+                bearer_secret: ADMIN_SECRET.into(),
+            }),
+        };
         let fixtures = start_fixtures(
             &pki,
-            FixtureAddresses {
-                authorization_server: any,
-                go_bank: any,
-                hyperscale_bank: any,
-            },
-            ("fapi-gateway", "test-secret"),
-            Duration::from_secs(3600),
+            FixtureAddresses { authorization_server: any, go_bank: any, hyperscale_bank: any },
+            fixture_options,
         )
         .await
         .unwrap();
-        let (gateway_addr, admin_addr) = (free_port(), free_port());
         let config_path = write_config(dir.path(), &fixtures, gateway_addr, admin_addr, &options);
         let config = GatewayConfig::load(&config_path).unwrap();
         let gateway = RunningGateway::start(config).await.unwrap();
         let tpp = client(&pki.ca(), Some((&pki.tpp_cert(), &pki.tpp_key())), false);
-        let other_tpp = client(
-            &pki.ca(),
-            Some((&pki.other_tpp_cert(), &pki.other_tpp_key())),
-            false,
-        );
-        World {
-            dir,
-            pki,
-            fixtures,
-            gateway,
-            gateway_addr,
-            admin_addr,
-            tpp,
-            other_tpp,
-        }
+        let other_tpp = client(&pki.ca(), Some((&pki.other_tpp_cert(), &pki.other_tpp_key())), false);
+        World { dir, pki, fixtures, gateway, gateway_addr, admin_addr, tpp, other_tpp }
     }
 
     pub fn as_url(&self, path: &str) -> String {
@@ -219,10 +216,7 @@ impl World {
         scope: &str,
         expires_in: Option<u64>,
     ) -> String {
-        let mut form = vec![
-            ("grant_type", "client_credentials".to_string()),
-            ("scope", scope.to_string()),
-        ];
+        let mut form = vec![("grant_type", "client_credentials".to_string()), ("scope", scope.to_string())];
         if let Some(c) = consent_id {
             form.push(("consent_id", c.to_string()));
         }
@@ -245,37 +239,34 @@ impl World {
 
     /// A Go Bank consent for alice's first account and a token for it, as the TPP.
     pub async fn go_bank_token(&self) -> (String, String) {
-        let consent = self
-            .consent(
-                &self.tpp,
-                "gobank",
-                &GO_BANK_PERMISSIONS,
-                "alice",
-                &["GB-1001"],
-            )
-            .await;
-        let token = self
-            .token(&self.tpp, Some(&consent), "openid accounts", None)
-            .await;
+        let consent = self.consent(&self.tpp, "gobank", &GO_BANK_PERMISSIONS, "alice", &["GB-1001"]).await;
+        let token = self.token(&self.tpp, Some(&consent), "openid accounts", None).await;
         (consent, token)
     }
 
-    pub async fn get(
-        &self,
-        client: &reqwest::Client,
-        path: &str,
-        token: &str,
-    ) -> reqwest::Response {
-        client
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
+    pub async fn get(&self, client: &reqwest::Client, path: &str, token: &str) -> reqwest::Response {
+        client.get(self.url(path)).bearer_auth(token).send().await.unwrap()
     }
 
     pub fn introspections(&self) -> u64 {
         self.fixtures.authorization_server.introspection_calls()
+    }
+
+    /// The admin listener's text at `path` (with the admin secret).
+    pub async fn admin(&self, path: &str) -> (u16, String) {
+        let r = reqwest::Client::new()
+            .get(format!("http://{}{path}", self.admin_addr))
+            .bearer_auth(ADMIN_SECRET)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// The value of one metric sample, e.g. `fapi_gateway_cache_lookups_total{result="hit"}`.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let (_, text) = self.admin("/metrics").await;
+        metric_value(&text, sample)
     }
 
     pub fn bank_requests(&self) -> u64 {
@@ -286,17 +277,17 @@ impl World {
 /// The response's status, challenge, interaction id and Open Banking error code.
 pub async fn refusal(r: reqwest::Response) -> (u16, String, String, String) {
     let status = r.status().as_u16();
-    let header = |n: &str| {
-        r.headers()
-            .get(n)
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default()
-    };
+    let header = |n: &str| r.headers().get(n).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
     let (challenge, id) = (header("www-authenticate"), header("x-fapi-interaction-id"));
     let body: Value = r.json().await.unwrap();
-    let code = body["Errors"][0]["ErrorCode"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
+    let code = body["Errors"][0]["ErrorCode"].as_str().unwrap_or("").to_string();
     (status, challenge, id, code)
+}
+
+/// One sample's value in a Prometheus text exposition (0 when absent).
+pub fn metric_value(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
 }

@@ -1,0 +1,244 @@
+//! Hot reload: on SIGHUP, or when `gateway.toml`, a policy file or a listener certificate
+//! file changes, the configuration is read and validated whole and then swapped in at
+//! once. Requests in flight finish on the generation they started with. A configuration
+//! that does not validate is refused, logged and counted, and the old one keeps serving.
+//!
+//! Live: policies, identity headers and forwarding options, the server certificate and
+//! the client CA bundle. The listener and admin addresses, the authorization server, the
+//! cache's size and lifetimes, threads and logging take effect on restart (a reload that
+//! changes them says so in the log).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora_core::server::{ListenFds, ShutdownWatch};
+use pingora_core::services::Service;
+
+use crate::client_identity::{client_verifier, ClientVerifier, ServerCertificate};
+use crate::config::GatewayConfig;
+use crate::metrics::Metrics;
+use crate::proxy::{ForwardingSettings, Live};
+
+/// How often files are checked for changes.
+const POLL: Duration = Duration::from_secs(1);
+
+/// The parts of a configuration that only a restart applies, in comparable form.
+fn restart_only(c: &GatewayConfig) -> Vec<(&'static str, String)> {
+    let mut server = c.authorization_server.clone();
+    server.client_secret = format!("{:x}", sha2_short(&server.client_secret));
+    vec![
+        ("listener", format!("{} http2={}", c.listener.address, c.listener.http2)),
+        (
+            "admin",
+            format!("{:?}", c.admin.as_ref().map(|a| (a.address, a.bearer_secret.as_ref().map(|s| sha2_short(s))))),
+        ),
+        ("authorization_server", format!("{server:?}")),
+        ("cache", format!("{:?}", c.cache)),
+        ("server", format!("{:?}", c.server)),
+        ("logging", format!("{:?}", c.logging)),
+    ]
+}
+
+fn sha2_short(s: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(s.as_bytes());
+    u64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
+}
+
+/// Modification time and size of every watched file (absent files count too).
+type Fingerprint = Vec<(PathBuf, Option<(SystemTime, u64)>)>;
+
+fn fingerprint(config_path: &Path, policies_dir: &Path, tls_files: &[PathBuf]) -> Fingerprint {
+    let stat = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
+    let mut files = vec![config_path.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(policies_dir) {
+        let mut policies: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        policies.sort();
+        files.extend(policies);
+    }
+    files.extend(tls_files.iter().cloned());
+    files
+        .into_iter()
+        .map(|p| {
+            let s = stat(&p);
+            (p, s)
+        })
+        .collect()
+}
+
+struct Applied {
+    restart_only: Vec<(&'static str, String)>,
+    policies_dir: PathBuf,
+    tls_files: Vec<PathBuf>,
+    generation: i64,
+}
+
+/// Re-reads and applies the configuration.
+pub struct Reloader {
+    config_path: PathBuf,
+    live: Arc<ArcSwap<Live>>,
+    server_certificate: Arc<ServerCertificate>,
+    client_verifier: Arc<ClientVerifier>,
+    metrics: Arc<Metrics>,
+    applied: Mutex<Applied>,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    pub generation: i64,
+    /// Sections that changed but take effect on restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+impl Reloader {
+    pub fn new(
+        config: &GatewayConfig,
+        live: Arc<ArcSwap<Live>>,
+        server_certificate: Arc<ServerCertificate>,
+        client_verifier: Arc<ClientVerifier>,
+        metrics: Arc<Metrics>,
+    ) -> Reloader {
+        metrics.config_generation.set(1);
+        metrics.config_last_reload_success.set(1);
+        Reloader {
+            config_path: config.source.clone(),
+            live,
+            server_certificate,
+            client_verifier,
+            metrics,
+            applied: Mutex::new(Applied {
+                restart_only: restart_only(config),
+                policies_dir: config.policies_dir.clone(),
+                tls_files: tls_files(config),
+                generation: 1,
+            }),
+        }
+    }
+
+    /// Reads the configuration and, if all of it is valid, applies it.
+    pub fn reload(&self) -> Result<ReloadReport, String> {
+        let result = self.try_reload();
+        match &result {
+            Ok(report) => {
+                self.metrics.config_reloads.with_label_values(&["ok"]).inc();
+                self.metrics.config_last_reload_success.set(1);
+                self.metrics.config_generation.set(report.generation);
+                tracing::info!(generation = report.generation, "configuration reloaded");
+                if !report.needs_restart.is_empty() {
+                    tracing::warn!(sections = ?report.needs_restart, "changed sections take effect on restart");
+                }
+            }
+            Err(e) => {
+                self.metrics.config_reloads.with_label_values(&["error"]).inc();
+                self.metrics.config_last_reload_success.set(0);
+                tracing::error!(error = %e, "configuration reload refused; the previous configuration keeps serving");
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<ReloadReport, String> {
+        let config = GatewayConfig::load(&self.config_path).map_err(|e| e.to_string())?;
+        // Everything fallible first; then swap, so a bad file changes nothing.
+        let key = ServerCertificate::prepare(&config.listener.certificate, &config.listener.private_key)?;
+        let verifier = client_verifier(&config.listener.client_ca)?;
+        let settings = forwarding_settings(&config);
+        let mut applied = self.applied.lock().unwrap();
+        let new_restart_only = restart_only(&config);
+        let needs_restart = new_restart_only
+            .iter()
+            .zip(&applied.restart_only)
+            .filter(|(new, old)| new.1 != old.1)
+            .map(|(new, _)| new.0)
+            .collect();
+        self.server_certificate.replace(key);
+        self.client_verifier.replace(verifier);
+        let tls = tls_files(&config);
+        let policies_dir = config.policies_dir.clone();
+        self.live.store(Arc::new(Live { policies: config.policies, settings }));
+        applied.generation += 1;
+        applied.policies_dir = policies_dir;
+        applied.tls_files = tls;
+        Ok(ReloadReport { generation: applied.generation, needs_restart })
+    }
+
+    fn current_fingerprint(&self) -> Fingerprint {
+        let applied = self.applied.lock().unwrap();
+        fingerprint(&self.config_path, &applied.policies_dir, &applied.tls_files)
+    }
+
+    /// Reloads on SIGHUP and on file changes (once a change has stood still for one poll,
+    /// so a half-written file is not read), until shutdown.
+    pub async fn watch(self: Arc<Self>, mut shutdown: ShutdownWatch) {
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reloading on file changes only");
+                None
+            }
+        };
+        let mut seen = self.current_fingerprint();
+        let mut pending: Option<Fingerprint> = None;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    tracing::info!("SIGHUP: reloading");
+                    let _ = self.reload();
+                    seen = self.current_fingerprint();
+                    pending = None;
+                }
+                _ = tokio::time::sleep(POLL) => {
+                    let now = self.current_fingerprint();
+                    if now == seen {
+                        pending = None;
+                    } else if pending.as_ref() == Some(&now) {
+                        tracing::info!("configuration files changed: reloading");
+                        let _ = self.reload();
+                        seen = self.current_fingerprint();
+                        pending = None;
+                    } else {
+                        pending = Some(now);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn tls_files(c: &GatewayConfig) -> Vec<PathBuf> {
+    vec![c.listener.certificate.clone(), c.listener.private_key.clone(), c.listener.client_ca.clone()]
+}
+
+/// The forwarding options of a configuration.
+pub fn forwarding_settings(config: &GatewayConfig) -> ForwardingSettings {
+    ForwardingSettings {
+        identity_headers: config.identity_headers.clone(),
+        forward_authorization: config.forward_authorization,
+        retry_after_seconds: config.authorization_server.retry_after.as_secs(),
+        upstream_connect_timeout: Duration::from_secs(2),
+        upstream_read_timeout: Duration::from_secs(30),
+    }
+}
+
+/// Runs the reloader's watch as a pingora service.
+pub struct ReloadService(pub Arc<Reloader>);
+
+#[async_trait]
+impl Service for ReloadService {
+    async fn start_service(&mut self, _fds: Option<ListenFds>, shutdown: ShutdownWatch, _listeners_per_fd: usize) {
+        self.0.clone().watch(shutdown).await;
+    }
+
+    fn name(&self) -> &str {
+        "fapi-gateway reload"
+    }
+
+    fn threads(&self) -> Option<usize> {
+        Some(1)
+    }
+}

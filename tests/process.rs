@@ -1,0 +1,124 @@
+//! The `fapi-gateway run` process itself: JSON logs without tokens, and graceful
+//! shutdown on SIGTERM.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use fapi_gateway::cache::TokenKey;
+use fapi_gateway::demo::{start_fixtures, FixtureAddresses, FixtureOptions};
+use fapi_gateway::pki::DevPki;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_carry_no_token_and_sigterm_drains() {
+    fapi_gateway::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = DevPki::at(&dir.path().join("certs"));
+    pki.generate().unwrap();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let fixtures = start_fixtures(
+        &pki,
+        FixtureAddresses { authorization_server: any, go_bank: any, hyperscale_bank: any },
+        FixtureOptions {
+            introspection_client_id: "fapi-gateway".into(),
+            introspection_client_secret: "test-secret".into(),
+            token_lifetime: Duration::from_secs(3600),
+            revocation_hook: None,
+        },
+    )
+    .await
+    .unwrap();
+    let (gateway_addr, admin_addr) = (free_port(), free_port());
+    let config = write_config(dir.path(), &fixtures, gateway_addr, admin_addr, &Options::default());
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("grace_period_seconds = 1\ngraceful_shutdown_timeout_seconds = 1\n[logging]\nformat = \"json\"\nlevel = \"debug\"\n");
+    std::fs::write(&config, text).unwrap();
+
+    let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fapi-gateway"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    fapi_gateway::server::wait_for_listener(gateway_addr).await.unwrap();
+
+    // A world view for the helpers, without starting a second gateway.
+    let tpp = client(&pki.ca(), Some((&pki.tpp_cert(), &pki.tpp_key())), false);
+    let other = client(&pki.ca(), Some((&pki.other_tpp_cert(), &pki.other_tpp_key())), false);
+    let as_url = |p: &str| format!("https://{}{p}", fixtures.authorization_server_addr);
+    let created: serde_json::Value = tpp
+        .post(as_url("/consents"))
+        .json(&serde_json::json!({"bank": "gobank", "permissions": GO_BANK_PERMISSIONS}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let consent = created["ConsentId"].as_str().unwrap();
+    tpp.post(as_url(&format!("/consents/{consent}/authorise")))
+        .json(&serde_json::json!({"subject": "alice", "accounts": ["GB-1001"]}))
+        .send()
+        .await
+        .unwrap();
+    let token: serde_json::Value = tpp
+        .post(as_url("/token"))
+        .form(&[("grant_type", "client_credentials"), ("scope", "openid accounts"), ("consent_id", consent)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_string();
+    let url = |p: &str| format!("https://{gateway_addr}{p}");
+    let interaction = "0b4c9f0e-2f7e-4c59-9a53-6d3f1f0f5a11";
+    let r = tpp
+        .get(url("/gobank/accounts"))
+        .bearer_auth(&token)
+        .header("x-fapi-interaction-id", interaction)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(tpp.get(url(&format!("/gobank/accounts?access_token={token}"))).send().await.unwrap().status(), 400);
+    assert_eq!(other.get(url("/gobank/accounts")).bearer_auth(&token).send().await.unwrap().status(), 401);
+    assert_eq!(tpp.get(url("/gobank/accounts")).bearer_auth(format!("{token}x")).send().await.unwrap().status(), 401);
+
+    // SIGTERM: drained and gone within the configured grace (1 s + 1 s) and a margin.
+    let stopping = Instant::now();
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(stopping.elapsed() < Duration::from_secs(10), "still running 10 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status}");
+
+    let logs = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    assert!(!logs.contains(&token), "a token reached the logs");
+    assert!(!logs.contains("test-secret"), "the client secret reached the logs");
+    let access: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "fapi_gateway::access")
+        .collect();
+    assert_eq!(access.len(), 4, "{logs}");
+    let first = &access[0];
+    assert_eq!(first["interaction_id"], interaction);
+    assert_eq!(first["decision"], "allowed");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["client_id"], "financroo");
+    assert_eq!(first["consent_id"], consent);
+    assert_eq!(first["token"], TokenKey::new("default", &token).short());
+    assert_eq!(access[1]["decision"], "invalid_request");
+    assert_eq!(access[2]["decision"], "cert_mismatch");
+}
