@@ -19,15 +19,14 @@ use pingora_core::services::Service;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::cache::IntrospectionCache;
+use crate::cache::ServerLinks;
 use crate::metrics::Metrics;
-use crate::resilience::{CircuitBreaker, CircuitState};
+use crate::resilience::CircuitState;
 
 /// What the admin endpoints read and act on.
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
-    pub cache: Arc<IntrospectionCache>,
-    pub breaker: Arc<CircuitBreaker>,
+    pub servers: Arc<ServerLinks>,
     pub bearer_secret: Option<String>,
 }
 
@@ -73,23 +72,29 @@ fn unauthorized() -> Response {
         .into_response()
 }
 
-/// Ready unless the circuit to the authorization server is open (the configuration is
+/// Ready unless the circuit to an authorization server is open (the configuration is
 /// loaded before the listener starts).
 async fn readyz(State(s): Shared) -> Response {
-    match s.breaker.state() {
-        CircuitState::Open => {
-            (StatusCode::SERVICE_UNAVAILABLE, "not ready: authorization server circuit open\n").into_response()
-        }
-        _ => "ready\n".into_response(),
+    let mut open: Vec<&str> =
+        s.servers.values().filter(|l| l.breaker.state() == CircuitState::Open).map(|l| l.name.as_str()).collect();
+    if open.is_empty() {
+        return "ready\n".into_response();
     }
+    open.sort();
+    let text = format!("not ready: circuit open to authorization server {}\n", open.join(", "));
+    (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
 }
 
 async fn metrics(State(s): Shared, headers: HeaderMap) -> Response {
     if !authorized(&s, &headers) {
         return unauthorized();
     }
-    s.cache.run_pending_tasks().await;
-    s.metrics.cache_entries.set(s.cache.entry_count() as i64);
+    let mut entries = 0;
+    for link in s.servers.values() {
+        link.cache.run_pending_tasks().await;
+        entries += link.cache.entry_count();
+    }
+    s.metrics.cache_entries.set(entries as i64);
     ([("content-type", "text/plain; version=0.0.4")], s.metrics.render()).into_response()
 }
 
@@ -98,6 +103,8 @@ async fn metrics(State(s): Shared, headers: HeaderMap) -> Response {
 struct Revocation {
     consent_id: Option<String>,
     token: Option<String>,
+    /// Limits the revocation to one server's cache; all by default.
+    authorization_server: Option<String>,
 }
 
 /// Drops cached introspection results for a consent (every token of it) or one token.
@@ -112,21 +119,33 @@ async fn revoke(State(s): Shared, headers: HeaderMap, body: axum::body::Bytes) -
     let Ok(r) = serde_json::from_slice::<Revocation>(&body) else {
         return bad("body must be JSON: {\"consent_id\": \"…\"} or {\"token\": \"…\"}");
     };
+    let links: Vec<_> = match &r.authorization_server {
+        Some(name) => match s.servers.get(name) {
+            Some(link) => vec![link],
+            None => return bad("unknown authorization_server"),
+        },
+        None => s.servers.values().collect(),
+    };
+    let mut evicted = 0;
     match (r.consent_id, r.token) {
         (Some(consent), None) if !consent.is_empty() => {
-            let evicted = s.cache.revoke_consent(&consent).await;
+            for link in links {
+                evicted += link.cache.revoke_consent(&consent).await;
+            }
             s.metrics.revocations.with_label_values(&["consent"]).inc();
             tracing::info!(consent_id = %consent, evicted, "consent revoked: cached results dropped");
-            Json(json!({"evicted": evicted})).into_response()
         }
         (None, Some(token)) if !token.is_empty() => {
-            let evicted = usize::from(s.cache.revoke_token(&token).await);
+            for link in links {
+                evicted += usize::from(link.cache.revoke_token(&token).await);
+            }
             s.metrics.revocations.with_label_values(&["token"]).inc();
-            tracing::info!(token = %s.cache.key(&token).short(), evicted, "token revoked: cached result dropped");
-            Json(json!({"evicted": evicted})).into_response()
+            let tag = crate::cache::TokenKey::new("", &token).short();
+            tracing::info!(token = %tag, evicted, "token revoked: cached results dropped");
         }
-        _ => bad("give exactly one of consent_id and token"),
+        _ => return bad("give exactly one of consent_id and token"),
     }
+    Json(json!({"evicted": evicted})).into_response()
 }
 
 #[async_trait]

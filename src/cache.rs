@@ -263,6 +263,18 @@ impl IntrospectionCache {
     }
 }
 
+/// The gateway's path to one authorization server: its cache (which calls the guarded
+/// introspection client) and the breaker that guards it.
+pub struct ServerLink {
+    pub name: String,
+    pub cache: Arc<IntrospectionCache>,
+    pub breaker: Arc<crate::resilience::CircuitBreaker>,
+    pub retry_after_seconds: u64,
+}
+
+/// Every authorization server the gateway was started with, by name.
+pub type ServerLinks = HashMap<String, ServerLink>;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -84,7 +84,9 @@ pub fn line_of(source: &str, offset: usize) -> usize {
 struct ConfigFile {
     listener: ListenerSection,
     admin: Option<AdminSection>,
-    authorization_server: AuthorizationServerSection,
+    authorization_server: Option<AuthorizationServerSection>,
+    #[serde(default)]
+    authorization_servers: BTreeMap<String, AuthorizationServerSection>,
     #[serde(default)]
     cache: CacheSection,
     #[serde(default)]
@@ -148,11 +150,25 @@ fn default_log_level() -> Spanned<String> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuthorizationServerSection {
-    #[serde(default = "default_as_name")]
-    name: String,
-    introspection_endpoint: Spanned<String>,
+    /// Only in the single `[authorization_server]` form; in `[authorization_servers.NAME]` the key names it.
+    name: Option<String>,
+    /// With an issuer, endpoints not given come from its discovery document.
+    issuer: Option<Spanned<String>>,
+    introspection_endpoint: Option<Spanned<String>>,
+    token_endpoint: Option<Spanned<String>>,
+    jwks_uri: Option<Spanned<String>>,
     client_id: String,
-    client_secret: Spanned<String>,
+    #[serde(default = "default_client_auth")]
+    client_auth: Spanned<String>,
+    client_secret: Option<Spanned<String>>,
+    private_key: Option<Spanned<String>>,
+    signing_alg: Option<Spanned<String>>,
+    key_id: Option<String>,
+    client_certificate: Option<Spanned<String>>,
+    client_key: Option<Spanned<String>>,
+    token_scope: Option<String>,
+    #[serde(default)]
+    signed_responses: bool,
     /// PEM bundle trusted for the server's TLS certificate; system roots are not used.
     ca: Option<Spanned<String>>,
     #[serde(default = "default_timeout_ms")]
@@ -167,6 +183,10 @@ struct AuthorizationServerSection {
     circuit_open_seconds: f64,
 }
 
+fn default_client_auth() -> Spanned<String> {
+    Spanned::new(0..0, "client_secret_basic".into())
+}
+
 fn default_max_concurrent() -> usize {
     64
 }
@@ -177,9 +197,6 @@ fn default_open_seconds() -> f64 {
     5.0
 }
 
-fn default_as_name() -> String {
-    "default".into()
-}
 fn default_timeout_ms() -> u64 {
     2000
 }
@@ -299,13 +316,81 @@ pub struct ListenerConfig {
     pub http2: bool,
 }
 
+/// How the gateway authenticates to an authorization server.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ClientAuth {
+    SecretBasic {
+        secret: String,
+    },
+    SecretPost {
+        secret: String,
+    },
+    /// RFC 7523 client assertion signed with `private_key` (PEM), `alg` RS256, PS256 or ES256.
+    PrivateKeyJwt {
+        private_key: PathBuf,
+        alg: String,
+        key_id: Option<String>,
+    },
+    /// RFC 8705: the gateway's own client certificate, at the server's mTLS endpoint.
+    TlsClientAuth {
+        certificate: PathBuf,
+        private_key: PathBuf,
+    },
+    /// A bearer token obtained with client_credentials (`client_secret_basic`) at the token endpoint.
+    Bearer {
+        secret: String,
+        scope: String,
+    },
+}
+
+impl ClientAuth {
+    pub fn method(&self) -> &'static str {
+        match self {
+            ClientAuth::SecretBasic { .. } => "client_secret_basic",
+            ClientAuth::SecretPost { .. } => "client_secret_post",
+            ClientAuth::PrivateKeyJwt { .. } => "private_key_jwt",
+            ClientAuth::TlsClientAuth { .. } => "tls_client_auth",
+            ClientAuth::Bearer { .. } => "bearer",
+        }
+    }
+}
+
+/// Secrets are shown as a short hash, so a changed secret is still seen as a change.
+impl fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hidden = |s: &str| {
+            use sha2::{Digest, Sha256};
+            format!(
+                "sha256:{}",
+                Sha256::digest(s.as_bytes())[..6].iter().map(|b| format!("{b:02x}")).collect::<String>()
+            )
+        };
+        match self {
+            ClientAuth::SecretBasic { secret } => write!(f, "client_secret_basic({})", hidden(secret)),
+            ClientAuth::SecretPost { secret } => write!(f, "client_secret_post({})", hidden(secret)),
+            ClientAuth::PrivateKeyJwt { private_key, alg, key_id } => {
+                write!(f, "private_key_jwt({}, {alg}, {key_id:?})", private_key.display())
+            }
+            ClientAuth::TlsClientAuth { certificate, private_key } => {
+                write!(f, "tls_client_auth({}, {})", certificate.display(), private_key.display())
+            }
+            ClientAuth::Bearer { secret, scope } => write!(f, "bearer({}, {scope})", hidden(secret)),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct AuthorizationServerConfig {
-    /// Separates cache entries of different servers.
+    /// Names the server in policies, metrics and cache keys.
     pub name: String,
-    pub introspection_endpoint: String,
+    pub issuer: Option<String>,
+    pub introspection_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub jwks_uri: Option<String>,
     pub client_id: String,
-    pub client_secret: String,
+    pub client_auth: ClientAuth,
+    /// RFC 9701: ask for, and require, signed introspection responses.
+    pub signed_responses: bool,
     pub ca: Option<PathBuf>,
     pub timeout: Duration,
     pub retry_after: Duration,
@@ -362,7 +447,8 @@ pub struct GatewayConfig {
     pub listener: ListenerConfig,
     pub admin: Option<AdminConfig>,
     pub logging: LoggingConfig,
-    pub authorization_server: AuthorizationServerConfig,
+    /// At least one; policies name theirs (or use the only one).
+    pub authorization_servers: Vec<AuthorizationServerConfig>,
     pub cache: CacheConfig,
     pub identity_headers: IdentityHeaderNames,
     pub forward_authorization: bool,
@@ -438,31 +524,137 @@ impl GatewayConfig {
                 format!("logging.level `{}` is not a valid filter", file.logging.level.get_ref()),
             );
         }
-        let open_seconds = file.authorization_server.circuit_open_seconds;
-        if !(open_seconds.is_finite() && (0.0..=3600.0).contains(&open_seconds)) {
+        let mut sections: Vec<(String, &AuthorizationServerSection)> = Vec::new();
+        if let Some(single) = &file.authorization_server {
+            sections.push((single.name.clone().unwrap_or_else(|| "default".into()), single));
+        }
+        for (name, section) in &file.authorization_servers {
+            sections.push((name.clone(), section));
+        }
+        if sections.is_empty() {
             errors.push(ConfigError::new(
                 path,
                 None,
-                "authorization_server.circuit_open_seconds must be between 0 and 3600",
+                "no [authorization_server] (or [authorization_servers.NAME]) section",
             ));
         }
-
-        let asec = &file.authorization_server;
-        let endpoint = asec.introspection_endpoint.get_ref();
-        match endpoint.parse::<http::Uri>() {
-            Ok(uri) if matches!(uri.scheme_str(), Some("https") | Some("http")) && uri.host().is_some() => {}
-            _ => err(
-                &mut errors,
-                asec.introspection_endpoint.span(),
-                format!("introspection_endpoint `{endpoint}` is not an http(s) URL"),
-            ),
+        if file.authorization_server.is_some() && !file.authorization_servers.is_empty() {
+            errors.push(ConfigError::new(
+                path,
+                None,
+                "use either [authorization_server] or [authorization_servers.NAME], not both",
+            ));
         }
-        if asec.client_secret.get_ref().is_empty() {
-            err(&mut errors, asec.client_secret.span(), "client_secret is empty".into());
-        }
-        let as_ca = asec.ca.as_ref().map(|ca| existing_file(ca, "authorization server CA", &mut errors));
-        if asec.timeout_ms == 0 {
-            errors.push(ConfigError::new(path, None, "authorization_server.timeout_ms must be above 0"));
+        let mut authorization_servers = Vec::new();
+        for (name, asec) in sections {
+            let mut fail = |span: Option<Range<usize>>, msg: String| {
+                errors.push(ConfigError::at(path, source, span, format!("authorization server `{name}`: {msg}")));
+            };
+            let url = |fail: &mut dyn FnMut(Option<Range<usize>>, String), v: &Option<Spanned<String>>, what: &str| {
+                let v = v.as_ref()?;
+                match v.get_ref().parse::<http::Uri>() {
+                    Ok(uri) if matches!(uri.scheme_str(), Some("https") | Some("http")) && uri.host().is_some() => {
+                        Some(v.get_ref().trim_end_matches('/').to_string())
+                    }
+                    _ => {
+                        fail(Some(v.span()), format!("{what} `{}` is not an http(s) URL", v.get_ref()));
+                        None
+                    }
+                }
+            };
+            let issuer = url(&mut fail, &asec.issuer, "issuer");
+            let introspection_endpoint = url(&mut fail, &asec.introspection_endpoint, "introspection_endpoint");
+            let token_endpoint = url(&mut fail, &asec.token_endpoint, "token_endpoint");
+            let jwks_uri = url(&mut fail, &asec.jwks_uri, "jwks_uri");
+            if asec.introspection_endpoint.is_none() && asec.issuer.is_none() {
+                fail(None, "give `issuer` (for discovery) or `introspection_endpoint`".into());
+            }
+            if asec.signed_responses && asec.issuer.is_none() {
+                fail(None, "signed_responses needs `issuer` (the expected `iss` of the signed response)".into());
+            }
+            let secret = |fail: &mut dyn FnMut(Option<Range<usize>>, String)| match &asec.client_secret {
+                Some(s) if !s.get_ref().is_empty() => s.get_ref().clone(),
+                Some(s) => {
+                    fail(Some(s.span()), "client_secret is empty".into());
+                    String::new()
+                }
+                None => {
+                    fail(Some(asec.client_auth.span()), format!("{} needs client_secret", asec.client_auth.get_ref()));
+                    String::new()
+                }
+            };
+            let file_of =
+                |fail: &mut dyn FnMut(Option<Range<usize>>, String), v: &Option<Spanned<String>>, what: &str| match v {
+                    Some(v) => {
+                        let resolved = base.join(v.get_ref());
+                        if !resolved.is_file() {
+                            fail(Some(v.span()), format!("{what} file {} does not exist", resolved.display()));
+                        }
+                        resolved
+                    }
+                    None => {
+                        fail(Some(asec.client_auth.span()), format!("{} needs {what}", asec.client_auth.get_ref()));
+                        PathBuf::new()
+                    }
+                };
+            let client_auth = match asec.client_auth.get_ref().as_str() {
+                "client_secret_basic" => ClientAuth::SecretBasic { secret: secret(&mut fail) },
+                "client_secret_post" => ClientAuth::SecretPost { secret: secret(&mut fail) },
+                "private_key_jwt" => {
+                    let private_key = file_of(&mut fail, &asec.private_key, "private_key");
+                    let alg = asec.signing_alg.as_ref().map(|a| a.get_ref().clone()).unwrap_or_else(|| "ES256".into());
+                    if !["RS256", "PS256", "ES256"].contains(&alg.as_str()) {
+                        fail(
+                            asec.signing_alg.as_ref().map(|a| a.span()),
+                            format!("signing_alg `{alg}` is not one of RS256, PS256, ES256"),
+                        );
+                    }
+                    ClientAuth::PrivateKeyJwt { private_key, alg, key_id: asec.key_id.clone() }
+                }
+                "tls_client_auth" => ClientAuth::TlsClientAuth {
+                    certificate: file_of(&mut fail, &asec.client_certificate, "client_certificate"),
+                    private_key: file_of(&mut fail, &asec.client_key, "client_key"),
+                },
+                "bearer" => {
+                    if token_endpoint.is_none() && asec.issuer.is_none() {
+                        fail(Some(asec.client_auth.span()), "bearer needs token_endpoint or issuer".into());
+                    }
+                    ClientAuth::Bearer {
+                        secret: secret(&mut fail),
+                        scope: asec.token_scope.clone().unwrap_or_else(|| "introspect_tokens".into()),
+                    }
+                }
+                other => {
+                    fail(
+                        Some(asec.client_auth.span()),
+                        format!("client_auth `{other}` is not one of: client_secret_basic, client_secret_post, private_key_jwt, tls_client_auth, bearer"),
+                    );
+                    ClientAuth::SecretBasic { secret: String::new() }
+                }
+            };
+            let ca = asec.ca.is_some().then(|| file_of(&mut fail, &asec.ca, "CA"));
+            if asec.timeout_ms == 0 {
+                fail(None, "timeout_ms must be above 0".into());
+            }
+            if !(asec.circuit_open_seconds.is_finite() && (0.0..=3600.0).contains(&asec.circuit_open_seconds)) {
+                fail(None, "circuit_open_seconds must be between 0 and 3600".into());
+            }
+            authorization_servers.push(AuthorizationServerConfig {
+                name: name.clone(),
+                issuer,
+                introspection_endpoint,
+                token_endpoint,
+                jwks_uri,
+                client_id: asec.client_id.clone(),
+                client_auth,
+                signed_responses: asec.signed_responses,
+                ca,
+                timeout: Duration::from_millis(asec.timeout_ms.max(1)),
+                retry_after: Duration::from_secs(asec.retry_after_seconds),
+                max_concurrent_calls: asec.max_concurrent_calls.max(1),
+                circuit_failure_threshold: asec.circuit_failure_threshold.max(1),
+                circuit_open: Duration::from_secs_f64(asec.circuit_open_seconds.clamp(0.0, 3600.0)),
+            });
         }
 
         let cache = &file.cache;
@@ -498,7 +690,8 @@ impl GatewayConfig {
         }
 
         let policies_dir = base.join(file.policies.get_ref());
-        let policies = match PolicySet::load_dir(&policies_dir, &upstreams) {
+        let server_names: Vec<String> = authorization_servers.iter().map(|a| a.name.clone()).collect();
+        let policies = match PolicySet::load_dir(&policies_dir, &upstreams, &server_names) {
             Ok(p) => Some(p),
             Err(ConfigErrors(mut e)) => {
                 errors.append(&mut e);
@@ -524,18 +717,7 @@ impl GatewayConfig {
             },
             admin,
             logging: LoggingConfig { format: log_format, level: file.logging.level.get_ref().clone() },
-            authorization_server: AuthorizationServerConfig {
-                name: asec.name.clone(),
-                introspection_endpoint: endpoint.clone(),
-                client_id: asec.client_id.clone(),
-                client_secret: asec.client_secret.get_ref().clone(),
-                ca: as_ca,
-                timeout: Duration::from_millis(asec.timeout_ms),
-                retry_after: Duration::from_secs(asec.retry_after_seconds),
-                max_concurrent_calls: asec.max_concurrent_calls.max(1),
-                circuit_failure_threshold: asec.circuit_failure_threshold.max(1),
-                circuit_open: Duration::from_secs_f64(asec.circuit_open_seconds),
-            },
+            authorization_servers,
             cache: CacheConfig {
                 max_ttl: Duration::from_secs_f64(cache.max_ttl_seconds),
                 inactive_ttl: Duration::from_secs_f64(cache.inactive_ttl_seconds),
@@ -646,8 +828,14 @@ gobank = "http://127.0.0.1:8070"
             (VALID.replace("[upstreams]", "colour = 1\n[upstreams]"), "unknown field `colour`"),
             (VALID.replace("127.0.0.1:8443", "8443"), "3:`8443` is not an address"),
             (VALID.replace("\"c.pem\"", "\"missing.pem\""), "4:certificate file"),
-            (VALID.replace("https://127.0.0.1:9443/introspect", "ftp:/x"), "8:introspection_endpoint `ftp:/x`"),
-            (VALID.replace("client_secret = \"s\"", "client_secret = \"\""), "10:client_secret is empty"),
+            (
+                VALID.replace("https://127.0.0.1:9443/introspect", "ftp:/x"),
+                "8:authorization server `default`: introspection_endpoint `ftp:/x`",
+            ),
+            (
+                VALID.replace("client_secret = \"s\"", "client_secret = \"\""),
+                "10:authorization server `default`: client_secret is empty",
+            ),
             (
                 VALID.replace("http://127.0.0.1:8070", "https://127.0.0.1:8070"),
                 "12:upstream `gobank`: https upstreams are not supported",

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::GatewayConfig;
+use crate::config::{ClientAuth, GatewayConfig};
 use crate::fixtures::{
     AuthorizationServer, AuthorizationServerSettings, Bank, BankData, ConsentShape, RegisteredClient, RevocationHook,
     Running,
@@ -129,9 +129,15 @@ pub fn run(config: Option<&Path>) -> Result<std::convert::Infallible, String> {
         println!("wrote a development PKI to {}", pki.dir.display());
     }
     let config = GatewayConfig::load(&config_path).map_err(|e| e.to_string())?;
+    let server = config.authorization_servers.first().ok_or("no authorization server configured")?;
     let options = FixtureOptions {
-        introspection_client_id: config.authorization_server.client_id.clone(),
-        introspection_client_secret: config.authorization_server.client_secret.clone(),
+        introspection_client_id: server.client_id.clone(),
+        introspection_client_secret: match &server.client_auth {
+            ClientAuth::SecretBasic { secret } | ClientAuth::SecretPost { secret } => secret.clone(),
+            other => {
+                return Err(format!("the demo's authorization server takes client secrets, not {}", other.method()))
+            }
+        },
         token_lifetime: Duration::from_secs(3600),
         revocation_hook: config.admin.as_ref().and_then(|a| {
             Some(RevocationHook {

@@ -79,13 +79,21 @@ fn check(path: &std::path::Path) -> Result<(), String> {
         format!("{e}\n{n} problem{} found", if n == 1 { "" } else { "s" })
     })?;
     let routes: usize = config.policies.apis().iter().map(|a| a.routes.len()).sum();
+    let servers: Vec<String> = config
+        .authorization_servers
+        .iter()
+        .map(|s| {
+            let at = s.introspection_endpoint.clone().or_else(|| s.issuer.clone().map(|i| format!("{i} (discovery)")));
+            format!("{} at {}", s.name, at.unwrap_or_default())
+        })
+        .collect();
     println!(
-        "{}: ok ({} APIs, {} routes, listener {}, introspection at {})",
+        "{}: ok ({} APIs, {} routes, listener {}, authorization servers: {})",
         path.display(),
         config.policies.apis().len(),
         routes,
         config.listener.address,
-        config.authorization_server.introspection_endpoint
+        servers.join("; ")
     );
     Ok(())
 }

@@ -12,7 +12,7 @@ use pingora_core::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::cache::{CacheOutcome, IntrospectionCache};
+use crate::cache::{CacheOutcome, ServerLinks};
 use crate::client_identity::ClientCertificate;
 use crate::config::IdentityHeaderNames;
 use crate::credentials::bearer_token;
@@ -28,7 +28,6 @@ pub const INTERACTION_ID: &str = "x-fapi-interaction-id";
 pub struct ForwardingSettings {
     pub identity_headers: IdentityHeaderNames,
     pub forward_authorization: bool,
-    pub retry_after_seconds: u64,
     pub upstream_connect_timeout: Duration,
     pub upstream_read_timeout: Duration,
 }
@@ -42,7 +41,7 @@ pub struct Live {
 /// The gateway's request logic. The cache outlives reloads.
 pub struct Gateway {
     live: Arc<ArcSwap<Live>>,
-    cache: Arc<IntrospectionCache>,
+    servers: Arc<ServerLinks>,
     metrics: Arc<Metrics>,
 }
 
@@ -61,8 +60,8 @@ pub struct RequestContext {
 }
 
 impl Gateway {
-    pub fn new(live: Arc<ArcSwap<Live>>, cache: Arc<IntrospectionCache>, metrics: Arc<Metrics>) -> Gateway {
-        Gateway { live, cache, metrics }
+    pub fn new(live: Arc<ArcSwap<Live>>, servers: Arc<ServerLinks>, metrics: Arc<Metrics>) -> Gateway {
+        Gateway { live, servers, metrics }
     }
 
     /// Every check, in the order of the request: credentials, route, introspection, policy.
@@ -74,16 +73,21 @@ impl Gateway {
         let matched = live.policies.route(&req.method, req.uri.path(), req.uri.query())?;
         ctx.api = Some(matched.api.name.clone());
         ctx.route = Some(matched.route.path.clone());
-        let key = self.cache.key(token);
+        let Some(server) = self.servers.get(&matched.api.authorization_server) else {
+            // Validated at load and reload; fail closed all the same.
+            tracing::error!(server = %matched.api.authorization_server, "no such authorization server running");
+            return Err(Refusal::AuthorizationServerUnavailable { retry_after_seconds: 30 });
+        };
+        let key = server.cache.key(token);
         ctx.token_tag = Some(key.short());
-        let (cached, outcome) = self.cache.lookup(key, token, matched.route.cache_ttl).await.map_err(|e| {
-            tracing::warn!(token = %key.short(), error = %e, "introspection failed; refusing (fail closed)");
-            Refusal::AuthorizationServerUnavailable { retry_after_seconds: live.settings.retry_after_seconds }
+        let (cached, outcome) = server.cache.lookup(key, token, matched.route.cache_ttl).await.map_err(|e| {
+            tracing::warn!(server = %server.name, token = %key.short(), error = %e, "introspection failed; refusing (fail closed)");
+            Refusal::AuthorizationServerUnavailable { retry_after_seconds: server.retry_after_seconds }
         })?;
         ctx.cache = Some(outcome);
         if outcome == CacheOutcome::Miss {
             if let Some(consent) = matched.api.claims.consent_id.string(&cached.info.claims) {
-                self.cache.index_consent(consent, key, &cached);
+                server.cache.index_consent(consent, key, &cached);
             }
         }
         let certificate = ClientCertificate::of_session(session);

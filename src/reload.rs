@@ -27,15 +27,13 @@ const POLL: Duration = Duration::from_secs(1);
 
 /// The parts of a configuration that only a restart applies, in comparable form.
 fn restart_only(c: &GatewayConfig) -> Vec<(&'static str, String)> {
-    let mut server = c.authorization_server.clone();
-    server.client_secret = format!("{:x}", sha2_short(&server.client_secret));
     vec![
         ("listener", format!("{} http2={}", c.listener.address, c.listener.http2)),
         (
             "admin",
             format!("{:?}", c.admin.as_ref().map(|a| (a.address, a.bearer_secret.as_ref().map(|s| sha2_short(s))))),
         ),
-        ("authorization_server", format!("{server:?}")),
+        ("authorization_servers", format!("{:?}", c.authorization_servers)),
         ("cache", format!("{:?}", c.cache)),
         ("server", format!("{:?}", c.server)),
         ("logging", format!("{:?}", c.logging)),
@@ -79,6 +77,8 @@ struct Applied {
 /// Re-reads and applies the configuration.
 pub struct Reloader {
     config_path: PathBuf,
+    /// Authorization servers built at start; policies may name only these.
+    servers: Vec<String>,
     live: Arc<ArcSwap<Live>>,
     server_certificate: Arc<ServerCertificate>,
     client_verifier: Arc<ClientVerifier>,
@@ -97,6 +97,7 @@ pub struct ReloadReport {
 impl Reloader {
     pub fn new(
         config: &GatewayConfig,
+        servers: Vec<String>,
         live: Arc<ArcSwap<Live>>,
         server_certificate: Arc<ServerCertificate>,
         client_verifier: Arc<ClientVerifier>,
@@ -106,6 +107,7 @@ impl Reloader {
         metrics.config_last_reload_success.set(1);
         Reloader {
             config_path: config.source.clone(),
+            servers,
             live,
             server_certificate,
             client_verifier,
@@ -143,6 +145,14 @@ impl Reloader {
 
     fn try_reload(&self) -> Result<ReloadReport, String> {
         let config = GatewayConfig::load(&self.config_path).map_err(|e| e.to_string())?;
+        for api in config.policies.apis() {
+            if !self.servers.contains(&api.authorization_server) {
+                return Err(format!(
+                    "API `{}` names authorization server `{}`, which is not running: adding a server needs a restart",
+                    api.name, api.authorization_server
+                ));
+            }
+        }
         // Everything fallible first; then swap, so a bad file changes nothing.
         let key = ServerCertificate::prepare(&config.listener.certificate, &config.listener.private_key)?;
         let verifier = client_verifier(&config.listener.client_ca)?;
@@ -219,7 +229,6 @@ pub fn forwarding_settings(config: &GatewayConfig) -> ForwardingSettings {
     ForwardingSettings {
         identity_headers: config.identity_headers.clone(),
         forward_authorization: config.forward_authorization,
-        retry_after_seconds: config.authorization_server.retry_after.as_secs(),
         upstream_connect_timeout: Duration::from_secs(2),
         upstream_read_timeout: Duration::from_secs(30),
     }

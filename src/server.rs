@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{AdminService, AdminState};
-use crate::cache::IntrospectionCache;
+use crate::cache::{IntrospectionCache, ServerLink, ServerLinks};
 use crate::client_identity::{tls_settings, ClientVerifier, ServerCertificate};
 use crate::config::GatewayConfig;
 use crate::introspection::HttpIntrospector;
@@ -29,7 +29,7 @@ pub struct GatewayServices {
     pub proxy: ListeningService<HttpProxy<Gateway>>,
     pub admin: Option<AdminService>,
     pub reloader: Arc<Reloader>,
-    pub cache: Arc<IntrospectionCache>,
+    pub servers: Arc<ServerLinks>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -42,47 +42,54 @@ fn server_conf(config: &GatewayConfig) -> ServerConf {
     }
 }
 
+/// The introspection path to each authorization server: client, call limit, breaker, cache.
+fn server_links(config: &GatewayConfig, metrics: &Arc<Metrics>) -> Result<ServerLinks, String> {
+    let mut links = ServerLinks::new();
+    for server in &config.authorization_servers {
+        let circuit = metrics.circuit_state.with_label_values(&[&server.name]);
+        circuit.set(0);
+        let breaker = Arc::new(CircuitBreaker::new(
+            server.circuit_failure_threshold,
+            server.circuit_open,
+            Box::new(move |state| circuit.set(state as i64)),
+        ));
+        let client =
+            HttpIntrospector::new(server).map_err(|e| format!("authorization server `{}`: {e}", server.name))?;
+        let guarded = Guarded::new(client, server.max_concurrent_calls, server.timeout, breaker.clone());
+        let cache = Arc::new(IntrospectionCache::new(&server.name, &config.cache, Arc::new(guarded), metrics.clone()));
+        links.insert(
+            server.name.clone(),
+            ServerLink { name: server.name.clone(), cache, breaker, retry_after_seconds: server.retry_after.as_secs() },
+        );
+    }
+    Ok(links)
+}
+
 /// Builds the proxy (with its TLS listener), the admin service and the reloader.
 pub fn build(config: GatewayConfig) -> Result<GatewayServices, String> {
     let metrics = Arc::new(Metrics::new());
-    let server_name = config.authorization_server.name.clone();
-    let circuit = metrics.circuit_state.with_label_values(&[&server_name]);
-    circuit.set(0);
-    let breaker = Arc::new(CircuitBreaker::new(
-        config.authorization_server.circuit_failure_threshold,
-        config.authorization_server.circuit_open,
-        Box::new(move |state| circuit.set(state as i64)),
-    ));
-    let introspector = Guarded::new(
-        HttpIntrospector::new(&config.authorization_server)?,
-        config.authorization_server.max_concurrent_calls,
-        config.authorization_server.timeout,
-        breaker.clone(),
-    );
-    let cache = Arc::new(IntrospectionCache::new(&server_name, &config.cache, Arc::new(introspector), metrics.clone()));
+    let servers = Arc::new(server_links(&config, &metrics)?);
     let server_certificate =
         Arc::new(ServerCertificate::load(&config.listener.certificate, &config.listener.private_key)?);
     let client_verifier = Arc::new(ClientVerifier::load(&config.listener.client_ca)?);
     let tls = tls_settings(&config.listener, server_certificate.clone(), client_verifier.clone())?;
     let conf = Arc::new(server_conf(&config));
     let admin = config.admin.as_ref().map(|a| {
-        let state = AdminState {
-            metrics: metrics.clone(),
-            cache: cache.clone(),
-            breaker: breaker.clone(),
-            bearer_secret: a.bearer_secret.clone(),
-        };
+        let state =
+            AdminState { metrics: metrics.clone(), servers: servers.clone(), bearer_secret: a.bearer_secret.clone() };
         AdminService::new(a.address, Arc::new(state))
     });
     let address = config.listener.address.to_string();
     let live =
         Arc::new(ArcSwap::from_pointee(Live { settings: forwarding_settings(&config), policies: Default::default() }));
-    let reloader = Arc::new(Reloader::new(&config, live.clone(), server_certificate, client_verifier, metrics.clone()));
+    let running: Vec<String> = servers.keys().cloned().collect();
+    let reloader =
+        Arc::new(Reloader::new(&config, running, live.clone(), server_certificate, client_verifier, metrics.clone()));
     live.store(Arc::new(Live { settings: forwarding_settings(&config), policies: config.policies }));
-    let gateway = Gateway::new(live, cache.clone(), metrics.clone());
+    let gateway = Gateway::new(live, servers.clone(), metrics.clone());
     let mut proxy = http_proxy_service_with_name(&conf, gateway, "fapi-gateway");
     proxy.add_tls_with_settings(&address, None, tls);
-    Ok(GatewayServices { proxy, admin, reloader, cache, metrics })
+    Ok(GatewayServices { proxy, admin, reloader, servers, metrics })
 }
 
 /// Runs the gateway under pingora's server until SIGTERM (graceful) or SIGINT (fast).
@@ -105,7 +112,7 @@ pub fn run(config: GatewayConfig, upgrade: bool) -> Result<std::convert::Infalli
 pub struct RunningGateway {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    pub cache: Arc<IntrospectionCache>,
+    pub servers: Arc<ServerLinks>,
     pub metrics: Arc<Metrics>,
     pub reloader: Arc<Reloader>,
 }
@@ -129,7 +136,7 @@ impl RunningGateway {
         let running = RunningGateway {
             shutdown,
             tasks,
-            cache: services.cache,
+            servers: services.servers,
             metrics: services.metrics,
             reloader: services.reloader,
         };

@@ -28,6 +28,8 @@ struct ApiSection {
     prefix: Spanned<String>,
     upstream: Spanned<String>,
     profile: Spanned<String>,
+    /// Which authorization server's tokens this API takes; optional when there is one.
+    authorization_server: Option<Spanned<String>>,
 }
 
 /// Overrides of the profile's claim mapping.
@@ -98,7 +100,11 @@ fn default_binding() -> String {
 
 impl PolicySet {
     /// Loads every `*.toml` file of `dir`, in name order.
-    pub fn load_dir(dir: &Path, upstreams: &BTreeMap<String, Upstream>) -> Result<PolicySet, ConfigErrors> {
+    pub fn load_dir(
+        dir: &Path,
+        upstreams: &BTreeMap<String, Upstream>,
+        servers: &[String],
+    ) -> Result<PolicySet, ConfigErrors> {
         let entries = std::fs::read_dir(dir).map_err(|e| {
             ConfigErrors(vec![ConfigError::new(dir, None, format!("cannot read the policy folder: {e}"))])
         })?;
@@ -124,7 +130,7 @@ impl PolicySet {
                     continue;
                 }
             };
-            match parse_api(file, &source, upstreams) {
+            match parse_api(file, &source, upstreams, servers) {
                 Ok(api) => {
                     if let Some(other) = apis.iter().find(|a| a.prefix == api.prefix) {
                         errors.push(ConfigError::new(
@@ -149,12 +155,22 @@ impl PolicySet {
     }
 
     /// Parses one policy file's text (used by `load_dir` and by tests).
-    pub fn parse_api(file: &Path, source: &str, upstreams: &BTreeMap<String, Upstream>) -> Result<Api, ConfigErrors> {
-        parse_api(file, source, upstreams).map_err(ConfigErrors)
+    pub fn parse_api(
+        file: &Path,
+        source: &str,
+        upstreams: &BTreeMap<String, Upstream>,
+        servers: &[String],
+    ) -> Result<Api, ConfigErrors> {
+        parse_api(file, source, upstreams, servers).map_err(ConfigErrors)
     }
 }
 
-fn parse_api(file: &Path, source: &str, upstreams: &BTreeMap<String, Upstream>) -> Result<Api, Vec<ConfigError>> {
+fn parse_api(
+    file: &Path,
+    source: &str,
+    upstreams: &BTreeMap<String, Upstream>,
+    servers: &[String],
+) -> Result<Api, Vec<ConfigError>> {
     let parsed: PolicyFile = toml::from_str(source).map_err(|e| vec![ConfigError::from_toml(file, source, &e)])?;
     let mut errors = Vec::new();
     let at = |span: std::ops::Range<usize>| Some(line_of(source, span.start));
@@ -186,6 +202,26 @@ fn parse_api(file: &Path, source: &str, upstreams: &BTreeMap<String, Upstream>) 
             format!("unknown upstream `{}` (gateway.toml defines: {})", api.upstream.get_ref(), known.join(", ")),
         );
     }
+    let authorization_server = match (&api.authorization_server, servers) {
+        (Some(name), _) if servers.contains(name.get_ref()) => Some(name.get_ref().clone()),
+        (Some(name), _) => {
+            problem(
+                &mut errors,
+                at(name.span()),
+                format!(
+                    "unknown authorization server `{}` (gateway.toml defines: {})",
+                    name.get_ref(),
+                    servers.join(", ")
+                ),
+            );
+            None
+        }
+        (None, [only]) => Some(only.clone()),
+        (None, _) => {
+            problem(&mut errors, None, "name the API's authorization_server: gateway.toml defines several".into());
+            None
+        }
+    };
     let mut claims = ClaimMapping::profile(api.profile.get_ref());
     if claims.is_none() {
         problem(
@@ -312,8 +348,10 @@ fn parse_api(file: &Path, source: &str, upstreams: &BTreeMap<String, Upstream>) 
         });
     }
 
-    match (errors.is_empty(), upstream, claims) {
-        (true, Some(upstream), Some(claims)) => Ok(Api { name, prefix, upstream, claims, routes, router }),
+    match (errors.is_empty(), upstream, claims, authorization_server) {
+        (true, Some(upstream), Some(claims), Some(authorization_server)) => {
+            Ok(Api { name, prefix, upstream, authorization_server, claims, routes, router })
+        }
         _ => Err(errors),
     }
 }

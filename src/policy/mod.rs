@@ -59,6 +59,8 @@ pub struct Api {
     pub name: String,
     pub prefix: String,
     pub upstream: Upstream,
+    /// Name of the authorization server whose tokens this API takes.
+    pub authorization_server: String,
     pub claims: ClaimMapping,
     pub routes: Vec<Route>,
     router: Router<usize>,

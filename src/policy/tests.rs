@@ -41,7 +41,9 @@ binding = "none"
 "#;
 
 fn set(source: &str) -> PolicySet {
-    PolicySet::new(vec![PolicySet::parse_api(Path::new("gobank.toml"), source, &upstreams()).unwrap()])
+    PolicySet::new(vec![
+        PolicySet::parse_api(Path::new("gobank.toml"), source, &upstreams(), &["as".to_string()]).unwrap()
+    ])
 }
 
 fn token(claims: serde_json::Value) -> TokenInfo {
@@ -157,7 +159,7 @@ fn claim_names_are_configurable() {
 }
 
 fn errors_of(source: &str) -> Vec<String> {
-    match PolicySet::parse_api(Path::new("p.toml"), source, &upstreams()) {
+    match PolicySet::parse_api(Path::new("p.toml"), source, &upstreams(), &["as".to_string()]) {
         Ok(_) => vec![],
         Err(ConfigErrors(e)) => e.into_iter().map(|e| e.to_string()).collect(),
     }
@@ -171,6 +173,10 @@ fn every_kind_of_mistake_is_reported_with_file_and_line() {
         (UK.replace("profile = \"obuk\"", "profile = \"obuk\"\ncolour = \"red\""), "p.toml:6: unknown field `colour`"),
         (UK.replace("profile = \"obuk\"", "profile = \"nz\""), "p.toml:5: unknown profile `nz`"),
         (UK.replace("upstream = \"gobank\"", "upstream = \"nobank\""), "p.toml:4: unknown upstream `nobank`"),
+        (
+            UK.replace("upstream = \"gobank\"", "upstream = \"gobank\"\nauthorization_server = \"other\""),
+            "p.toml:5: unknown authorization server `other`",
+        ),
         (UK.replace("prefix = \"/gobank\"", "prefix = \"gobank/\""), "p.toml:3: prefix `gobank/`"),
         (UK.replace("path = \"/open\"", "path = \"/open/{x\""), "p.toml:25: path `/open/{x`"),
         (

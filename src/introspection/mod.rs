@@ -2,14 +2,18 @@
 //!
 //! [`TokenInfo`] is what the gateway keeps of an introspection response; the
 //! [`Introspector`] trait is how the [cache](crate::cache) asks for one, so the cache and
-//! the policy can be tested without a network. [`HttpIntrospector`] is the real client.
+//! the policy can be tested without a network. [`HttpIntrospector`] is the real client
+//! (discovery, client authentication, RFC 9701 signed responses).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod client;
+mod signed;
+
+pub use client::HttpIntrospector;
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use serde_json::Value;
-
-use crate::config::AuthorizationServerConfig;
 
 /// The parts of an introspection response the gateway decides on. The whole response is
 /// kept in `claims` for the policy's consent claim paths.
@@ -103,6 +107,10 @@ pub enum IntrospectionError {
     CircuitOpen,
     #[error("too many introspection calls in flight")]
     Overloaded,
+    #[error("signed introspection response rejected: {0}")]
+    BadSignature(String),
+    #[error("authorization server discovery failed: {0}")]
+    Discovery(String),
 }
 
 impl IntrospectionError {
@@ -116,6 +124,8 @@ impl IntrospectionError {
             IntrospectionError::Malformed(_) => "malformed",
             IntrospectionError::CircuitOpen => "circuit_open",
             IntrospectionError::Overloaded => "overloaded",
+            IntrospectionError::BadSignature(_) => "bad_signature",
+            IntrospectionError::Discovery(_) => "discovery",
         }
     }
 }
@@ -124,97 +134,6 @@ impl IntrospectionError {
 #[async_trait]
 pub trait Introspector: Send + Sync {
     async fn introspect(&self, token: &str) -> Result<TokenInfo, IntrospectionError>;
-}
-
-/// Largest introspection response accepted; real ones are a few kilobytes.
-const MAX_RESPONSE_BYTES: usize = 256 * 1024;
-
-/// RFC 7662 over HTTPS with `client_secret_basic`, pooled connections and a per-call timeout.
-pub struct HttpIntrospector {
-    client: reqwest::Client,
-    endpoint: String,
-    client_id: String,
-    client_secret: String,
-}
-
-impl HttpIntrospector {
-    pub fn new(config: &AuthorizationServerConfig) -> Result<HttpIntrospector, String> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(2)))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(ca) = &config.ca {
-            let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("{} is not a PEM certificate bundle: {e}", ca.display()))?;
-            builder = builder.tls_certs_only(certs);
-        }
-        let client = builder.build().map_err(|e| format!("cannot build the introspection client: {e}"))?;
-        Ok(HttpIntrospector {
-            client,
-            endpoint: config.introspection_endpoint.clone(),
-            client_id: config.client_id.clone(),
-            client_secret: config.client_secret.clone(),
-        })
-    }
-}
-
-#[async_trait]
-impl Introspector for HttpIntrospector {
-    async fn introspect(&self, token: &str) -> Result<TokenInfo, IntrospectionError> {
-        let sent = self
-            .client
-            .post(&self.endpoint)
-            .basic_auth(&self.client_id, Some(&self.client_secret))
-            .header(http::header::ACCEPT, "application/json")
-            .form(&[("token", token), ("token_type_hint", "access_token")])
-            .send()
-            .await;
-        let mut response = sent.map_err(|e| {
-            if e.is_timeout() {
-                IntrospectionError::Timeout
-            } else {
-                IntrospectionError::Unreachable(error_chain(&e))
-            }
-        })?;
-        if response.status() != reqwest::StatusCode::OK {
-            return Err(IntrospectionError::Status(response.status().as_u16()));
-        }
-        if response.content_length().is_some_and(|n| n as usize > MAX_RESPONSE_BYTES) {
-            return Err(IntrospectionError::TooLarge);
-        }
-        let mut body = Vec::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                        return Err(IntrospectionError::TooLarge);
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) if e.is_timeout() => return Err(IntrospectionError::Timeout),
-                Err(e) => return Err(IntrospectionError::Unreachable(error_chain(&e))),
-            }
-        }
-        let value: Value = serde_json::from_slice(&body).map_err(|_| IntrospectionError::Malformed("not JSON"))?;
-        if !value.is_object() {
-            return Err(IntrospectionError::Malformed("not a JSON object"));
-        }
-        TokenInfo::from_response(value)
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]
