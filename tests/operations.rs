@@ -177,3 +177,23 @@ async fn server_certificate_and_client_ca_rotate_without_restart() {
     assert_eq!(next_client().get(w.url("/gobank/accounts")).send().await.unwrap().status(), 401);
     assert!(old_client().get(w.url("/gobank/accounts")).send().await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_can_demand_fresher_introspection_than_the_cache_keeps() {
+    let w = World::start().await;
+    let (_, token) = w.go_bank_token().await;
+    edit(
+        &w.dir.path().join("policies/gobank.toml"),
+        "path = \"/balances\"\nscopes = [\"accounts\"]",
+        "path = \"/balances\"\ncache_ttl_seconds = 0\nscopes = [\"accounts\"]",
+    );
+    w.gateway.reloader.reload().unwrap();
+    assert_eq!(w.get(&w.tpp, "/gobank/accounts", &token).await.status(), 200);
+    let calls = w.introspections();
+    assert_eq!(w.get(&w.tpp, "/gobank/accounts", &token).await.status(), 200);
+    assert_eq!(w.introspections(), calls, "a hit on the default route");
+    assert_eq!(w.get(&w.tpp, "/gobank/balances", &token).await.status(), 200);
+    assert_eq!(w.get(&w.tpp, "/gobank/balances", &token).await.status(), 200);
+    assert_eq!(w.introspections(), calls + 2, "every request on the fresh route introspects");
+    assert_eq!(w.metric(r#"fapi_gateway_cache_evictions_total{cause="stale"}"#).await, 2.0);
+}

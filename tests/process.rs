@@ -90,6 +90,29 @@ async fn logs_carry_no_token_and_sigterm_drains() {
     assert_eq!(other.get(url("/gobank/accounts")).bearer_auth(&token).send().await.unwrap().status(), 401);
     assert_eq!(tpp.get(url("/gobank/accounts")).bearer_auth(format!("{token}x")).send().await.unwrap().status(), 401);
 
+    // SIGHUP reloads (the configuration is unchanged: a new generation all the same).
+    let hup = Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+    assert!(hup.success());
+    let admin = reqwest::Client::new();
+    let mut generation = 0.0;
+    for _ in 0..50 {
+        let text = admin
+            .get(format!("http://{admin_addr}/metrics"))
+            .bearer_auth(ADMIN_SECRET)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        generation = metric_value(&text, "fapi_gateway_config_generation");
+        if generation == 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(generation, 2.0, "SIGHUP did not reload");
+
     // SIGTERM: drained and gone within the configured grace (1 s + 1 s) and a margin.
     let stopping = Instant::now();
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
@@ -121,4 +144,5 @@ async fn logs_carry_no_token_and_sigterm_drains() {
     assert_eq!(first["token"], TokenKey::new("default", &token).short());
     assert_eq!(access[1]["decision"], "invalid_request");
     assert_eq!(access[2]["decision"], "cert_mismatch");
+    assert!(logs.contains("SIGHUP: reloading"), "{logs}");
 }

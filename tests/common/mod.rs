@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod faulty;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,10 +27,10 @@ pub struct Options {
     pub capacity: u64,
     /// Whether the authorization server tells the gateway of revoked consents.
     pub revocation_hook: bool,
-    /// Replaces the introspection endpoint (e.g. a faulty server's).
-    pub introspection_endpoint: Option<String>,
-    /// Extra TOML appended to [authorization_server].
-    pub authorization_server_extra: String,
+    /// Replaces the body of [authorization_server] (default: the mock server's, client_secret_basic).
+    pub authorization_server: Option<String>,
+    /// Use this PKI (copied) instead of a fresh one.
+    pub pki: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -38,8 +40,8 @@ impl Default for Options {
             inactive_ttl_seconds: 5.0,
             capacity: 100_000,
             revocation_hook: true,
-            introspection_endpoint: None,
-            authorization_server_extra: String::new(),
+            authorization_server: None,
+            pki: None,
         }
     }
 }
@@ -55,8 +57,20 @@ pub struct World {
     pub other_tpp: reqwest::Client,
 }
 
+/// A port for a listener that binds it later (pingora binds by address). Taken below the
+/// kernel's ephemeral range, so servers binding port 0 meanwhile cannot be handed it, and
+/// from a per-process counter, so two tests of one binary never pick the same one.
 pub fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 100) * 100;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = 20_000 + (base - 20_000 + n) % 12_000;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            return l.local_addr().unwrap();
+        }
+    }
 }
 
 pub fn repo_path(p: &str) -> PathBuf {
@@ -83,13 +97,7 @@ client_ca = "certs/ca.pem"
 address = "{admin}"
 bearer_secret = "{ADMIN_SECRET}"
 [authorization_server]
-introspection_endpoint = "{endpoint}"
-client_id = "fapi-gateway"
-client_secret = "test-secret"
-ca = "certs/ca.pem"
-timeout_ms = 1000
-retry_after_seconds = 3
-{extra}
+{server}
 [cache]
 max_ttl_seconds = {max}
 inactive_ttl_seconds = {inactive}
@@ -100,11 +108,10 @@ hyperscalebank = "http://{hs}"
 [server]
 threads = 2
 "#,
-        endpoint = o
-            .introspection_endpoint
+        server = o
+            .authorization_server
             .clone()
-            .unwrap_or_else(|| format!("https://{}/introspect", fixtures.authorization_server_addr)),
-        extra = o.authorization_server_extra,
+            .unwrap_or_else(|| mock_server_section(&fixtures.authorization_server_addr.to_string())),
         capacity = o.capacity,
         gb = fixtures.go_bank_addr,
         hs = fixtures.hyperscale_bank_addr,
@@ -114,6 +121,19 @@ threads = 2
     let path = dir.join("gateway.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// The [authorization_server] body for the mock authorization server at `addr`.
+pub fn mock_server_section(addr: &str) -> String {
+    format!(
+        r#"introspection_endpoint = "https://{addr}/introspect"
+client_id = "fapi-gateway"
+client_secret = "test-secret"
+ca = "certs/ca.pem"
+timeout_ms = 1000
+retry_after_seconds = 3
+"#
+    )
 }
 
 /// A TLS client trusting the dev CA, presenting `identity` (cert, key) if given.
@@ -141,7 +161,16 @@ impl World {
         fapi_gateway::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let pki = DevPki::at(&dir.path().join("certs"));
-        pki.generate().unwrap();
+        match &options.pki {
+            Some(from) => {
+                std::fs::create_dir_all(&pki.dir).unwrap();
+                for entry in std::fs::read_dir(from).unwrap() {
+                    let entry = entry.unwrap();
+                    std::fs::copy(entry.path(), pki.dir.join(entry.file_name())).unwrap();
+                }
+            }
+            None => pki.generate().unwrap(),
+        }
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let (gateway_addr, admin_addr) = (free_port(), free_port());
         let fixture_options = FixtureOptions {
