@@ -152,11 +152,25 @@ async fn revoke(State(s): Shared, headers: HeaderMap, body: axum::body::Bytes) -
 impl Service for AdminService {
     async fn start_service(&mut self, _fds: Option<ListenFds>, mut shutdown: ShutdownWatch, _listeners_per_fd: usize) {
         let Some(router) = self.router.take() else { return };
-        let listener = match tokio::net::TcpListener::bind(self.address).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(address = %self.address, error = %e, "admin listener cannot bind");
-                return;
+        // During a graceful upgrade the old process still holds the port for a moment.
+        let mut attempts = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.address).await {
+                Ok(l) => break l,
+                Err(e) if attempts < 100 => {
+                    if attempts == 0 {
+                        tracing::warn!(address = %self.address, error = %e, "admin listener cannot bind yet; retrying for 30 s");
+                    }
+                    attempts += 1;
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(300)) => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(address = %self.address, error = %e, "admin listener cannot bind");
+                    return;
+                }
             }
         };
         let stop = async move {

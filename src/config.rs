@@ -256,11 +256,18 @@ struct ServerSection {
     grace_period_seconds: u64,
     #[serde(default = "default_grace")]
     graceful_shutdown_timeout_seconds: u64,
+    #[serde(default = "default_upgrade_socket")]
+    upgrade_socket: String,
+}
+
+fn default_upgrade_socket() -> String {
+    "/tmp/fapi-gateway-upgrade.sock".into()
 }
 
 impl Default for ServerSection {
     fn default() -> Self {
         ServerSection {
+            upgrade_socket: default_upgrade_socket(),
             threads: default_threads(),
             grace_period_seconds: default_grace(),
             graceful_shutdown_timeout_seconds: default_grace(),
@@ -438,6 +445,8 @@ pub struct ServerConfig {
     pub threads: usize,
     pub grace_period: Duration,
     pub graceful_shutdown_timeout: Duration,
+    /// Where a new process (`run --upgrade`) receives the listening sockets from the old one.
+    pub upgrade_socket: PathBuf,
 }
 
 /// The whole validated configuration.
@@ -732,6 +741,7 @@ impl GatewayConfig {
                 threads: file.server.threads,
                 grace_period: Duration::from_secs(file.server.grace_period_seconds),
                 graceful_shutdown_timeout: Duration::from_secs(file.server.graceful_shutdown_timeout_seconds),
+                upgrade_socket: PathBuf::from(&file.server.upgrade_socket),
             },
         })
     }

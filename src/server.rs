@@ -38,6 +38,7 @@ fn server_conf(config: &GatewayConfig) -> ServerConf {
         threads: config.server.threads,
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(config.server.graceful_shutdown_timeout.as_secs()),
+        upgrade_sock: config.server.upgrade_socket.display().to_string(),
         ..ServerConf::default()
     }
 }

@@ -146,3 +146,62 @@ async fn logs_carry_no_token_and_sigterm_drains() {
     assert_eq!(access[2]["decision"], "cert_mismatch");
     assert!(logs.contains("SIGHUP: reloading"), "{logs}");
 }
+
+/// Starts `fapi-gateway run` on a world's configuration.
+fn spawn_gateway(config: &std::path::Path, log: &std::path::Path, upgrade: bool) -> std::process::Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fapi-gateway"));
+    cmd.args(["run", "--config"]).arg(config);
+    if upgrade {
+        cmd.arg("--upgrade");
+    }
+    cmd.env_remove("RUST_LOG").stdout(Stdio::null()).stderr(std::fs::File::create(log).unwrap()).spawn().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_upgrade_hands_the_listener_to_a_new_process() {
+    let w = World::start().await; // its fixtures and PKI; its in-process gateway is not used
+    let (_, token) = w.go_bank_token().await;
+    let (gateway_addr, admin_addr) = (free_port(), free_port());
+    let dir = w.dir.path().join("upgrade");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = write_config(w.dir.path(), &w.fixtures, gateway_addr, admin_addr, &Options::default());
+    let socket = dir.join("upgrade.sock");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "grace_period_seconds = 1\ngraceful_shutdown_timeout_seconds = 1\nupgrade_socket = \"{}\"\n",
+        socket.display()
+    ));
+    let config = dir.join("gateway.toml");
+    std::fs::write(&config, text.replace("\"policies\"", "\"../policies\"").replace("certs/", "../certs/")).unwrap();
+
+    let mut old = spawn_gateway(&config, &dir.join("old.log"), false);
+    fapi_gateway::server::wait_for_listener(gateway_addr).await.unwrap();
+    let url = format!("https://{gateway_addr}/gobank/accounts");
+    assert_eq!(w.tpp.get(&url).bearer_auth(&token).send().await.unwrap().status(), 200);
+
+    let mut new = spawn_gateway(&config, &dir.join("new.log"), true);
+    // The new process waits on the upgrade socket for the old one's listeners.
+    for _ in 0..100 {
+        if socket.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(socket.exists(), "the new process never listened on the upgrade socket");
+    assert!(Command::new("kill").args(["-QUIT", &old.id().to_string()]).status().unwrap().success());
+    let stopping = Instant::now();
+    while old.try_wait().unwrap().is_none() {
+        assert!(stopping.elapsed() < Duration::from_secs(15), "the old process did not exit");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Only the new process is left, on the same socket.
+    let fresh = client(&w.pki.ca(), Some((&w.pki.tpp_cert(), &w.pki.tpp_key())), false);
+    let r = fresh.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(new.try_wait().unwrap().is_none(), "the new process is serving");
+    fapi_gateway::server::wait_for_listener(admin_addr).await.unwrap();
+    let _ = new.kill();
+    let _ = new.wait();
+    let new_log = std::fs::read_to_string(dir.join("new.log")).unwrap();
+    assert!(!new_log.contains(&token));
+}
