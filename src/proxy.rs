@@ -18,7 +18,7 @@ use crate::config::IdentityHeaderNames;
 use crate::credentials::bearer_token;
 use crate::introspection::unix_now;
 use crate::metrics::Metrics;
-use crate::policy::{Grant, PolicySet};
+use crate::policy::{Grant, PolicySet, Presented};
 use crate::refusal::Refusal;
 
 pub const INTERACTION_ID: &str = "x-fapi-interaction-id";
@@ -65,11 +65,12 @@ impl Gateway {
     }
 
     /// Every check, in the order of the request: credentials, route, introspection, policy.
-    async fn authorize(&self, session: &Session, ctx: &mut RequestContext) -> std::result::Result<Grant, Refusal> {
+    async fn authorize(&self, session: &mut Session, ctx: &mut RequestContext) -> std::result::Result<Grant, Refusal> {
         let live = self.live.load_full();
         ctx.live = Some(live.clone());
         let req = session.req_header();
-        let token = bearer_token(&req.headers, req.uri.query())?;
+        let token = bearer_token(&req.headers, req.uri.query())?.to_string();
+        let token = token.as_str();
         let matched = live.policies.route(&req.method, req.uri.path(), req.uri.query())?;
         ctx.api = Some(matched.api.name.clone());
         ctx.route = Some(matched.route.path.clone());
@@ -90,8 +91,15 @@ impl Gateway {
                 server.cache.index_consent(consent, key, &cached);
             }
         }
-        let certificate = ClientCertificate::of_session(session);
-        matched.evaluate(&cached.info, certificate.map(|c| c.thumbprint.as_str()), unix_now())
+        let body = match matched.route.body_consent {
+            Some(_) => Some(read_json_body(session, matched.route.max_body_bytes).await?),
+            None => None,
+        };
+        let presented = Presented {
+            certificate_thumbprint: ClientCertificate::of_session(session).map(|c| c.thumbprint.as_str()),
+            body: body.as_ref(),
+        };
+        matched.evaluate(&cached.info, presented, unix_now())
     }
 
     /// Writes the response for a refusal. The only place refusals become bytes.
@@ -113,6 +121,26 @@ impl Gateway {
         session.write_response_header(Box::new(header), false).await?;
         session.write_response_body(Some(r.body), true).await
     }
+}
+
+/// Reads the whole request body (at most `limit` bytes) as JSON, keeping it for pingora to
+/// replay to the upstream.
+async fn read_json_body(session: &mut Session, limit: usize) -> std::result::Result<serde_json::Value, Refusal> {
+    let downstream = session.as_downstream_mut();
+    downstream.enable_retry_buffering();
+    let unreadable = Refusal::InvalidRequest { description: "the request body could not be read", field: "body" };
+    let mut body = Vec::new();
+    while let Some(chunk) = downstream.read_request_body().await.map_err(|_| unreadable.clone())? {
+        if body.len() + chunk.len() > limit {
+            return Err(Refusal::BodyTooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if downstream.retry_buffer_truncated() {
+        return Err(Refusal::BodyTooLarge);
+    }
+    serde_json::from_slice(&body)
+        .map_err(|_| Refusal::InvalidRequest { description: "the request body is not JSON", field: "body" })
 }
 
 /// The caller's interaction id if it is a UUID; a fresh one otherwise. A malformed one

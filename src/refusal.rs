@@ -18,6 +18,12 @@ pub enum Refusal {
     CertificateMismatch,
     /// The token lacks a scope the route requires.
     InsufficientScope { scope: String },
+    /// The route is not open to this client.
+    ClientNotAllowed { client_id: String },
+    /// The customer did not authenticate as strongly as the route requires (RFC 9470).
+    InsufficientAcr { acr: String, required: String },
+    /// The request body is larger than the route reads.
+    BodyTooLarge,
     /// The token's consent does not allow this request.
     Consent(ConsentRefusal),
     /// No route has this path (deny by default).
@@ -34,10 +40,18 @@ pub enum Refusal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConsentRefusal {
     Missing,
-    Status { status: String },
+    Status {
+        status: String,
+    },
     Expired,
-    Permission { needed: String },
-    AccountNotGranted { account: String },
+    Permission {
+        needed: String,
+    },
+    AccountNotGranted {
+        account: String,
+    },
+    /// The request names another consent than the token's.
+    Mismatch,
 }
 
 /// A refusal as it goes on the wire (the interaction id header is added by the proxy).
@@ -57,11 +71,15 @@ impl Refusal {
             Refusal::InvalidToken { .. } => "invalid_token",
             Refusal::CertificateMismatch => "cert_mismatch",
             Refusal::InsufficientScope { .. } => "insufficient_scope",
+            Refusal::ClientNotAllowed { .. } => "client_not_allowed",
+            Refusal::InsufficientAcr { .. } => "insufficient_acr",
+            Refusal::BodyTooLarge => "body_too_large",
             Refusal::Consent(ConsentRefusal::Missing) => "consent_missing",
             Refusal::Consent(ConsentRefusal::Status { .. }) => "consent_status",
             Refusal::Consent(ConsentRefusal::Expired) => "consent_expired",
             Refusal::Consent(ConsentRefusal::Permission { .. }) => "permission_missing",
             Refusal::Consent(ConsentRefusal::AccountNotGranted { .. }) => "account_not_granted",
+            Refusal::Consent(ConsentRefusal::Mismatch) => "consent_mismatch",
             Refusal::NoRoute => "no_route",
             Refusal::MethodNotAllowed => "method_not_allowed",
             Refusal::AuthorizationServerUnavailable { .. } => "as_unavailable",
@@ -73,7 +91,9 @@ impl Refusal {
         match self {
             Refusal::InvalidRequest { .. } => 400,
             Refusal::MissingCredentials | Refusal::InvalidToken { .. } | Refusal::CertificateMismatch => 401,
-            Refusal::InsufficientScope { .. } | Refusal::Consent(_) => 403,
+            Refusal::InsufficientScope { .. } | Refusal::Consent(_) | Refusal::ClientNotAllowed { .. } => 403,
+            Refusal::InsufficientAcr { .. } => 401,
+            Refusal::BodyTooLarge => 413,
             Refusal::NoRoute => 404,
             Refusal::MethodNotAllowed => 405,
             Refusal::UpstreamUnavailable => 502,
@@ -98,6 +118,11 @@ impl Refusal {
                 scope_token(scope)
             ),
             Refusal::Consent(_) => r#"Bearer realm="fapi-gateway", error="insufficient_scope", error_description="the consent does not allow this request""#.to_string(),
+            Refusal::ClientNotAllowed { .. } => r#"Bearer realm="fapi-gateway", error="insufficient_scope", error_description="this route is not open to this client""#.to_string(),
+            Refusal::InsufficientAcr { required, .. } => format!(
+                r#"Bearer realm="fapi-gateway", error="insufficient_user_authentication", error_description="a stronger authentication is required", acr_values="{}""#,
+                scope_token_list(required)
+            ),
             _ => return None,
         };
         Some(c)
@@ -123,6 +148,21 @@ impl Refusal {
                 format!("the access token lacks the scope `{}`", truncate(scope)),
                 "Authorization",
             ),
+            Refusal::ClientNotAllowed { client_id } => (
+                "UK.OBIE.Resource.ConsentMismatch",
+                format!("client `{}` may not use this API", truncate(client_id)),
+                "Authorization",
+            ),
+            Refusal::InsufficientAcr { acr, required } => (
+                "UK.OBIE.Reauthenticate",
+                format!(
+                    "the customer authenticated with acr `{}`; this API needs one of `{}`",
+                    truncate(acr),
+                    truncate(required)
+                ),
+                "Authorization",
+            ),
+            Refusal::BodyTooLarge => ("UK.OBIE.Field.Invalid", "the request body is too large".into(), "body"),
             Refusal::Consent(c) => match c {
                 ConsentRefusal::Missing => {
                     ("UK.OBIE.Resource.ConsentMismatch", "the access token carries no consent".into(), "Authorization")
@@ -144,6 +184,11 @@ impl Refusal {
                     "UK.OBIE.Resource.ConsentMismatch",
                     format!("account `{}` is not one the consent granted", truncate(account)),
                     "AccountId",
+                ),
+                ConsentRefusal::Mismatch => (
+                    "UK.OBIE.Resource.ConsentMismatch",
+                    "the request names another consent than the access token's".into(),
+                    "Data.ConsentId",
                 ),
             },
             Refusal::NoRoute => ("UK.OBIE.Resource.NotFound", "no API is served at this path".into(), "path"),
@@ -192,6 +237,11 @@ impl Refusal {
 /// characters before going into a header.
 fn scope_token(s: &str) -> String {
     s.chars().filter(|&c| c == '\x21' || ('\x23'..='\x5b').contains(&c) || ('\x5d'..='\x7e').contains(&c)).collect()
+}
+
+/// A space-separated list of tokens, filtered as [`scope_token`] does.
+fn scope_token_list(s: &str) -> String {
+    s.split(' ').map(scope_token).collect::<Vec<_>>().join(" ")
 }
 
 fn truncate(s: &str) -> &str {

@@ -7,9 +7,83 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::claims::{ClaimMapping, ClaimPath, PROFILES};
+
 use super::router::{InsertError, PathTemplate, Router};
 use super::{Api, Binding, PolicySet, Route};
 use crate::config::{line_of, ConfigError, ConfigErrors, Upstream};
+
+/// The largest request body the gateway reads to check it (pingora buffers at most this
+/// much for replay to the upstream).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A profile's built-in routes: the same `[[route]]` format as policy files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyRoutes {
+    route: Vec<Spanned<RouteSection>>,
+}
+
+fn profile_source(profile: &str) -> Option<(&'static str, &'static str)> {
+    let text = match profile {
+        "obuk" => include_str!("profiles/obuk.toml"),
+        "obbr" => include_str!("profiles/obbr.toml"),
+        "cdr" => include_str!("profiles/cdr.toml"),
+        "fdx" => include_str!("profiles/fdx.toml"),
+        "generic" => include_str!("profiles/generic.toml"),
+        _ => return None,
+    };
+    PROFILES.iter().find(|p| **p == profile).map(|p| (*p, text))
+}
+
+/// Every permission of a profile that has a permissions claim.
+fn permission_vocabulary(profile: &str) -> Option<&'static [&'static str]> {
+    match profile {
+        "obuk" => Some(&[
+            "ReadAccountsBasic",
+            "ReadAccountsDetail",
+            "ReadBalances",
+            "ReadBeneficiariesBasic",
+            "ReadBeneficiariesDetail",
+            "ReadDirectDebits",
+            "ReadOffers",
+            "ReadPAN",
+            "ReadParty",
+            "ReadPartyPSU",
+            "ReadProducts",
+            "ReadScheduledPaymentsBasic",
+            "ReadScheduledPaymentsDetail",
+            "ReadStandingOrdersBasic",
+            "ReadStandingOrdersDetail",
+            "ReadStatementsBasic",
+            "ReadStatementsDetail",
+            "ReadTransactionsBasic",
+            "ReadTransactionsCredits",
+            "ReadTransactionsDebits",
+            "ReadTransactionsDetail",
+        ]),
+        "obbr" => Some(&[
+            "ACCOUNTS_READ",
+            "ACCOUNTS_BALANCES_READ",
+            "ACCOUNTS_TRANSACTIONS_READ",
+            "ACCOUNTS_OVERDRAFT_LIMITS_READ",
+            "CREDIT_CARDS_ACCOUNTS_READ",
+            "CREDIT_CARDS_ACCOUNTS_BILLS_READ",
+            "CREDIT_CARDS_ACCOUNTS_BILLS_TRANSACTIONS_READ",
+            "CREDIT_CARDS_ACCOUNTS_LIMITS_READ",
+            "CREDIT_CARDS_ACCOUNTS_TRANSACTIONS_READ",
+            "CUSTOMERS_PERSONAL_IDENTIFICATIONS_READ",
+            "CUSTOMERS_PERSONAL_ADITTIONALINFO_READ",
+            "CUSTOMERS_BUSINESS_IDENTIFICATIONS_READ",
+            "CUSTOMERS_BUSINESS_ADITTIONALINFO_READ",
+            "FINANCINGS_READ",
+            "INVOICE_FINANCINGS_READ",
+            "LOANS_READ",
+            "UNARRANGED_ACCOUNTS_OVERDRAFT_READ",
+            "RESOURCES_READ",
+        ]),
+        _ => None,
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +104,9 @@ struct ApiSection {
     profile: Spanned<String>,
     /// Which authorization server's tokens this API takes; optional when there is one.
     authorization_server: Option<Spanned<String>>,
+    /// Start from the profile's ready-made routes.
+    #[serde(default)]
+    profile_routes: bool,
 }
 
 /// Overrides of the profile's claim mapping.
@@ -64,6 +141,16 @@ struct RouteSection {
     #[serde(default = "default_binding")]
     binding: String,
     cache_ttl_seconds: Option<f64>,
+    #[serde(default)]
+    client_ids: Vec<String>,
+    #[serde(default)]
+    acr_values: Vec<String>,
+    consent_status: Option<Vec<String>>,
+    body_consent: Option<String>,
+    max_body_bytes: Option<usize>,
+    /// `false` removes the profile's route with this path and methods.
+    #[serde(default = "yes")]
+    enabled: bool,
 }
 
 /// `["A", "B"]` is one group (one of A, B); `[["A", "B"], ["C", "D"]]` is several groups,
@@ -259,21 +346,57 @@ fn parse_api(
         }
     }
 
-    if parsed.route.is_empty() {
-        problem(&mut errors, None, "no [[route]]: every request to this API would be refused".into());
+    // The profile's ready-made routes first (when asked for); a file route with the same
+    // path replaces them for the methods it names (`enabled = false` just removes them).
+    let mut sources: Vec<(&Path, &str, &Spanned<RouteSection>)> = Vec::new();
+    let profile_file;
+    let profile_routes: Option<PolicyRoutes> = match (api.profile_routes, profile_source(api.profile.get_ref())) {
+        (true, Some((name, text))) => {
+            profile_file = PathBuf::from(format!("<built-in profile {name}>"));
+            Some(toml::from_str(text).expect("built-in profile routes parse"))
+        }
+        _ => {
+            profile_file = PathBuf::new();
+            None
+        }
+    };
+    let profile_text = profile_source(api.profile.get_ref()).map(|(_, t)| t).unwrap_or("");
+    if let Some(builtin) = &profile_routes {
+        for r in &builtin.route {
+            let overridden = parsed.route.iter().any(|own| {
+                own.get_ref().path.get_ref() == r.get_ref().path.get_ref()
+                    && own.get_ref().methods.iter().any(|m| r.get_ref().methods.contains(m))
+            });
+            if !overridden {
+                sources.push((&profile_file, profile_text, r));
+            }
+        }
     }
+    for r in &parsed.route {
+        if r.get_ref().enabled {
+            sources.push((file, source, r));
+        }
+    }
+    if sources.is_empty() {
+        problem(
+            &mut errors,
+            None,
+            "no [[route]] (and no profile_routes): every request to this API would be refused".into(),
+        );
+    }
+    let vocabulary = permission_vocabulary(api.profile.get_ref());
     let mut routes: Vec<Route> = Vec::new();
     let mut router = Router::default();
-    for spanned in &parsed.route {
-        let line = line_of(source, spanned.span().start);
+    for (origin, text, spanned) in sources {
+        let line = line_of(text, spanned.span().start);
         let r = spanned.get_ref();
         let route_problem = |errors: &mut Vec<ConfigError>, msg: String| {
-            errors.push(ConfigError::new(file, Some(line), format!("route `{}`: {msg}", r.path.get_ref())));
+            errors.push(ConfigError::new(origin, Some(line), format!("route `{}`: {msg}", r.path.get_ref())));
         };
         let template = match PathTemplate::parse(r.path.get_ref()) {
             Ok(t) => t,
             Err(m) => {
-                errors.push(ConfigError::new(file, at(r.path.span()), m));
+                errors.push(ConfigError::new(origin, Some(line_of(text, r.path.span().start)), m));
                 continue;
             }
         };
@@ -305,6 +428,16 @@ fn parse_api(
         if needs_permissions && !r.consent {
             route_problem(&mut errors, "permissions need `consent = true`".into());
         }
+        if let Some(known) = vocabulary {
+            for p in r.permissions.iter().chain(permissions_any.iter().flatten()) {
+                if !known.contains(&p.as_str()) {
+                    route_problem(
+                        &mut errors,
+                        format!("unknown permission `{p}` for profile {}", api.profile.get_ref()),
+                    );
+                }
+            }
+        }
         for scope in r.scopes.iter().chain(&r.scopes_any) {
             if scope.is_empty() || scope.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\') {
                 route_problem(&mut errors, format!("scope `{scope}` is not a valid scope token"));
@@ -318,13 +451,31 @@ fn parse_api(
                 None
             }
         };
+        let body_consent = r.body_consent.as_ref().and_then(|p| {
+            ClaimPath::parse(p).map_err(|m| route_problem(&mut errors, format!("body_consent: {m}"))).ok()
+        });
+        if body_consent.is_some() && !r.consent {
+            route_problem(&mut errors, "body_consent needs `consent = true`".into());
+        }
+        if r.consent_status.as_ref().is_some_and(|s| s.is_empty()) {
+            route_problem(&mut errors, "consent_status is empty: no consent could ever pass".into());
+        }
+        let max_body_bytes = r.max_body_bytes.unwrap_or(MAX_BODY_BYTES);
+        if max_body_bytes > MAX_BODY_BYTES {
+            route_problem(&mut errors, format!("max_body_bytes may be at most {MAX_BODY_BYTES}"));
+        }
         let index = routes.len();
         for method in &methods {
             match router.insert(method.clone(), &template, index) {
                 Ok(()) => {}
                 Err(InsertError::Overlap(other)) => route_problem(
                     &mut errors,
-                    format!("{method} overlaps the route `{}` at line {}", routes[other].path, routes[other].line),
+                    format!(
+                        "{method} overlaps the route `{}` at {}:{}",
+                        routes[other].path,
+                        routes[other].file.display(),
+                        routes[other].line
+                    ),
                 ),
                 Err(InsertError::ParamName { existing, new }) => route_problem(
                     &mut errors,
@@ -343,7 +494,12 @@ fn parse_api(
             account_param: r.account_param.clone(),
             binding,
             cache_ttl,
-            file: file.to_path_buf(),
+            client_ids: r.client_ids.clone(),
+            acr_values: r.acr_values.clone(),
+            consent_status: r.consent_status.clone(),
+            body_consent,
+            max_body_bytes,
+            file: origin.to_path_buf(),
             line,
         });
     }

@@ -48,6 +48,16 @@ pub struct Route {
     /// Introspection results older than this are fetched again for this route
     /// (shorter than the cache's maximum, e.g. for payments).
     pub cache_ttl: Option<std::time::Duration>,
+    /// Only these `client_id`s (empty: any).
+    pub client_ids: Vec<String>,
+    /// The token's `acr` must be one of these (empty: not checked).
+    pub acr_values: Vec<String>,
+    /// Consent statuses that grant this route, instead of the profile's (e.g. payments).
+    pub consent_status: Option<Vec<String>>,
+    /// Where the request body names its consent (e.g. `Data.ConsentId`); must equal the token's.
+    pub body_consent: Option<ClaimPath>,
+    /// Largest request body accepted, when the body is read (`body_consent`).
+    pub max_body_bytes: usize,
     /// Where the route is written, for `check` and `explain`.
     pub file: PathBuf,
     pub line: usize,
@@ -158,57 +168,234 @@ fn is_normal_path(path: &str) -> bool {
     rest.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
 }
 
-/// Checks that need the token: what `RouteMatch::evaluate` walks through, in order.
+/// The checks a route makes, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    Active,
+    NotExpired,
+    Binding,
+    Client,
+    Acr,
+    Scopes,
+    ConsentPresent,
+    ConsentStatus,
+    ConsentNotExpired,
+    Permissions,
+    Account,
+    BodyConsent,
+}
+
+impl Check {
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::Active => "token active",
+            Check::NotExpired => "token not expired",
+            Check::Binding => "certificate binding (RFC 8705)",
+            Check::Client => "client allowed",
+            Check::Acr => "authentication context (acr)",
+            Check::Scopes => "scopes",
+            Check::ConsentPresent => "consent present",
+            Check::ConsentStatus => "consent status",
+            Check::ConsentNotExpired => "consent not expired",
+            Check::Permissions => "consent permissions",
+            Check::Account => "account granted",
+            Check::BodyConsent => "request names the token's consent",
+        }
+    }
+}
+
+/// Receives each check's outcome. The gateway stops at the first failure; `explain`
+/// records every check, with details.
+pub trait CheckSink {
+    /// Whether to compute details for passed checks (costs allocations; explain only).
+    fn verbose(&self) -> bool {
+        false
+    }
+    /// Records an outcome; returns whether to go on after a failure.
+    fn record(&mut self, check: Check, outcome: Result<String, &Refusal>) -> bool;
+}
+
+/// Stops at the first failure; keeps nothing.
+struct FirstFailure;
+
+impl CheckSink for FirstFailure {
+    fn record(&mut self, _check: Check, _outcome: Result<String, &Refusal>) -> bool {
+        false
+    }
+}
+
+/// Every check's outcome, for `explain`.
+#[derive(Debug, Default)]
+pub struct Explanation {
+    pub checks: Vec<(Check, Result<String, Refusal>)>,
+}
+
+impl CheckSink for Explanation {
+    fn verbose(&self) -> bool {
+        true
+    }
+    fn record(&mut self, check: Check, outcome: Result<String, &Refusal>) -> bool {
+        self.checks.push((check, outcome.map_err(Clone::clone)));
+        true
+    }
+}
+
+/// What a request brings besides its token.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Presented<'a> {
+    /// Base64url SHA-256 of the connection's client certificate.
+    pub certificate_thumbprint: Option<&'a str>,
+    /// The request body as JSON, for routes with `body_consent`.
+    pub body: Option<&'a Value>,
+}
+
 impl RouteMatch<'_> {
-    /// Decides the request on the token and the connection's certificate thumbprint
-    /// (base64url SHA-256 of the leaf). `now` is seconds since the epoch.
-    pub fn evaluate(
+    /// Decides the request on the token and what the connection presented. `now` is
+    /// seconds since the epoch.
+    pub fn evaluate(&self, token: &TokenInfo, presented: Presented<'_>, now: u64) -> Result<Grant, Refusal> {
+        self.run_checks(token, presented, now, &mut FirstFailure)
+    }
+
+    /// Runs every check, recording each outcome in `sink`; the result is the first failure.
+    pub fn run_checks(
         &self,
         token: &TokenInfo,
-        certificate_thumbprint: Option<&str>,
+        presented: Presented<'_>,
         now: u64,
+        sink: &mut dyn CheckSink,
     ) -> Result<Grant, Refusal> {
         let route = self.route;
-        if !token.active {
-            return Err(Refusal::InvalidToken { description: "the access token is not active" });
-        }
-        if token.expired_at(now) {
-            return Err(Refusal::InvalidToken { description: "the access token has expired" });
-        }
-        if route.binding == Binding::Mtls {
-            match (&token.certificate_thumbprint, certificate_thumbprint) {
-                (Some(bound), Some(presented)) if thumbprints_equal(bound, presented) => {}
-                _ => return Err(Refusal::CertificateMismatch),
+        let verbose = sink.verbose();
+        let mut first: Option<Refusal> = None;
+        // Records one check; returns Err to stop (first failure, unless the sink goes on).
+        let mut note = |check: Check, outcome: Result<String, Refusal>| -> Result<(), ()> {
+            match outcome {
+                Ok(detail) => {
+                    sink.record(check, Ok(detail));
+                    Ok(())
+                }
+                Err(refusal) => {
+                    let go_on = sink.record(check, Err(&refusal));
+                    first.get_or_insert(refusal);
+                    if go_on {
+                        Ok(())
+                    } else {
+                        Err(())
+                    }
+                }
             }
+        };
+        let detail = |f: &dyn Fn() -> String| if verbose { f() } else { String::new() };
+
+        macro_rules! check {
+            ($check:expr, $outcome:expr) => {
+                if note($check, $outcome).is_err() {
+                    return Err(first.expect("a failure was recorded"));
+                }
+            };
         }
+
+        check!(
+            Check::Active,
+            if token.active {
+                Ok(detail(&|| "active".into()))
+            } else {
+                Err(Refusal::InvalidToken { description: "the access token is not active" })
+            }
+        );
+        if !token.active {
+            // Nothing else in an inactive response counts (RFC 7662 §2.2).
+            return Err(first.expect("recorded"));
+        }
+        check!(
+            Check::NotExpired,
+            if token.expired_at(now) {
+                Err(Refusal::InvalidToken { description: "the access token has expired" })
+            } else {
+                Ok(detail(&|| format!("exp {:?}, now {now}", token.exp)))
+            }
+        );
+        check!(
+            Check::Binding,
+            match route.binding {
+                Binding::None => Ok(detail(&|| "not required by this route".into())),
+                Binding::Mtls => match (&token.certificate_thumbprint, presented.certificate_thumbprint) {
+                    (Some(bound), Some(p)) if thumbprints_equal(bound, p) =>
+                        Ok(detail(&|| format!("cnf.x5t#S256 {bound} matches"))),
+                    _ => Err(Refusal::CertificateMismatch),
+                },
+            }
+        );
+        check!(
+            Check::Client,
+            match (&route.client_ids[..], token.client_id.as_deref()) {
+                ([], _) => Ok(detail(&|| "any client".into())),
+                (allowed, Some(c)) if allowed.iter().any(|a| a == c) => Ok(detail(&|| format!("client {c}"))),
+                (_, c) => Err(Refusal::ClientNotAllowed { client_id: c.unwrap_or("").to_string() }),
+            }
+        );
+        check!(
+            Check::Acr,
+            match (&route.acr_values[..], token.claims.get("acr").and_then(Value::as_str)) {
+                ([], _) => Ok(detail(&|| "not required".into())),
+                (allowed, Some(acr)) if allowed.iter().any(|a| a == acr) => Ok(detail(&|| format!("acr {acr}"))),
+                (allowed, acr) => {
+                    Err(Refusal::InsufficientAcr { acr: acr.unwrap_or("").to_string(), required: allowed.join(" ") })
+                }
+            }
+        );
         let has_scope = |s: &String| token.scopes.iter().any(|t| t == s);
-        if let Some(missing) = route.scopes.iter().find(|s| !has_scope(s)) {
-            return Err(Refusal::InsufficientScope { scope: missing.clone() });
-        }
-        if !route.scopes_any.is_empty() && !route.scopes_any.iter().any(has_scope) {
-            return Err(Refusal::InsufficientScope { scope: route.scopes_any.join(" ") });
-        }
+        check!(
+            Check::Scopes,
+            if let Some(missing) = route.scopes.iter().find(|s| !has_scope(s)) {
+                Err(Refusal::InsufficientScope { scope: missing.clone() })
+            } else if !route.scopes_any.is_empty() && !route.scopes_any.iter().any(has_scope) {
+                Err(Refusal::InsufficientScope { scope: route.scopes_any.join(" ") })
+            } else {
+                Ok(detail(&|| {
+                    format!(
+                        "token has [{}]; route needs all of [{}], any of [{}]",
+                        token.scopes.join(" "),
+                        route.scopes.join(" "),
+                        route.scopes_any.join(" ")
+                    )
+                }))
+            }
+        );
 
         let claims = &self.api.claims;
         let root = &token.claims;
-        let consent_id = claims.consent_id.string(root).map(str::to_string);
+        let consent_id = claims.consent_id.string(root);
         let accounts = claims.accounts.strings(root);
         if route.require_consent {
-            if consent_id.is_none() {
-                return Err(Refusal::Consent(ConsentRefusal::Missing));
-            }
+            check!(
+                Check::ConsentPresent,
+                match consent_id {
+                    Some(id) => Ok(detail(&|| format!("{} = {id}", claims.consent_id.as_str()))),
+                    None => Err(Refusal::Consent(ConsentRefusal::Missing)),
+                }
+            );
             if let Some(status_path) = &claims.status {
                 let status = status_path.string(root).unwrap_or("");
-                if !claims.granting_status.iter().any(|g| g == status) {
-                    return Err(Refusal::Consent(ConsentRefusal::Status { status: status.to_string() }));
-                }
+                let granting = route.consent_status.as_ref().unwrap_or(&claims.granting_status);
+                check!(
+                    Check::ConsentStatus,
+                    if granting.iter().any(|g| g == status) {
+                        Ok(detail(&|| format!("{} = {status}", status_path.as_str())))
+                    } else {
+                        Err(Refusal::Consent(ConsentRefusal::Status { status: status.to_string() }))
+                    }
+                );
             }
             if let Some(path) = &claims.expiration {
                 if let Some(v) = path.values(root).first() {
-                    match expiry_seconds(v) {
-                        Some(at) if at > now => {}
-                        _ => return Err(Refusal::Consent(ConsentRefusal::Expired)),
-                    }
+                    check!(
+                        Check::ConsentNotExpired,
+                        match expiry_seconds(v) {
+                            Some(at) if at > now => Ok(detail(&|| format!("{} = {v}", path.as_str()))),
+                            _ => Err(Refusal::Consent(ConsentRefusal::Expired)),
+                        }
+                    );
                 }
             }
             // Specs without a permissions claim express permissions as scopes.
@@ -217,27 +404,53 @@ impl RouteMatch<'_> {
                 None => token.scopes.clone(),
             };
             let has = |p: &String| granted.iter().any(|g| g == p);
-            if let Some(missing) = route.permissions.iter().find(|p| !has(p)) {
-                return Err(Refusal::Consent(ConsentRefusal::Permission { needed: format!("`{missing}`") }));
-            }
-            if let Some(group) = route.permissions_any.iter().find(|g| !g.iter().any(has)) {
-                return Err(Refusal::Consent(ConsentRefusal::Permission {
-                    needed: format!("one of `{}`", group.join("`, `")),
-                }));
-            }
+            check!(
+                Check::Permissions,
+                if let Some(missing) = route.permissions.iter().find(|p| !has(p)) {
+                    Err(Refusal::Consent(ConsentRefusal::Permission { needed: format!("`{missing}`") }))
+                } else if let Some(group) = route.permissions_any.iter().find(|g| !g.iter().any(has)) {
+                    Err(Refusal::Consent(ConsentRefusal::Permission {
+                        needed: format!("one of `{}`", group.join("`, `")),
+                    }))
+                } else {
+                    Ok(detail(&|| format!("granted [{}]", granted.join(" "))))
+                }
+            );
         }
         if let Some(param) = &route.account_param {
             let account = self.params.iter().find(|(n, _)| n == param).map(|(_, v)| v.as_str()).unwrap_or("");
-            if !accounts.iter().any(|a| a == account) {
-                return Err(Refusal::Consent(ConsentRefusal::AccountNotGranted { account: account.to_string() }));
-            }
+            check!(
+                Check::Account,
+                if accounts.iter().any(|a| a == account) {
+                    Ok(detail(&|| format!("{account} is in [{}]", accounts.join(" "))))
+                } else {
+                    Err(Refusal::Consent(ConsentRefusal::AccountNotGranted { account: account.to_string() }))
+                }
+            );
+        }
+        if let Some(path) = &route.body_consent {
+            let named = presented.body.and_then(|b| path.string(b));
+            check!(
+                Check::BodyConsent,
+                match (named, consent_id) {
+                    (Some(n), Some(c)) if n == c => Ok(detail(&|| format!("{} = {n}", path.as_str()))),
+                    (None, _) => Err(Refusal::InvalidRequest {
+                        description: "the request body does not name a consent",
+                        field: "Data.ConsentId"
+                    }),
+                    _ => Err(Refusal::Consent(ConsentRefusal::Mismatch)),
+                }
+            );
+        }
+        if let Some(refusal) = first {
+            return Err(refusal);
         }
         Ok(Grant {
             api: self.api.name.clone(),
             route: route.path.clone(),
             upstream: self.api.upstream.address,
             upstream_path: self.upstream_path.clone(),
-            consent_id,
+            consent_id: consent_id.map(str::to_string),
             client_id: token.client_id.clone(),
             subject: token.subject.clone(),
             scopes: token.scopes.join(" "),

@@ -60,7 +60,7 @@ fn uk_token() -> serde_json::Value {
 
 fn decide(set: &PolicySet, method: &str, path: &str, claims: serde_json::Value) -> Result<Grant, Refusal> {
     let m = set.route(&method.parse().unwrap(), path, None)?;
-    m.evaluate(&token(claims), Some("THUMB"), 1_000)
+    m.evaluate(&token(claims), Presented { certificate_thumbprint: Some("THUMB"), body: None }, 1_000)
 }
 
 #[test]
@@ -181,7 +181,7 @@ fn every_kind_of_mistake_is_reported_with_file_and_line() {
         (UK.replace("path = \"/open\"", "path = \"/open/{x\""), "p.toml:25: path `/open/{x`"),
         (
             UK.replace("path = \"/open\"", "path = \"/accounts\""),
-            "p.toml:23: route `/accounts`: GET overlaps the route `/accounts` at line 7",
+            "p.toml:23: route `/accounts`: GET overlaps the route `/accounts` at p.toml:7",
         ),
         (
             UK.replace("methods = [\"GET\"]", "methods = [\"get\"]"),
@@ -208,4 +208,285 @@ fn every_kind_of_mistake_is_reported_with_file_and_line() {
         assert!(errors.iter().any(|e| e.contains(expected)), "expected `{expected}` in {errors:?}");
     }
     assert!(errors_of(UK).is_empty());
+}
+
+/// An API using a profile's built-in routes.
+fn profile_set(profile: &str) -> PolicySet {
+    let source =
+        format!("[api]\nprefix = \"\"\nupstream = \"gobank\"\nprofile = \"{profile}\"\nprofile_routes = true\n");
+    set(&source)
+}
+
+/// Decides `method path` for a token whose claims are `claims` plus binding and scopes.
+fn decide_with(
+    s: &PolicySet,
+    method: &str,
+    path: &str,
+    claims: serde_json::Value,
+    body: Option<&serde_json::Value>,
+) -> Result<Grant, Refusal> {
+    let m = s.route(&method.parse().unwrap(), path, None)?;
+    let mut all = json!({"active": true, "exp": 2_000_000_000u64, "client_id": "tpp", "sub": "alice", "cnf": {"x5t#S256": "THUMB"}});
+    for (k, v) in claims.as_object().unwrap() {
+        all[k] = v.clone();
+    }
+    m.evaluate(&token(all), Presented { certificate_thumbprint: Some("THUMB"), body }, 1_000)
+}
+
+fn outcome(r: Result<Grant, Refusal>) -> &'static str {
+    match r {
+        Ok(_) => "allow",
+        Err(e) => e.reason(),
+    }
+}
+
+#[test]
+fn obuk_profile_table() {
+    let s = profile_set("obuk");
+    // As a UK server answers: ConsentId, Status, Permissions, AccountIDs at the top level.
+    let uk = |perms: &[&str]| json!({"scope": "openid accounts", "ConsentId": "urn-alphabank-intent-88379", "Status": "Authorised", "Permissions": perms, "AccountIDs": ["22289"]});
+    let table: Vec<(&str, &[&str], &str)> = vec![
+        ("/accounts", &["ReadAccountsBasic"], "allow"),
+        ("/accounts", &["ReadAccountsDetail"], "allow"),
+        ("/accounts", &["ReadBalances"], "permission_missing"),
+        ("/accounts/22289", &["ReadAccountsDetail"], "allow"),
+        ("/accounts/31820", &["ReadAccountsDetail"], "account_not_granted"),
+        ("/balances", &["ReadBalances"], "allow"),
+        ("/accounts/22289/balances", &["ReadAccountsBasic"], "permission_missing"),
+        ("/transactions", &["ReadTransactionsBasic", "ReadTransactionsCredits"], "allow"),
+        ("/transactions", &["ReadTransactionsDetail", "ReadTransactionsDebits"], "allow"),
+        ("/transactions", &["ReadTransactionsBasic"], "permission_missing"),
+        ("/transactions", &["ReadTransactionsCredits", "ReadTransactionsDebits"], "permission_missing"),
+        ("/accounts/22289/transactions", &["ReadTransactionsDetail", "ReadTransactionsCredits"], "allow"),
+        ("/beneficiaries", &["ReadBeneficiariesBasic"], "allow"),
+        ("/accounts/22289/beneficiaries", &["ReadBalances"], "permission_missing"),
+        ("/direct-debits", &["ReadDirectDebits"], "allow"),
+        ("/accounts/22289/standing-orders", &["ReadStandingOrdersDetail"], "allow"),
+        ("/products", &["ReadProducts"], "allow"),
+        ("/accounts/22289/product", &["ReadProducts"], "allow"),
+        ("/offers", &["ReadOffers"], "allow"),
+        ("/party", &["ReadParty"], "permission_missing"),
+        ("/party", &["ReadPartyPSU"], "allow"),
+        ("/accounts/22289/party", &["ReadParty"], "allow"),
+        ("/scheduled-payments", &["ReadScheduledPaymentsBasic"], "allow"),
+        ("/statements", &["ReadStatementsBasic"], "allow"),
+        ("/accounts/22289/statements/S1/file", &["ReadStatementsBasic"], "permission_missing"),
+        ("/accounts/22289/statements/S1/file", &["ReadStatementsDetail"], "allow"),
+        (
+            "/accounts/22289/statements/S1/transactions",
+            &["ReadStatementsBasic", "ReadTransactionsBasic", "ReadTransactionsDebits"],
+            "allow",
+        ),
+        ("/accounts/22289/statements/S1/transactions", &["ReadStatementsBasic"], "permission_missing"),
+        ("/nonsense", &["ReadAccountsBasic"], "no_route"),
+    ];
+    for (path, perms, expected) in table {
+        assert_eq!(outcome(decide_with(&s, "GET", path, uk(perms), None)), expected, "GET {path} with {perms:?}");
+    }
+    let mut revoked = uk(&["ReadAccountsBasic"]);
+    revoked["Status"] = json!("Revoked");
+    assert_eq!(outcome(decide_with(&s, "GET", "/accounts", revoked, None)), "consent_status");
+}
+
+#[test]
+fn obuk_payments_need_the_tokens_consent_in_the_body() {
+    let s = profile_set("obuk");
+    let payment = |status: &str| json!({"scope": "openid payments", "ConsentId": "pc-1", "Status": status});
+    let body = |id: &str| json!({"Data": {"ConsentId": id, "Initiation": {"InstructedAmount": {"Amount": "10.00", "Currency": "GBP"}}}, "Risk": {}});
+    assert_eq!(
+        outcome(decide_with(&s, "POST", "/domestic-payments", payment("Authorised"), Some(&body("pc-1")))),
+        "allow"
+    );
+    assert_eq!(
+        outcome(decide_with(&s, "POST", "/domestic-payments", payment("Authorised"), Some(&body("pc-2")))),
+        "consent_mismatch"
+    );
+    assert_eq!(
+        outcome(decide_with(&s, "POST", "/domestic-payments", payment("Consumed"), Some(&body("pc-1")))),
+        "consent_status"
+    );
+    assert_eq!(
+        outcome(decide_with(&s, "POST", "/domestic-payments", payment("Authorised"), Some(&json!({"Data": {}})))),
+        "invalid_request"
+    );
+    let mut accounts_only = payment("Authorised");
+    accounts_only["scope"] = json!("openid accounts");
+    assert_eq!(
+        outcome(decide_with(&s, "POST", "/domestic-payments", accounts_only, Some(&body("pc-1")))),
+        "insufficient_scope"
+    );
+    assert_eq!(outcome(decide_with(&s, "GET", "/domestic-payments/P1", payment("Consumed"), None)), "allow");
+    assert_eq!(
+        s.apis()[0].routes.iter().find(|r| r.path == "/domestic-payments").unwrap().cache_ttl,
+        Some(std::time::Duration::from_secs(5))
+    );
+}
+
+#[test]
+fn obbr_profile_table() {
+    let s = profile_set("obbr");
+    let br = |perms: &[&str], status: &str| json!({"scope": "openid accounts consent:urn:bank:1", "consentId": "urn:bank:1", "status": status, "permissions": perms, "AccountIDs": ["acc-1"]});
+    assert_eq!(
+        outcome(decide_with(&s, "GET", "/accounts/v2/accounts", br(&["ACCOUNTS_READ"], "AUTHORISED"), None)),
+        "allow"
+    );
+    assert_eq!(
+        outcome(decide_with(
+            &s,
+            "GET",
+            "/accounts/v2/accounts/acc-1/balances",
+            br(&["ACCOUNTS_READ"], "AUTHORISED"),
+            None
+        )),
+        "permission_missing"
+    );
+    assert_eq!(
+        outcome(decide_with(
+            &s,
+            "GET",
+            "/accounts/v2/accounts/acc-1/balances",
+            br(&["ACCOUNTS_BALANCES_READ"], "AUTHORISED"),
+            None
+        )),
+        "allow"
+    );
+    assert_eq!(
+        outcome(decide_with(
+            &s,
+            "GET",
+            "/accounts/v2/accounts/acc-2/transactions",
+            br(&["ACCOUNTS_TRANSACTIONS_READ"], "AUTHORISED"),
+            None
+        )),
+        "account_not_granted"
+    );
+    assert_eq!(
+        outcome(decide_with(
+            &s,
+            "GET",
+            "/accounts/v2/accounts",
+            br(&["ACCOUNTS_READ"], "AWAITING_AUTHORISATION"),
+            None
+        )),
+        "consent_status"
+    );
+    let mut pay = br(&[], "AUTHORISED");
+    pay["scope"] = json!("openid payments");
+    assert_eq!(outcome(decide_with(&s, "POST", "/payments/v1/pix/payments", pay, Some(&json!({})))), "allow");
+}
+
+#[test]
+fn cdr_profile_table() {
+    let s = profile_set("cdr");
+    let au = |scope: &str| json!({"scope": scope, "cdr_arrangement_id": "arr-1", "AccountIDs": ["a1"]});
+    assert_eq!(outcome(decide_with(&s, "GET", "/banking/accounts", au("bank:accounts.basic:read"), None)), "allow");
+    assert_eq!(
+        outcome(decide_with(&s, "GET", "/banking/accounts/balances", au("bank:accounts.basic:read"), None)),
+        "allow"
+    );
+    assert_eq!(
+        outcome(decide_with(&s, "GET", "/banking/accounts/a1", au("bank:accounts.basic:read"), None)),
+        "insufficient_scope"
+    );
+    assert_eq!(outcome(decide_with(&s, "GET", "/banking/accounts/a1", au("bank:accounts.detail:read"), None)), "allow");
+    assert_eq!(
+        outcome(decide_with(&s, "GET", "/banking/accounts/a2/transactions", au("bank:transactions:read"), None)),
+        "account_not_granted"
+    );
+    assert_eq!(outcome(decide_with(&s, "GET", "/banking/payees", au("bank:payees:read"), None)), "allow");
+    // No arrangement, no access.
+    assert_eq!(
+        outcome(decide_with(&s, "GET", "/banking/accounts", json!({"scope": "bank:accounts.basic:read"}), None)),
+        "consent_missing"
+    );
+}
+
+#[test]
+fn fdx_profile_table() {
+    let s = profile_set("fdx");
+    let us = |scope: &str, status: &str| json!({"scope": scope, "fdx_consent": {"id": "c-9", "status": status, "resources": [{"resourceType": "ACCOUNT", "id": "acct-1"}, {"resourceType": "ACCOUNT", "id": "acct-2"}]}});
+    assert_eq!(outcome(decide_with(&s, "GET", "/accounts", us("fdx:accountbasic:read", "ACTIVE"), None)), "allow");
+    assert_eq!(
+        outcome(decide_with(&s, "GET", "/accounts/acct-2", us("fdx:accountdetailed:read", "ACTIVE"), None)),
+        "allow"
+    );
+    assert_eq!(
+        outcome(decide_with(&s, "GET", "/accounts/acct-3", us("fdx:accountdetailed:read", "ACTIVE"), None)),
+        "account_not_granted"
+    );
+    assert_eq!(
+        outcome(decide_with(
+            &s,
+            "GET",
+            "/accounts/acct-1/transactions",
+            us("fdx:accountdetailed:read", "ACTIVE"),
+            None
+        )),
+        "insufficient_scope"
+    );
+    assert_eq!(
+        outcome(decide_with(&s, "GET", "/accounts/acct-1/transactions", us("fdx:transactions:read", "REVOKED"), None)),
+        "consent_status"
+    );
+}
+
+#[test]
+fn generic_profile_table() {
+    let s = profile_set("generic");
+    let g = |status: &str| json!({"scope": "accounts", "consent_id": "c-1", "status": status, "account_ids": ["x1"]});
+    assert_eq!(outcome(decide_with(&s, "GET", "/banking/accounts", g("authorized"), None)), "allow");
+    assert_eq!(outcome(decide_with(&s, "GET", "/banking/accounts/x1/balance", g("authorized"), None)), "allow");
+    assert_eq!(
+        outcome(decide_with(&s, "GET", "/banking/accounts/x2/balance", g("authorized"), None)),
+        "account_not_granted"
+    );
+    assert_eq!(outcome(decide_with(&s, "GET", "/banking/accounts", g("revoked"), None)), "consent_status");
+}
+
+#[test]
+fn files_override_and_remove_profile_routes() {
+    let source = "[api]\nprefix = \"\"\nupstream = \"gobank\"\nprofile = \"obuk\"\nprofile_routes = true\n\n[[route]]\npath = \"/accounts\"\nscopes = [\"accounts\"]\npermissions = [\"ReadAccountsDetail\"]\nclient_ids = [\"tpp\"]\nacr_values = [\"urn:openbanking:psd2:sca\"]\n\n[[route]]\npath = \"/offers\"\nenabled = false\n";
+    let s = set(source);
+    let uk = json!({"scope": "accounts", "ConsentId": "c", "Status": "Authorised", "Permissions": ["ReadAccountsBasic", "ReadAccountsDetail", "ReadOffers"], "AccountIDs": [], "acr": "urn:openbanking:psd2:sca"});
+    assert_eq!(outcome(decide_with(&s, "GET", "/accounts", uk.clone(), None)), "allow");
+    let mut weak = uk.clone();
+    weak["acr"] = json!("urn:openbanking:psd2:ca");
+    let refusal = decide_with(&s, "GET", "/accounts", weak, None).unwrap_err();
+    assert_eq!(refusal.reason(), "insufficient_acr");
+    assert_eq!(refusal.status(), 401);
+    let mut other = uk.clone();
+    other["client_id"] = json!("someone");
+    assert_eq!(outcome(decide_with(&s, "GET", "/accounts", other, None)), "client_not_allowed");
+    assert_eq!(outcome(decide_with(&s, "GET", "/offers", uk.clone(), None)), "no_route");
+    assert_eq!(outcome(decide_with(&s, "GET", "/products", uk, None)), "permission_missing");
+}
+
+#[test]
+fn unknown_permissions_are_reported() {
+    let errors = errors_of(&UK.replace("permissions = [\"ReadBalances\"]", "permissions = [\"ReadBalance\"]"));
+    assert!(
+        errors.iter().any(|e| e.contains(
+            "p.toml:12: route `/accounts/{AccountId}/balances`: unknown permission `ReadBalance` for profile obuk"
+        )),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn explain_records_every_check() {
+    let s = set(UK);
+    let m = s.route(&"GET".parse().unwrap(), "/gobank/accounts/A3/balances", None).unwrap();
+    let mut claims = uk_token();
+    claims["scope"] = json!("openid");
+    let mut explanation = Explanation::default();
+    let result = m.run_checks(
+        &token(claims),
+        Presented { certificate_thumbprint: Some("THUMB"), body: None },
+        1_000,
+        &mut explanation,
+    );
+    assert_eq!(result.unwrap_err().reason(), "insufficient_scope", "the first failure decides");
+    let failed: Vec<Check> = explanation.checks.iter().filter(|(_, r)| r.is_err()).map(|(c, _)| *c).collect();
+    assert_eq!(failed, vec![Check::Scopes, Check::Account]);
+    assert!(explanation.checks.iter().any(|(c, r)| *c == Check::Binding && r.as_ref().unwrap().contains("THUMB")));
 }
