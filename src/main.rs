@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +36,22 @@ enum Command {
         #[arg(long, default_value = "gateway.toml")]
         config: PathBuf,
     },
+    /// Show how a request would be decided, check by check, for an introspection response.
+    Explain {
+        #[arg(long, default_value = "gateway.toml")]
+        config: PathBuf,
+        /// The introspection response (JSON file).
+        #[arg(long)]
+        claims: PathBuf,
+        /// The client certificate (PEM) the request comes with; default: the one the token is bound to.
+        #[arg(long)]
+        certificate: Option<PathBuf>,
+        /// The request body (JSON file), for routes that check it.
+        #[arg(long)]
+        body: Option<PathBuf>,
+        /// The request, e.g. "GET /gobank/accounts/GB-1001/balances".
+        request: String,
+    },
     /// Write a development PKI (CA, gateway server certificate, two TPP client certificates).
     Certs {
         #[arg(long, default_value = "certs")]
@@ -60,6 +76,15 @@ fn main() -> ExitCode {
             fapi_gateway::demo::run(config.as_deref()).map(|never| match never {})
         }
         Command::Check { config } => check(&config),
+        Command::Explain { config, claims, certificate, body, request } => {
+            match explain(&config, &claims, certificate.as_deref(), body.as_deref(), &request) {
+                Ok((report, allowed)) => {
+                    print!("{report}");
+                    return if allowed { ExitCode::SUCCESS } else { ExitCode::from(2) };
+                }
+                Err(e) => Err(e),
+            }
+        }
         Command::Certs { out } => {
             DevPki::at(&out).generate().map(|()| println!("wrote a development PKI to {}", out.display()))
         }
@@ -71,6 +96,34 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn explain(
+    config: &Path,
+    claims: &Path,
+    certificate: Option<&Path>,
+    body: Option<&Path>,
+    request: &str,
+) -> Result<(String, bool), String> {
+    let config = GatewayConfig::load(config).map_err(|e| e.to_string())?;
+    let json = |p: &Path| -> Result<serde_json::Value, String> {
+        let text = std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", p.display()))
+    };
+    let certificate_thumbprint = match certificate {
+        Some(p) => {
+            let der = fapi_gateway::client_identity::read_certificates(p)?.remove(0);
+            Some(fapi_gateway::client_identity::thumbprint(&der))
+        }
+        None => None,
+    };
+    let question = fapi_gateway::explain::Question {
+        request,
+        claims: json(claims)?,
+        certificate_thumbprint,
+        body: body.map(json).transpose()?,
+    };
+    fapi_gateway::explain::explain(&config.policies, question)
 }
 
 fn check(path: &std::path::Path) -> Result<(), String> {

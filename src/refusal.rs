@@ -206,6 +206,12 @@ impl Refusal {
         }
     }
 
+    /// One line for people: status, Open Banking code and message.
+    pub fn summary(&self) -> String {
+        let (code, message, _) = self.detail();
+        format!("{} {code} ({}): {message}", self.status(), self.reason())
+    }
+
     /// The whole response for this refusal.
     pub fn to_response(&self, interaction_id: &str) -> RefusalResponse {
         let status = self.status();

@@ -52,7 +52,7 @@ fn check_accepts_the_example_configuration() {
     let dir = workspace();
     let (ok, out) = gateway(&["check", "--config", "gateway.toml"], dir.path());
     assert!(ok, "{out}");
-    assert!(out.contains("gateway.toml: ok (2 APIs, 12 routes"), "{out}");
+    assert!(out.contains("gateway.toml: ok (2 APIs, 36 routes"), "{out}");
 }
 
 #[test]
@@ -73,7 +73,7 @@ fn check_lists_every_problem_with_file_and_line() {
     let (ok, out) = gateway(&["check", "--config", "gateway.toml"], dir.path());
     assert!(!ok, "{out}");
     assert!(out.contains("gateway.toml:7: `localhost-8443` is not an address"), "{out}");
-    assert!(out.contains("policies/gobank.toml:7: unknown profile `obzz`"), "{out}");
+    assert!(out.contains("policies/gobank.toml:10: unknown profile `obzz`"), "{out}");
     assert!(out.contains("policies/hyperscalebank.toml:30: path `/balances/{`"), "{out}");
     assert!(out.contains("3 problems found"), "{out}");
 }
@@ -84,4 +84,57 @@ fn check_reports_a_missing_file() {
     let (ok, out) = gateway(&["check", "--config", "nope.toml"], dir.path());
     assert!(!ok);
     assert!(out.contains("nope.toml: cannot read"), "{out}");
+}
+
+#[test]
+fn explain_shows_each_check_and_the_decision() {
+    let dir = workspace();
+    let claims = serde_json::json!({
+        "active": true, "scope": "openid accounts", "client_id": "financroo", "sub": "alice",
+        "cnf": {"x5t#S256": "abc"}, "ConsentId": "c-1", "Status": "Authorised",
+        "Permissions": ["ReadAccountsBasic", "ReadBalances"], "AccountIDs": ["GB-1001"]
+    });
+    std::fs::write(dir.path().join("claims.json"), claims.to_string()).unwrap();
+
+    let (ok, out) = gateway(
+        &["explain", "--config", "gateway.toml", "--claims", "claims.json", "GET /gobank/accounts/GB-1001/balances"],
+        dir.path(),
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("route: API `gobank`, GET /accounts/{AccountId}/balances (<built-in profile obuk>:"), "{out}");
+    assert!(out.contains("  pass  consent permissions: granted [ReadAccountsBasic ReadBalances]"), "{out}");
+    assert!(out.contains("  pass  account granted: GB-1001 is in [GB-1001]"), "{out}");
+    assert!(out.contains("decision: allowed; forwarded with consent \"c-1\""), "{out}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_fapi-gateway"))
+        .args([
+            "explain",
+            "--config",
+            "gateway.toml",
+            "--claims",
+            "claims.json",
+            "--certificate",
+            "certs/other-tpp.pem",
+            "GET /gobank/accounts/GB-1002/transactions",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("  FAIL  certificate binding (RFC 8705): 401 UK.OBIE.Header.Invalid (cert_mismatch)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  FAIL  consent permissions: 403 UK.OBIE.Resource.ConsentMismatch (permission_missing)"),
+        "{text}"
+    );
+    assert!(text.contains("  FAIL  account granted:"), "{text}");
+    assert!(text.contains("decision: refused, 401 UK.OBIE.Header.Invalid (cert_mismatch)"), "{text}");
+
+    let (ok, out) =
+        gateway(&["explain", "--config", "gateway.toml", "--claims", "claims.json", "GET /elsewhere"], dir.path());
+    assert!(!ok);
+    assert!(out.contains("route: none") && out.contains("404 UK.OBIE.Resource.NotFound (no_route)"), "{out}");
 }

@@ -293,3 +293,47 @@ async fn a_revocation_notice_takes_effect_on_the_next_request() {
     assert_eq!(w.introspections(), calls);
     assert_eq!(w.metric("fapi_gateway_revocations_total{kind=\"consent\"}").await, 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_must_name_the_tokens_consent() {
+    let w = World::start().await;
+    let consent = w.consent(&w.tpp, "gobank", &[], "alice", &["GB-1001"]).await;
+    let token = w.token(&w.tpp, Some(&consent), "openid payments", None).await;
+    let pay = |body: String| {
+        w.tpp
+            .post(w.url("/gobank/domestic-payments"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let body = |id: &str| {
+        serde_json::json!({"Data": {"ConsentId": id, "Initiation": {"InstructedAmount": {"Amount": "12.50", "Currency": "GBP"}}}, "Risk": {}})
+            .to_string()
+    };
+
+    let r = pay(body(&consent)).await.unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    assert_eq!(created["Data"]["ConsentId"], consent.as_str());
+    assert_eq!(created["Data"]["Initiation"]["InstructedAmount"]["Amount"], "12.50", "the body reached the bank whole");
+    let before = w.bank_requests();
+
+    let (status, _, _, code) = refusal(pay(body("consent-someone-else")).await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (403, "UK.OBIE.Resource.ConsentMismatch"));
+    assert_eq!(refusal(pay("{not json".into()).await.unwrap()).await.0, 400);
+    let huge = format!("{{\"Data\": {{\"ConsentId\": \"{consent}\"}}, \"Pad\": \"{}\"}}", "x".repeat(70 * 1024));
+    assert_eq!(pay(huge).await.unwrap().status(), 413);
+    // A read token cannot pay.
+    let (_, read_token) = w.go_bank_token().await;
+    let r = w
+        .tpp
+        .post(w.url("/gobank/domestic-payments"))
+        .bearer_auth(&read_token)
+        .body(body(&consent))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(w.bank_requests(), before, "no refused payment reached the bank");
+}

@@ -377,7 +377,7 @@ fn parse_api(
             sources.push((file, source, r));
         }
     }
-    if sources.is_empty() {
+    if sources.is_empty() && claims.is_some() {
         problem(
             &mut errors,
             None,
