@@ -97,6 +97,12 @@ fn edit(path: &std::path::Path, from: &str, to: &str) {
     std::fs::write(path, text.replace(from, to)).unwrap();
 }
 
+fn append(path: &std::path::Path, text: &str) {
+    let mut all = std::fs::read_to_string(path).unwrap();
+    all.push_str(text);
+    std::fs::write(path, all).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_under_load_drops_nothing_and_applies_the_new_rules() {
     let w = Arc::new(World::start().await);
@@ -125,10 +131,9 @@ async fn a_reload_under_load_drops_nothing_and_applies_the_new_rules() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let policy = w.dir.path().join("policies/gobank.toml");
-    edit(
+    append(
         &policy,
-        "path = \"/balances\"\nscopes = [\"accounts\"]\npermissions = [\"ReadBalances\"]",
-        "path = \"/balances\"\nscopes = [\"accounts\"]\npermissions = [\"ReadBalancesNever\"]",
+        "\n[[route]]\npath = \"/balances\"\nscopes = [\"accounts\"]\npermissions = [\"ReadDirectDebits\"]\n",
     );
     wait_for_metric(&w, "fapi_gateway_config_generation", 2.0).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -154,7 +159,7 @@ async fn an_invalid_reload_keeps_the_old_rules() {
     assert_eq!(w.get(&w.tpp, "/gobank/accounts", &token).await.status(), 200);
     // SIGHUP-style explicit reload reports the same problem, with file and line.
     let e = w.gateway.reloader.reload().unwrap_err();
-    assert!(e.contains("gobank.toml:8: unknown field `surprise`"), "{e}");
+    assert!(e.contains("gobank.toml:11: unknown field `surprise`"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,10 +187,9 @@ async fn server_certificate_and_client_ca_rotate_without_restart() {
 async fn a_route_can_demand_fresher_introspection_than_the_cache_keeps() {
     let w = World::start().await;
     let (_, token) = w.go_bank_token().await;
-    edit(
+    append(
         &w.dir.path().join("policies/gobank.toml"),
-        "path = \"/balances\"\nscopes = [\"accounts\"]",
-        "path = \"/balances\"\ncache_ttl_seconds = 0\nscopes = [\"accounts\"]",
+        "\n[[route]]\npath = \"/balances\"\ncache_ttl_seconds = 0\nscopes = [\"accounts\"]\npermissions = [\"ReadBalances\"]\n",
     );
     w.gateway.reloader.reload().unwrap();
     assert_eq!(w.get(&w.tpp, "/gobank/accounts", &token).await.status(), 200);
