@@ -38,7 +38,7 @@ pub fn explain(policies: &PolicySet, q: Question<'_>) -> Result<(String, bool), 
     };
     let route = matched.route;
     out.push_str(&format!(
-        "route: API `{}`, {} {} ({}:{}); authorization server `{}`; upstream {} {}{}\n",
+        "route: API `{}`, {} {} ({}:{}); authorization server `{}`; forwarded to upstream `{}` ({}) as {}\n",
         matched.api.name,
         route.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","),
         route.path,
