@@ -79,7 +79,9 @@ impl DevPki {
         self.write("ca.pem", &ca_cert.pem())?;
         self.write_key("ca.key", &ca_key)?;
 
-        let mut server = params("localhost", "fapi-gateway dev", &["localhost", "127.0.0.1"])?;
+        // Also the docker compose service names, so the same PKI serves both demos.
+        let mut server =
+            params("localhost", "fapi-gateway dev", &["localhost", "127.0.0.1", "gateway", "authorization-server"])?;
         server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.leaf("gateway", server, &ca_cert, &ca_key)?;
 

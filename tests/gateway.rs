@@ -337,3 +337,40 @@ async fn a_payment_must_name_the_tokens_consent() {
     assert_eq!(r.status(), 403);
     assert_eq!(w.bank_requests(), before, "no refused payment reached the bank");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_api_asks_its_own_authorization_server() {
+    // Go Bank's tokens are introspected at the mock server, Hyperscale Bank's at another
+    // (a scripted server that calls every token active and bound to the TPP).
+    let other = common::faulty::FaultyServer::start(String::new()).await;
+    let mut options = Options::default();
+    options.policy_additions = vec![
+        ("gobank.toml".into(), "authorization_server = \"gobank-as\"".into()),
+        ("hyperscalebank.toml".into(), "authorization_server = \"hyperscale-as\"".into()),
+    ];
+    let placeholder = "MOCK_AS";
+    options.servers_toml = Some(format!(
+        "[authorization_servers.gobank-as]\n{}\n[authorization_servers.hyperscale-as]\nintrospection_endpoint = \"{}/introspect\"\nclient_id = \"fapi-gateway\"\nclient_secret = \"test-secret\"\n",
+        common::mock_server_section(placeholder),
+        other.issuer()
+    ));
+    let w = World::start_with_servers(options).await;
+    let cert = fapi_gateway::client_identity::read_certificates(&w.pki.tpp_cert()).unwrap().remove(0);
+    other.bind_to(fapi_gateway::client_identity::thumbprint(&cert));
+
+    let (_, token) = w.go_bank_token().await;
+    assert_eq!(w.get(&w.tpp, "/gobank/accounts", &token).await.status(), 200);
+    assert_eq!((w.introspections(), other.calls()), (1, 0));
+    // The same token string at the other API is another server's business: its own call, its own entry.
+    let r = w.get(&w.tpp, "/hyperscalebank/accounts", &token).await;
+    assert_eq!(r.status(), 403, "the scripted server's claims are UK-shaped, not generic: no consent_id");
+    assert_eq!((w.introspections(), other.calls()), (1, 1));
+    assert_eq!(w.get(&w.tpp, "/gobank/accounts", &token).await.status(), 200);
+    assert_eq!((w.introspections(), other.calls()), (1, 1), "both cached, separately");
+    let text = w.admin("/metrics").await.1;
+    assert_eq!(metric_value(&text, r#"fapi_gateway_circuit_state{server="gobank-as"}"#), 0.0);
+    assert!(
+        text.contains(r#"fapi_gateway_introspection_duration_seconds_count{outcome="ok",server="hyperscale-as"} 1"#),
+        "{text}"
+    );
+}

@@ -31,6 +31,10 @@ pub struct Options {
     pub authorization_server: Option<String>,
     /// Use this PKI (copied) instead of a fresh one.
     pub pki: Option<PathBuf>,
+    /// Replaces the whole [authorization_server] section (e.g. several servers).
+    pub servers_toml: Option<String>,
+    /// Text appended to policy files before the gateway starts: (file name, text).
+    pub policy_additions: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -42,6 +46,8 @@ impl Default for Options {
             revocation_hook: true,
             authorization_server: None,
             pki: None,
+            servers_toml: None,
+            policy_additions: Vec::new(),
         }
     }
 }
@@ -85,6 +91,12 @@ pub fn write_config(dir: &Path, fixtures: &Fixtures, gateway: SocketAddr, admin:
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), policies.join(entry.file_name())).unwrap();
     }
+    for (file, text) in &o.policy_additions {
+        let path = policies.join(file);
+        let mut all = std::fs::read_to_string(&path).unwrap();
+        all = all.replacen("[api]\n", &format!("[api]\n{text}\n"), 1);
+        std::fs::write(&path, all).unwrap();
+    }
     let text = format!(
         r#"
 policies = "policies"
@@ -96,8 +108,7 @@ client_ca = "certs/ca.pem"
 [admin]
 address = "{admin}"
 bearer_secret = "{ADMIN_SECRET}"
-[authorization_server]
-{server}
+{servers}
 [cache]
 max_ttl_seconds = {max}
 inactive_ttl_seconds = {inactive}
@@ -108,10 +119,13 @@ hyperscalebank = "http://{hs}"
 [server]
 threads = 2
 "#,
-        server = o
-            .authorization_server
-            .clone()
-            .unwrap_or_else(|| mock_server_section(&fixtures.authorization_server_addr.to_string())),
+        servers = o.servers_toml.clone().unwrap_or_else(|| {
+            let body = o
+                .authorization_server
+                .clone()
+                .unwrap_or_else(|| mock_server_section(&fixtures.authorization_server_addr.to_string()));
+            format!("[authorization_server]\n{body}")
+        }),
         capacity = o.capacity,
         gb = fixtures.go_bank_addr,
         hs = fixtures.hyperscale_bank_addr,
@@ -157,6 +171,11 @@ impl World {
         Self::start_with(Options::default()).await
     }
 
+    /// Like `start_with`; `MOCK_AS` in `servers_toml` stands for the mock server's address.
+    pub async fn start_with_servers(options: Options) -> World {
+        Self::start_with(options).await
+    }
+
     pub async fn start_with(options: Options) -> World {
         fapi_gateway::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
@@ -189,6 +208,10 @@ impl World {
         )
         .await
         .unwrap();
+        let mut options = options;
+        if let Some(servers) = &mut options.servers_toml {
+            *servers = servers.replace("MOCK_AS", &fixtures.authorization_server_addr.to_string());
+        }
         let config_path = write_config(dir.path(), &fixtures, gateway_addr, admin_addr, &options);
         let config = GatewayConfig::load(&config_path).unwrap();
         let gateway = RunningGateway::start(config).await.unwrap();
