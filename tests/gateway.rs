@@ -343,17 +343,19 @@ async fn each_api_asks_its_own_authorization_server() {
     // Go Bank's tokens are introspected at the mock server, Hyperscale Bank's at another
     // (a scripted server that calls every token active and bound to the TPP).
     let other = common::faulty::FaultyServer::start(String::new()).await;
-    let mut options = Options::default();
-    options.policy_additions = vec![
-        ("gobank.toml".into(), "authorization_server = \"gobank-as\"".into()),
-        ("hyperscalebank.toml".into(), "authorization_server = \"hyperscale-as\"".into()),
-    ];
-    let placeholder = "MOCK_AS";
-    options.servers_toml = Some(format!(
+    let servers = format!(
         "[authorization_servers.gobank-as]\n{}\n[authorization_servers.hyperscale-as]\nintrospection_endpoint = \"{}/introspect\"\nclient_id = \"fapi-gateway\"\nclient_secret = \"test-secret\"\n",
-        common::mock_server_section(placeholder),
+        common::mock_server_section("MOCK_AS"),
         other.issuer()
-    ));
+    );
+    let options = Options {
+        policy_additions: vec![
+            ("gobank.toml".into(), "authorization_server = \"gobank-as\"".into()),
+            ("hyperscalebank.toml".into(), "authorization_server = \"hyperscale-as\"".into()),
+        ],
+        servers_toml: Some(servers),
+        ..Options::default()
+    };
     let w = World::start_with_servers(options).await;
     let cert = fapi_gateway::client_identity::read_certificates(&w.pki.tpp_cert()).unwrap().remove(0);
     other.bind_to(fapi_gateway::client_identity::thumbprint(&cert));
