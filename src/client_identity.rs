@@ -28,7 +28,8 @@ use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use sha2::{Digest, Sha256};
 
-use crate::config::ListenerConfig;
+use crate::config::{CertificateHeader, ClientCertificateSource, ListenerConfig, TlsProfile};
+use std::path::PathBuf;
 
 /// The verified client certificate of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +46,74 @@ impl ClientCertificate {
     /// The certificate of the connection a request arrived on, if it was verified.
     pub fn of_session(session: &pingora_proxy::Session) -> Option<&ClientCertificate> {
         session.digest()?.ssl_digest.as_ref()?.extension.get::<ClientCertificate>()
+    }
+}
+
+/// The rustls provider for a TLS profile: ring, with the FAPI profile's TLS 1.2 suites
+/// limited to ECDHE with AES-GCM (FAPI 1.0 Advanced §8.5, FAPI 2.0 §5.2.2; the ECDSA
+/// twins are allowed as is common). TLS 1.3 suites are all permitted.
+pub fn crypto_provider(profile: TlsProfile) -> rustls::crypto::CryptoProvider {
+    use rustls::crypto::ring::cipher_suite as suite;
+    let mut provider = rustls::crypto::ring::default_provider();
+    if profile == TlsProfile::Fapi {
+        provider.cipher_suites = vec![
+            suite::TLS13_AES_128_GCM_SHA256,
+            suite::TLS13_AES_256_GCM_SHA384,
+            suite::TLS13_CHACHA20_POLY1305_SHA256,
+            suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        ];
+    }
+    provider
+}
+
+/// Installs the process-wide provider for `profile`. pingora builds its listener with
+/// the process default, so the profile is fixed once per process: asking for another
+/// one later is an error.
+pub fn install_crypto_provider(profile: TlsProfile) -> Result<(), String> {
+    let wanted = crypto_provider(profile);
+    let _ = rustls::crypto::CryptoProvider::install_default(crypto_provider(profile));
+    let installed = rustls::crypto::CryptoProvider::get_default().ok_or("no TLS provider installed")?;
+    let names = |p: &rustls::crypto::CryptoProvider| p.cipher_suites.iter().map(|s| s.suite()).collect::<Vec<_>>();
+    if names(installed) != names(&wanted) {
+        return Err(format!("this process already runs another TLS profile than `{profile:?}`; one profile per process"));
+    }
+    Ok(())
+}
+
+/// The certificate chain a trusted proxy put in a header: `Ok(None)` when absent.
+pub fn certificate_from_header(
+    headers: &http::HeaderMap,
+    format: CertificateHeader,
+) -> Result<Option<Vec<CertificateDer<'static>>>, &'static str> {
+    use base64::engine::general_purpose::STANDARD;
+    match format {
+        CertificateHeader::Rfc9440 => {
+            let Some(leaf) = headers.get("client-cert") else { return Ok(None) };
+            // A structured-field byte sequence: `:base64:`.
+            let binary = |item: &str| -> Result<CertificateDer<'static>, &'static str> {
+                let inner = item.trim().strip_prefix(':').and_then(|s| s.strip_suffix(':')).ok_or("not a byte sequence")?;
+                STANDARD.decode(inner).map(CertificateDer::from).map_err(|_| "not base64")
+            };
+            let mut chain = vec![binary(leaf.to_str().map_err(|_| "not ASCII")?)?];
+            for value in headers.get_all("client-cert-chain") {
+                for item in value.to_str().map_err(|_| "not ASCII")?.split(',') {
+                    chain.push(binary(item)?);
+                }
+            }
+            Ok(Some(chain))
+        }
+        CertificateHeader::XSslClientCert => {
+            let Some(value) = headers.get("x-ssl-client-cert") else { return Ok(None) };
+            let pem = percent_encoding::percent_decode(value.as_bytes()).collect::<Vec<u8>>();
+            let certs = rustls_pemfile::certs(&mut &pem[..]).collect::<Result<Vec<_>, _>>().map_err(|_| "not PEM")?;
+            if certs.is_empty() {
+                return Err("no certificate in the PEM");
+            }
+            Ok(Some(certs))
+        }
     }
 }
 
@@ -96,8 +165,16 @@ pub struct ClientVerifier {
 }
 
 impl ClientVerifier {
-    pub fn load(ca: &Path) -> Result<ClientVerifier, String> {
-        Ok(ClientVerifier { current: ArcSwap::from_pointee(client_verifier(ca)?) })
+    pub fn load(ca: &Path, crls: &[PathBuf]) -> Result<ClientVerifier, String> {
+        Ok(ClientVerifier { current: ArcSwap::from_pointee(client_verifier(ca, crls)?) })
+    }
+
+    /// Verifies a certificate that arrived in a header from a trusted proxy, as a
+    /// handshake would; returns its thumbprint.
+    pub fn verify_presented(&self, chain: &[CertificateDer<'static>]) -> Result<ClientCertificate, String> {
+        let (leaf, intermediates) = chain.split_first().ok_or("no certificate")?;
+        self.current.load().verify_client_cert(leaf, intermediates, UnixTime::now()).map_err(|e| e.to_string())?;
+        Ok(ClientCertificate::from_der(leaf))
     }
 
     pub fn replace(&self, verifier: Arc<dyn ClientCertVerifier>) {
@@ -175,13 +252,26 @@ pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
         .ok_or_else(|| format!("{} holds no private key", path.display()))
 }
 
-/// A verifier that requires a client certificate chaining to the CA bundle at `path`.
-pub fn client_verifier(path: &Path) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+/// A verifier that requires a client certificate chaining to the CA bundle at `path` and
+/// not revoked by any of the CRLs (PEM files).
+pub fn client_verifier(path: &Path, crl_files: &[PathBuf]) -> Result<Arc<dyn ClientCertVerifier>, String> {
     let mut roots = RootCertStore::empty();
     for cert in read_certificates(path)? {
         roots.add(cert).map_err(|e| format!("{}: unusable CA certificate: {e}", path.display()))?;
     }
+    let mut crls = Vec::new();
+    for file in crl_files {
+        let f = File::open(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let found = rustls_pemfile::crls(&mut BufReader::new(f))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{} is not valid PEM: {e}", file.display()))?;
+        if found.is_empty() {
+            return Err(format!("{} holds no CRL", file.display()));
+        }
+        crls.extend(found);
+    }
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::new(rustls::crypto::ring::default_provider()))
+        .with_crls(crls)
         .build()
         .map_err(|e| format!("{}: {e}", path.display()))
 }
@@ -194,7 +284,10 @@ pub fn tls_settings(
 ) -> Result<TlsSettings, String> {
     let mut settings = TlsSettings::with_callbacks(Box::new(HandshakeCallback)).map_err(|e| e.to_string())?;
     settings.set_cert_resolver(server_certificate);
-    settings.set_client_cert_verifier(client_verifier);
+    // Behind a proxy the certificate comes in a header; the handshake asks for none.
+    if listener.client_certificates == ClientCertificateSource::Handshake {
+        settings.set_client_cert_verifier(client_verifier);
+    }
     if listener.http2 {
         settings.enable_h2();
     }

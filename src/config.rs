@@ -99,6 +99,10 @@ struct ConfigFile {
     server: ServerSection,
     #[serde(default)]
     logging: LoggingSection,
+    #[serde(default)]
+    limits: LimitsSection,
+    #[serde(default)]
+    dpop: DpopSection,
 }
 
 fn default_policies() -> Spanned<String> {
@@ -109,11 +113,99 @@ fn default_policies() -> Spanned<String> {
 #[serde(deny_unknown_fields)]
 struct ListenerSection {
     address: Spanned<String>,
-    certificate: Spanned<String>,
-    private_key: Spanned<String>,
+    certificate: Option<Spanned<String>>,
+    private_key: Option<Spanned<String>>,
     client_ca: Spanned<String>,
+    #[serde(default)]
+    crls: Vec<Spanned<String>>,
     #[serde(default = "yes")]
     http2: bool,
+    #[serde(default = "default_tls_profile")]
+    tls_profile: Spanned<String>,
+    /// `mtls`: the client certificate comes from this listener's TLS handshake;
+    /// `behind_proxy`: from a header set by a TLS-terminating load balancer (RFC 9440).
+    #[serde(default = "default_mode")]
+    mode: Spanned<String>,
+    /// In `behind_proxy` mode: whether this listener still speaks TLS (without client certificates).
+    #[serde(default = "yes")]
+    tls: bool,
+    #[serde(default)]
+    trusted_proxies: Vec<Spanned<String>>,
+    #[serde(default = "default_cert_header")]
+    client_cert_header: Spanned<String>,
+}
+
+fn default_tls_profile() -> Spanned<String> {
+    Spanned::new(0..0, "fapi".into())
+}
+fn default_mode() -> Spanned<String> {
+    Spanned::new(0..0, "mtls".into())
+}
+fn default_cert_header() -> Spanned<String> {
+    Spanned::new(0..0, "rfc9440".into())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    #[serde(default = "default_header_count")]
+    max_header_count: usize,
+    #[serde(default = "default_header_bytes")]
+    max_header_bytes: usize,
+    #[serde(default = "default_body_bytes")]
+    max_body_bytes: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_header_count: default_header_count(),
+            max_header_bytes: default_header_bytes(),
+            max_body_bytes: default_body_bytes(),
+        }
+    }
+}
+
+fn default_header_count() -> usize {
+    100
+}
+fn default_header_bytes() -> usize {
+    16 * 1024
+}
+fn default_body_bytes() -> u64 {
+    1024 * 1024
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DpopSection {
+    #[serde(default = "default_dpop_age")]
+    max_age_seconds: u64,
+    /// The external base URL (`https://api.bank.example`) proofs' `htu` must start with;
+    /// by default `https://` and the request's Host.
+    external_url: Option<Spanned<String>>,
+    #[serde(default)]
+    require_nonce: bool,
+    #[serde(default = "default_replay_capacity")]
+    replay_capacity: u64,
+}
+
+impl Default for DpopSection {
+    fn default() -> Self {
+        DpopSection {
+            max_age_seconds: default_dpop_age(),
+            external_url: None,
+            require_nonce: false,
+            replay_capacity: default_replay_capacity(),
+        }
+    }
+}
+
+fn default_dpop_age() -> u64 {
+    300
+}
+fn default_replay_capacity() -> u64 {
+    1_000_000
 }
 
 #[derive(Debug, Deserialize)]
@@ -317,10 +409,102 @@ impl IdentityHeaderNames {
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
     pub address: SocketAddr,
-    pub certificate: PathBuf,
-    pub private_key: PathBuf,
+    /// The server certificate and key; absent only behind a proxy with `tls = false`.
+    pub tls: Option<(PathBuf, PathBuf)>,
     pub client_ca: PathBuf,
+    pub crls: Vec<PathBuf>,
     pub http2: bool,
+    pub tls_profile: TlsProfile,
+    pub client_certificates: ClientCertificateSource,
+}
+
+/// Which TLS versions and cipher suites the listener offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsProfile {
+    /// TLS 1.3, and TLS 1.2 with only the FAPI-permitted ECDHE AES-GCM suites.
+    Fapi,
+    /// Everything rustls offers (TLS 1.2 ChaCha20 too).
+    Compatible,
+}
+
+/// Where the client certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCertificateSource {
+    /// This listener's TLS handshake (mandatory client certificates).
+    Handshake,
+    /// A header set by a TLS-terminating proxy, believed only from these peers.
+    ProxyHeader { trusted: Vec<Cidr>, format: CertificateHeader },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertificateHeader {
+    /// RFC 9440 `Client-Cert` (and `Client-Cert-Chain`).
+    Rfc9440,
+    /// `X-SSL-Client-Cert`: URL-encoded PEM (nginx, AWS API Gateway authorizers).
+    XSslClientCert,
+}
+
+/// An address range, e.g. `10.0.0.0/8`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let network: std::net::IpAddr = addr.parse().map_err(|_| format!("`{s}` is not an IP address or CIDR"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("`{s}`: bad prefix length"))?,
+            None => max,
+        };
+        Ok(Cidr { network, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        let bits = |a: std::net::IpAddr| -> u128 {
+            match a {
+                std::net::IpAddr::V4(v) => u32::from(v) as u128,
+                std::net::IpAddr::V6(v) => u128::from(v),
+            }
+        };
+        if ip.is_ipv4() != self.network.is_ipv4() {
+            return false;
+        }
+        let width = if ip.is_ipv4() { 32 } else { 128 };
+        let shift = width - self.prefix as u32;
+        if shift >= 128 {
+            return true;
+        }
+        (bits(ip) >> shift) == (bits(self.network) >> shift)
+    }
+}
+
+/// Limits on what a client may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_header_count: usize,
+    pub max_header_bytes: usize,
+    /// For bodies the gateway only forwards (routes that read theirs have `max_body_bytes`).
+    pub max_body_bytes: u64,
+}
+
+/// RFC 9449 proof checking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpopConfig {
+    pub max_age: Duration,
+    pub external_url: Option<String>,
+    pub require_nonce: bool,
+    pub replay_capacity: u64,
 }
 
 /// How the gateway authenticates to an authorization server.
@@ -456,6 +640,10 @@ pub struct GatewayConfig {
     pub listener: ListenerConfig,
     pub admin: Option<AdminConfig>,
     pub logging: LoggingConfig,
+    pub limits: Limits,
+    pub dpop: DpopConfig,
+    /// Not errors, but worth an operator's look (`check` prints them).
+    pub warnings: Vec<ConfigError>,
     /// At least one; policies name theirs (or use the only one).
     pub authorization_servers: Vec<AuthorizationServerConfig>,
     pub cache: CacheConfig,
@@ -500,9 +688,91 @@ impl GatewayConfig {
             }
             resolved
         };
-        let certificate = existing_file(&file.listener.certificate, "certificate", &mut errors);
-        let private_key = existing_file(&file.listener.private_key, "private key", &mut errors);
-        let client_ca = existing_file(&file.listener.client_ca, "client CA", &mut errors);
+        let l = &file.listener;
+        let mut warnings = Vec::new();
+        let behind_proxy = match l.mode.get_ref().as_str() {
+            "mtls" => false,
+            "behind_proxy" => true,
+            other => {
+                err(&mut errors, l.mode.span(), format!("listener.mode `{other}` is not one of: mtls, behind_proxy"));
+                false
+            }
+        };
+        let wants_tls = !behind_proxy || l.tls;
+        let tls = match (&l.certificate, &l.private_key, wants_tls) {
+            (Some(c), Some(k), true) => Some((
+                existing_file(c, "certificate", &mut errors),
+                existing_file(k, "private key", &mut errors),
+            )),
+            (_, _, true) => {
+                errors.push(ConfigError::new(path, None, "listener.certificate and listener.private_key are required for TLS"));
+                None
+            }
+            (_, _, false) => None,
+        };
+        let client_ca = existing_file(&l.client_ca, "client CA", &mut errors);
+        let crls: Vec<PathBuf> = l.crls.iter().map(|c| existing_file(c, "CRL", &mut errors)).collect();
+        let tls_profile = match l.tls_profile.get_ref().as_str() {
+            "fapi" => TlsProfile::Fapi,
+            "compatible" => {
+                warnings.push(ConfigError::at(
+                    path,
+                    source,
+                    Some(l.tls_profile.span()),
+                    "listener.tls_profile `compatible` allows TLS 1.2 suites FAPI does not permit (ChaCha20-Poly1305)",
+                ));
+                TlsProfile::Compatible
+            }
+            other => {
+                err(&mut errors, l.tls_profile.span(), format!("listener.tls_profile `{other}` is not one of: fapi, compatible"));
+                TlsProfile::Fapi
+            }
+        };
+        let client_certificates = if behind_proxy {
+            let mut trusted = Vec::new();
+            for c in &l.trusted_proxies {
+                match Cidr::parse(c.get_ref()) {
+                    Ok(cidr) => trusted.push(cidr),
+                    Err(m) => err(&mut errors, c.span(), m),
+                }
+            }
+            if l.trusted_proxies.is_empty() {
+                errors.push(ConfigError::new(path, None, "listener.mode `behind_proxy` needs trusted_proxies (the load balancers' addresses)"));
+            }
+            let format = match l.client_cert_header.get_ref().as_str() {
+                "rfc9440" => CertificateHeader::Rfc9440,
+                "x-ssl-client-cert" => CertificateHeader::XSslClientCert,
+                other => {
+                    err(&mut errors, l.client_cert_header.span(), format!("client_cert_header `{other}` is not one of: rfc9440, x-ssl-client-cert"));
+                    CertificateHeader::Rfc9440
+                }
+            };
+            ClientCertificateSource::ProxyHeader { trusted, format }
+        } else {
+            if !l.trusted_proxies.is_empty() {
+                warnings.push(ConfigError::new(path, None, "listener.trusted_proxies is ignored in mode `mtls`"));
+            }
+            ClientCertificateSource::Handshake
+        };
+        let limits = Limits {
+            max_header_count: file.limits.max_header_count.max(1),
+            max_header_bytes: file.limits.max_header_bytes.max(1),
+            max_body_bytes: file.limits.max_body_bytes,
+        };
+        let dpop = DpopConfig {
+            max_age: Duration::from_secs(file.dpop.max_age_seconds.clamp(1, 3600)),
+            external_url: file.dpop.external_url.as_ref().and_then(|u| {
+                match u.get_ref().parse::<http::Uri>() {
+                    Ok(uri) if uri.scheme_str() == Some("https") && uri.host().is_some() => Some(u.get_ref().trim_end_matches('/').to_string()),
+                    _ => {
+                        err(&mut errors, u.span(), format!("dpop.external_url `{}` must be an https URL", u.get_ref()));
+                        None
+                    }
+                }
+            }),
+            require_nonce: file.dpop.require_nonce,
+            replay_capacity: file.dpop.replay_capacity.max(1),
+        };
 
         let admin = file.admin.as_ref().and_then(|a| {
             if let Some(secret) = &a.bearer_secret {
@@ -719,11 +989,16 @@ impl GatewayConfig {
             source: path.to_path_buf(),
             listener: ListenerConfig {
                 address: listener_address.expect("checked above"),
-                certificate,
-                private_key,
+                tls,
                 client_ca,
+                crls,
                 http2: file.listener.http2,
+                tls_profile,
+                client_certificates,
             },
+            limits,
+            dpop,
+            warnings,
             admin,
             logging: LoggingConfig { format: log_format, level: file.logging.level.get_ref().clone() },
             authorization_servers,
@@ -825,7 +1100,7 @@ gobank = "http://127.0.0.1:8070"
     fn a_valid_config_loads_with_defaults() {
         let dir = folder();
         let c = GatewayConfig::parse(&dir.path().join("gateway.toml"), VALID).unwrap();
-        assert_eq!(c.listener.certificate, dir.path().join("c.pem"));
+        assert_eq!(c.listener.tls.as_ref().unwrap().0, dir.path().join("c.pem"));
         assert_eq!(c.cache.max_ttl, Duration::from_secs(30));
         assert_eq!(c.identity_headers, IdentityHeaderNames::default());
         assert_eq!(c.policies.apis().len(), 1);

@@ -17,6 +17,9 @@ use crate::pki::DevPki;
 pub const AUTHORIZATION_SERVER: &str = "127.0.0.1:9443";
 pub const GO_BANK: &str = "127.0.0.1:8070";
 pub const HYPERSCALE_BANK: &str = "127.0.0.1:7070";
+pub const CONSENT_STORAGE: &str = "127.0.0.1:8084";
+/// The consent storage's secret at the mock authorization server (a development value).
+pub const CONSENT_STORAGE_SECRET: &str = "dev-consent-storage-secret";
 
 /// The configuration compiled into the binary, for running the demo anywhere.
 pub const EMBEDDED_CONFIG: &str = include_str!("../gateway.toml");
@@ -33,6 +36,7 @@ pub struct Fixtures {
     pub authorization_server_addr: SocketAddr,
     pub go_bank_addr: SocketAddr,
     pub hyperscale_bank_addr: SocketAddr,
+    pub consent_storage_addr: Option<SocketAddr>,
     running: Vec<Running>,
 }
 
@@ -48,6 +52,8 @@ pub struct FixtureAddresses {
     pub authorization_server: SocketAddr,
     pub go_bank: SocketAddr,
     pub hyperscale_bank: SocketAddr,
+    /// The consent storage page, if wanted.
+    pub consent_storage: Option<SocketAddr>,
 }
 
 /// How the fixtures are wired to the gateway.
@@ -57,6 +63,7 @@ pub struct FixtureOptions {
     pub token_lifetime: Duration,
     /// Where the authorization server reports revoked consents.
     pub revocation_hook: Option<RevocationHook>,
+    pub consent_storage_secret: Option<String>,
 }
 
 /// Starts the mock authorization server (its TLS certificate and client CA from `pki`)
@@ -75,6 +82,7 @@ pub async fn start_fixtures(
         introspection_client_secret: options.introspection_client_secret,
         token_lifetime: options.token_lifetime,
         revocation_hook: options.revocation_hook,
+        consent_storage_secret: options.consent_storage_secret.clone(),
         banks: HashMap::from([
             ("gobank".to_string(), ConsentShape::Obuk),
             ("hyperscalebank".to_string(), ConsentShape::Generic),
@@ -88,14 +96,25 @@ pub async fn start_fixtures(
     let gb_running = go_bank.serve(addresses.go_bank).await?;
     let hyperscale_bank = Bank::new(BankData::hyperscale_bank());
     let hs_running = hyperscale_bank.serve(addresses.hyperscale_bank).await?;
+    let mut running = vec![as_running, gb_running, hs_running];
+    let mut consent_storage_addr = None;
+    if let Some(addr) = addresses.consent_storage {
+        let secret = options.consent_storage_secret.clone().unwrap_or_default();
+        let url = format!("https://{}", running[0].addr);
+        let storage = crate::fixtures::ConsentStorage::new(&url, &pki.ca(), &secret)?;
+        let r = storage.serve(addr).await?;
+        consent_storage_addr = Some(r.addr);
+        running.push(r);
+    }
     Ok(Fixtures {
         authorization_server,
         go_bank,
         hyperscale_bank,
-        authorization_server_addr: as_running.addr,
-        go_bank_addr: gb_running.addr,
-        hyperscale_bank_addr: hs_running.addr,
-        running: vec![as_running, gb_running, hs_running],
+        authorization_server_addr: running[0].addr,
+        go_bank_addr: running[1].addr,
+        hyperscale_bank_addr: running[2].addr,
+        consent_storage_addr,
+        running,
     })
 }
 
@@ -129,8 +148,10 @@ pub fn run(config: Option<&Path>) -> Result<std::convert::Infallible, String> {
         println!("wrote a development PKI to {}", pki.dir.display());
     }
     let config = GatewayConfig::load(&config_path).map_err(|e| e.to_string())?;
+    crate::client_identity::install_crypto_provider(config.listener.tls_profile)?;
     let server = config.authorization_servers.first().ok_or("no authorization server configured")?;
     let options = FixtureOptions {
+        consent_storage_secret: Some(CONSENT_STORAGE_SECRET.into()),
         introspection_client_id: server.client_id.clone(),
         introspection_client_secret: match &server.client_auth {
             ClientAuth::SecretBasic { secret } | ClientAuth::SecretPost { secret } => secret.clone(),
@@ -153,6 +174,7 @@ pub fn run(config: Option<&Path>) -> Result<std::convert::Infallible, String> {
         authorization_server: AUTHORIZATION_SERVER.parse().expect("valid"),
         go_bank: upstream("gobank", GO_BANK),
         hyperscale_bank: upstream("hyperscalebank", HYPERSCALE_BANK),
+        consent_storage: Some(CONSENT_STORAGE.parse().expect("valid")),
     };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let fixture_pki = pki.clone();
@@ -184,7 +206,7 @@ pub fn run(config: Option<&Path>) -> Result<std::convert::Infallible, String> {
         .map_err(|e| e.to_string())?;
     ready_rx.recv().map_err(|e| e.to_string())??;
     println!(
-        "fapi-gateway demo\n  gateway (mTLS)          https://{}\n  authorization server    https://{AUTHORIZATION_SERVER}\n  Go Bank                 http://{}\n  Hyperscale Bank         http://{}\n  admin                   {}\n  TPP certificate         {}, {}\nSee README.md for the walk-through. Ctrl-C stops.",
+        "fapi-gateway demo\n  gateway (mTLS)          https://{}\n  authorization server    https://{AUTHORIZATION_SERVER}\n  consent storage         http://{CONSENT_STORAGE}/\n  Go Bank                 http://{}\n  Hyperscale Bank         http://{}\n  admin                   {}\n  TPP certificate         {}, {}\nSee README.md for the walk-through. Ctrl-C stops.",
         config.listener.address,
         addresses_of(&config, "gobank"),
         addresses_of(&config, "hyperscalebank"),

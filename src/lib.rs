@@ -26,9 +26,10 @@ pub mod refusal;
 pub mod reload;
 pub mod resilience;
 pub mod server;
+pub mod tpp;
 
-/// Installs ring as the process-wide rustls provider. Call before any TLS is set up:
-/// pingora, reqwest and the fixtures all use the process default.
+/// Installs ring, with the FAPI TLS profile, as the process-wide rustls provider. Call
+/// before any TLS is set up: pingora, reqwest and the fixtures all use the process default.
 pub fn install_crypto_provider() {
-    pingora_rustls::install_default_crypto_provider();
+    client_identity::install_crypto_provider(config::TlsProfile::Fapi).expect("one TLS profile per process");
 }

@@ -52,6 +52,25 @@ enum Command {
         /// The request, e.g. "GET /gobank/accounts/GB-1001/balances".
         request: String,
     },
+    /// Run one of the test fixtures on its own (as the docker compose stack does).
+    Fixture {
+        #[command(subcommand)]
+        fixture: Fixture,
+    },
+    /// The scripted TPP journey across both banks, ending with a revocation.
+    Tpp {
+        #[arg(long, default_value = "https://127.0.0.1:8443")]
+        gateway: String,
+        #[arg(long, default_value = "https://127.0.0.1:9443")]
+        authorization_server: String,
+        #[arg(long, default_value = "certs")]
+        certs: PathBuf,
+        #[arg(long, default_value = "alice")]
+        subject: String,
+        /// Leave one Go Bank consent authorised; print it and its token.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Write a development PKI (CA, gateway server certificate, two TPP client certificates).
     Certs {
         #[arg(long, default_value = "certs")]
@@ -59,10 +78,53 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum Fixture {
+    /// The mock authorization server (HTTPS).
+    AuthorizationServer {
+        #[arg(long, default_value = "127.0.0.1:9443")]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value = "certs")]
+        certs: PathBuf,
+        #[arg(long, default_value = "fapi-gateway")]
+        introspection_client_id: String,
+        #[arg(long)]
+        introspection_secret: String,
+        /// The gateway's admin listener, told of revoked consents.
+        #[arg(long)]
+        gateway_admin: Option<String>,
+        #[arg(long)]
+        admin_secret: Option<String>,
+        #[arg(long)]
+        consent_storage_secret: Option<String>,
+    },
+    /// A mock bank (HTTP).
+    Bank {
+        #[arg(long, value_parser = ["gobank", "hyperscalebank"])]
+        bank: String,
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
+    /// The consent storage page (HTTP).
+    ConsentStorage {
+        #[arg(long, default_value = "127.0.0.1:8084")]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value = "https://127.0.0.1:9443")]
+        authorization_server: String,
+        #[arg(long, default_value = "certs")]
+        certs: PathBuf,
+        #[arg(long)]
+        secret: String,
+    },
+}
+
 fn main() -> ExitCode {
-    // First: one crypto provider for pingora, reqwest and the fixtures alike.
-    fapi_gateway::install_crypto_provider();
     let cli = Cli::parse();
+    // First: one crypto provider for pingora, reqwest and the fixtures alike. `run` and
+    // `demo` install the one of the configured TLS profile once the configuration is read.
+    if !matches!(cli.command, Command::Run { .. } | Command::Demo { .. }) {
+        fapi_gateway::install_crypto_provider();
+    }
     let result = match cli.command {
         Command::Run { config, upgrade } => GatewayConfig::load(&config)
             .map_err(|e| e.to_string())
@@ -76,6 +138,14 @@ fn main() -> ExitCode {
             fapi_gateway::demo::run(config.as_deref()).map(|never| match never {})
         }
         Command::Check { config } => check(&config),
+        Command::Fixture { fixture } => {
+            init_logging(None);
+            run_fixture(fixture)
+        }
+        Command::Tpp { gateway, authorization_server, certs, subject, keep } => {
+            let journey = fapi_gateway::tpp::Journey { gateway, authorization_server, subject, keep };
+            runtime().and_then(|rt| rt.block_on(fapi_gateway::tpp::run(journey, &certs))).map(|r| print!("{}", r.transcript))
+        }
         Command::Explain { config, claims, certificate, body, request } => {
             match explain(&config, &claims, certificate.as_deref(), body.as_deref(), &request) {
                 Ok((report, allowed)) => {
@@ -124,6 +194,70 @@ fn explain(
         body: body.map(json).transpose()?,
     };
     fapi_gateway::explain::explain(&config.policies, question)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| e.to_string())
+}
+
+/// Runs a fixture until SIGTERM or SIGINT.
+fn run_fixture(fixture: Fixture) -> Result<(), String> {
+    use fapi_gateway::fixtures::{
+        AuthorizationServer, AuthorizationServerSettings, Bank, BankData, ConsentShape, ConsentStorage, RegisteredClient,
+        RevocationHook,
+    };
+    runtime()?.block_on(async move {
+        let running = match fixture {
+            Fixture::AuthorizationServer {
+                listen,
+                certs,
+                introspection_client_id,
+                introspection_secret,
+                gateway_admin,
+                admin_secret,
+                consent_storage_secret,
+            } => {
+                let pki = DevPki::at(&certs);
+                let revocation_hook = match (gateway_admin, admin_secret) {
+                    (Some(url), Some(secret)) => {
+                        Some(RevocationHook { url: format!("{}/revocations", url.trim_end_matches('/')), bearer_secret: secret })
+                    }
+                    (None, None) => None,
+                    _ => return Err("--gateway-admin and --admin-secret go together".to_string()),
+                };
+                let settings = AuthorizationServerSettings {
+                    clients: vec![
+                        RegisteredClient::from_certificate_file("financroo", &pki.tpp_cert())?,
+                        RegisteredClient::from_certificate_file("other-tpp", &pki.other_tpp_cert())?,
+                    ],
+                    introspection_client_id,
+                    introspection_client_secret: introspection_secret,
+                    token_lifetime: std::time::Duration::from_secs(3600),
+                    banks: std::collections::HashMap::from([
+                        ("gobank".to_string(), ConsentShape::Obuk),
+                        ("hyperscalebank".to_string(), ConsentShape::Generic),
+                    ]),
+                    revocation_hook,
+                    consent_storage_secret,
+                };
+                AuthorizationServer::new(settings).serve(listen, &pki.server_cert(), &pki.server_key(), &pki.ca()).await?
+            }
+            Fixture::Bank { bank, listen } => {
+                let data = if bank == "gobank" { BankData::go_bank() } else { BankData::hyperscale_bank() };
+                Bank::new(data).serve(listen).await?
+            }
+            Fixture::ConsentStorage { listen, authorization_server, certs, secret } => {
+                ConsentStorage::new(&authorization_server, &DevPki::at(&certs).ca(), &secret)?.serve(listen).await?
+            }
+        };
+        println!("listening on {}", running.addr);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        Ok(())
+    })
 }
 
 fn check(path: &std::path::Path) -> Result<(), String> {

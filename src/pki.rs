@@ -5,8 +5,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, Certificate, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams,
+    SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -48,6 +49,10 @@ impl DevPki {
     pub fn gateway_client_key(&self) -> PathBuf {
         self.dir.join("gateway-client.key")
     }
+    /// A CRL from the dev CA revoking `other-tpp.pem`.
+    pub fn other_tpp_revoked_crl(&self) -> PathBuf {
+        self.dir.join("other-tpp-revoked.crl.pem")
+    }
 
     /// Whether every file is already there.
     pub fn is_complete(&self) -> bool {
@@ -85,12 +90,35 @@ impl DevPki {
         server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.leaf("gateway", server, &ca_cert, &ca_key)?;
 
+        let mut other_tpp_serial = None;
         for (name, cn) in [("tpp", "Financroo"), ("other-tpp", "Other TPP"), ("gateway-client", "fapi-gateway")] {
             let mut client = params(cn, cn, &[])?;
             client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            let serial = SerialNumber::from_slice(&rand::random::<[u8; 16]>());
+            client.serial_number = Some(serial.clone());
+            if name == "other-tpp" {
+                other_tpp_serial = Some(serial);
+            }
             self.leaf(name, client, &ca_cert, &ca_key)?;
         }
-        Ok(())
+        // A CRL that revokes the second TPP's certificate, for trying `listener.crls`.
+        let now = OffsetDateTime::now_utc();
+        let crl = CertificateRevocationListParams {
+            this_update: now - Duration::hours(1),
+            next_update: now + Duration::days(30),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![RevokedCertParams {
+                serial_number: other_tpp_serial.expect("generated above"),
+                revocation_time: now - Duration::minutes(5),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            }],
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&ca_cert, &ca_key)
+        .map_err(err)?;
+        self.write("other-tpp-revoked.crl.pem", &crl.pem().map_err(err)?)
     }
 
     fn leaf(&self, name: &str, mut p: CertificateParams, ca: &Certificate, ca_key: &KeyPair) -> Result<(), String> {

@@ -13,8 +13,8 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::cache::{CacheOutcome, ServerLinks};
-use crate::client_identity::ClientCertificate;
-use crate::config::IdentityHeaderNames;
+use crate::client_identity::{certificate_from_header, ClientCertificate, ClientVerifier};
+use crate::config::{ClientCertificateSource, IdentityHeaderNames, Limits};
 use crate::credentials::bearer_token;
 use crate::introspection::unix_now;
 use crate::metrics::Metrics;
@@ -28,6 +28,8 @@ pub const INTERACTION_ID: &str = "x-fapi-interaction-id";
 pub struct ForwardingSettings {
     pub identity_headers: IdentityHeaderNames,
     pub forward_authorization: bool,
+    pub client_certificates: ClientCertificateSource,
+    pub limits: Limits,
     pub upstream_connect_timeout: Duration,
     pub upstream_read_timeout: Duration,
 }
@@ -42,6 +44,8 @@ pub struct Live {
 pub struct Gateway {
     live: Arc<ArcSwap<Live>>,
     servers: Arc<ServerLinks>,
+    /// Verifies certificates that arrive in headers from a trusted proxy.
+    client_verifier: Arc<ClientVerifier>,
     metrics: Arc<Metrics>,
 }
 
@@ -60,8 +64,39 @@ pub struct RequestContext {
 }
 
 impl Gateway {
-    pub fn new(live: Arc<ArcSwap<Live>>, servers: Arc<ServerLinks>, metrics: Arc<Metrics>) -> Gateway {
-        Gateway { live, servers, metrics }
+    pub fn new(
+        live: Arc<ArcSwap<Live>>,
+        servers: Arc<ServerLinks>,
+        client_verifier: Arc<ClientVerifier>,
+        metrics: Arc<Metrics>,
+    ) -> Gateway {
+        Gateway { live, servers, client_verifier, metrics }
+    }
+
+    /// The thumbprint of the client certificate this request comes with: from the TLS
+    /// handshake, or from a trusted proxy's header (RFC 9440), verified here.
+    fn client_certificate(&self, session: &Session, source: &ClientCertificateSource) -> Result<Option<String>, Refusal> {
+        match source {
+            ClientCertificateSource::Handshake => Ok(ClientCertificate::of_session(session).map(|c| c.thumbprint.clone())),
+            ClientCertificateSource::ProxyHeader { trusted, format } => {
+                let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+                if !peer.is_some_and(|ip| trusted.iter().any(|c| c.contains(ip))) {
+                    // Anyone else's certificate headers are not believed (and are removed upstream).
+                    return Ok(None);
+                }
+                let chain = certificate_from_header(&session.req_header().headers, *format).map_err(|_| {
+                    Refusal::InvalidRequest { description: "the client certificate header is malformed", field: "Client-Cert" }
+                })?;
+                let Some(chain) = chain else { return Ok(None) };
+                match self.client_verifier.verify_presented(&chain) {
+                    Ok(c) => Ok(Some(c.thumbprint)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "certificate from the proxy does not verify; treated as none");
+                        Ok(None)
+                    }
+                }
+            }
+        }
     }
 
     /// Every check, in the order of the request: credentials, route, introspection, policy.
@@ -95,10 +130,8 @@ impl Gateway {
             Some(_) => Some(read_json_body(session, matched.route.max_body_bytes).await?),
             None => None,
         };
-        let presented = Presented {
-            certificate_thumbprint: ClientCertificate::of_session(session).map(|c| c.thumbprint.as_str()),
-            body: body.as_ref(),
-        };
+        let thumbprint = self.client_certificate(session, &live.settings.client_certificates)?;
+        let presented = Presented { certificate_thumbprint: thumbprint.as_deref(), body: body.as_ref() };
         matched.evaluate(&cached.info, presented, unix_now())
     }
 
@@ -242,6 +275,10 @@ impl ProxyHttp for Gateway {
         // Whatever the client sent under our identity header names is not to be believed.
         for name in names.all() {
             while upstream.remove_header(name).is_some() {}
+        }
+        // The proxy's certificate headers were for the gateway.
+        for name in ["client-cert", "client-cert-chain", "x-ssl-client-cert"] {
+            upstream.remove_header(name);
         }
         if !settings.forward_authorization {
             upstream.remove_header("authorization");

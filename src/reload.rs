@@ -28,7 +28,17 @@ const POLL: Duration = Duration::from_secs(1);
 /// The parts of a configuration that only a restart applies, in comparable form.
 fn restart_only(c: &GatewayConfig) -> Vec<(&'static str, String)> {
     vec![
-        ("listener", format!("{} http2={}", c.listener.address, c.listener.http2)),
+        (
+            "listener",
+            format!(
+                "{} http2={} tls={} profile={:?} from_handshake={}",
+                c.listener.address,
+                c.listener.http2,
+                c.listener.tls.is_some(),
+                c.listener.tls_profile,
+                c.listener.client_certificates == crate::config::ClientCertificateSource::Handshake
+            ),
+        ),
         (
             "admin",
             format!("{:?}", c.admin.as_ref().map(|a| (a.address, a.bearer_secret.as_ref().map(|s| sha2_short(s))))),
@@ -80,7 +90,7 @@ pub struct Reloader {
     /// Authorization servers built at start; policies may name only these.
     servers: Vec<String>,
     live: Arc<ArcSwap<Live>>,
-    server_certificate: Arc<ServerCertificate>,
+    server_certificate: Option<Arc<ServerCertificate>>,
     client_verifier: Arc<ClientVerifier>,
     metrics: Arc<Metrics>,
     applied: Mutex<Applied>,
@@ -99,7 +109,7 @@ impl Reloader {
         config: &GatewayConfig,
         servers: Vec<String>,
         live: Arc<ArcSwap<Live>>,
-        server_certificate: Arc<ServerCertificate>,
+        server_certificate: Option<Arc<ServerCertificate>>,
         client_verifier: Arc<ClientVerifier>,
         metrics: Arc<Metrics>,
     ) -> Reloader {
@@ -154,8 +164,11 @@ impl Reloader {
             }
         }
         // Everything fallible first; then swap, so a bad file changes nothing.
-        let key = ServerCertificate::prepare(&config.listener.certificate, &config.listener.private_key)?;
-        let verifier = client_verifier(&config.listener.client_ca)?;
+        let key = match &config.listener.tls {
+            Some((cert, key)) => Some(ServerCertificate::prepare(cert, key)?),
+            None => None,
+        };
+        let verifier = client_verifier(&config.listener.client_ca, &config.listener.crls)?;
         let settings = forwarding_settings(&config);
         let mut applied = self.applied.lock().unwrap();
         let new_restart_only = restart_only(&config);
@@ -165,7 +178,9 @@ impl Reloader {
             .filter(|(new, old)| new.1 != old.1)
             .map(|(new, _)| new.0)
             .collect();
-        self.server_certificate.replace(key);
+        if let (Some(current), Some(key)) = (&self.server_certificate, key) {
+            current.replace(key);
+        }
         self.client_verifier.replace(verifier);
         let tls = tls_files(&config);
         let policies_dir = config.policies_dir.clone();
@@ -221,7 +236,10 @@ impl Reloader {
 }
 
 fn tls_files(c: &GatewayConfig) -> Vec<PathBuf> {
-    vec![c.listener.certificate.clone(), c.listener.private_key.clone(), c.listener.client_ca.clone()]
+    let mut files: Vec<PathBuf> = c.listener.tls.iter().flat_map(|(cert, key)| [cert.clone(), key.clone()]).collect();
+    files.push(c.listener.client_ca.clone());
+    files.extend(c.listener.crls.iter().cloned());
+    files
 }
 
 /// The forwarding options of a configuration.
@@ -229,6 +247,8 @@ pub fn forwarding_settings(config: &GatewayConfig) -> ForwardingSettings {
     ForwardingSettings {
         identity_headers: config.identity_headers.clone(),
         forward_authorization: config.forward_authorization,
+        client_certificates: config.listener.client_certificates.clone(),
+        limits: config.limits,
         upstream_connect_timeout: Duration::from_secs(2),
         upstream_read_timeout: Duration::from_secs(30),
     }

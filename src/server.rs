@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{AdminService, AdminState};
 use crate::cache::{IntrospectionCache, ServerLink, ServerLinks};
-use crate::client_identity::{tls_settings, ClientVerifier, ServerCertificate};
+use crate::client_identity::{install_crypto_provider, tls_settings, ClientVerifier, ServerCertificate};
 use crate::config::GatewayConfig;
 use crate::introspection::HttpIntrospector;
 use crate::metrics::Metrics;
@@ -68,12 +68,19 @@ fn server_links(config: &GatewayConfig, metrics: &Arc<Metrics>) -> Result<Server
 
 /// Builds the proxy (with its TLS listener), the admin service and the reloader.
 pub fn build(config: GatewayConfig) -> Result<GatewayServices, String> {
+    // Before any TLS (the introspection clients included) is set up.
+    install_crypto_provider(config.listener.tls_profile)?;
     let metrics = Arc::new(Metrics::new());
     let servers = Arc::new(server_links(&config, &metrics)?);
-    let server_certificate =
-        Arc::new(ServerCertificate::load(&config.listener.certificate, &config.listener.private_key)?);
-    let client_verifier = Arc::new(ClientVerifier::load(&config.listener.client_ca)?);
-    let tls = tls_settings(&config.listener, server_certificate.clone(), client_verifier.clone())?;
+    let server_certificate = match &config.listener.tls {
+        Some((cert, key)) => Some(Arc::new(ServerCertificate::load(cert, key)?)),
+        None => None,
+    };
+    let client_verifier = Arc::new(ClientVerifier::load(&config.listener.client_ca, &config.listener.crls)?);
+    let tls = match &server_certificate {
+        Some(sc) => Some(tls_settings(&config.listener, sc.clone(), client_verifier.clone())?),
+        None => None,
+    };
     let conf = Arc::new(server_conf(&config));
     let admin = config.admin.as_ref().map(|a| {
         let state =
@@ -84,12 +91,22 @@ pub fn build(config: GatewayConfig) -> Result<GatewayServices, String> {
     let live =
         Arc::new(ArcSwap::from_pointee(Live { settings: forwarding_settings(&config), policies: Default::default() }));
     let running: Vec<String> = servers.keys().cloned().collect();
-    let reloader =
-        Arc::new(Reloader::new(&config, running, live.clone(), server_certificate, client_verifier, metrics.clone()));
+    let reloader = Arc::new(Reloader::new(
+        &config,
+        running,
+        live.clone(),
+        server_certificate,
+        client_verifier.clone(),
+        metrics.clone(),
+    ));
     live.store(Arc::new(Live { settings: forwarding_settings(&config), policies: config.policies }));
-    let gateway = Gateway::new(live, servers.clone(), metrics.clone());
+    let gateway = Gateway::new(live, servers.clone(), client_verifier, metrics.clone());
     let mut proxy = http_proxy_service_with_name(&conf, gateway, "fapi-gateway");
-    proxy.add_tls_with_settings(&address, None, tls);
+    match tls {
+        Some(tls) => proxy.add_tls_with_settings(&address, None, tls),
+        // Behind a TLS-terminating proxy, on the bank's internal network.
+        None => proxy.add_tcp(&address),
+    }
     Ok(GatewayServices { proxy, admin, reloader, servers, metrics })
 }
 

@@ -20,12 +20,13 @@ async fn logs_carry_no_token_and_sigterm_drains() {
     let any = "127.0.0.1:0".parse().unwrap();
     let fixtures = start_fixtures(
         &pki,
-        FixtureAddresses { authorization_server: any, go_bank: any, hyperscale_bank: any },
+        FixtureAddresses { authorization_server: any, go_bank: any, hyperscale_bank: any, consent_storage: Some(any) },
         FixtureOptions {
             introspection_client_id: "fapi-gateway".into(),
             introspection_client_secret: "test-secret".into(),
             token_lifetime: Duration::from_secs(3600),
             revocation_hook: None,
+            consent_storage_secret: None,
         },
     )
     .await

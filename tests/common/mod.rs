@@ -196,6 +196,7 @@ impl World {
             introspection_client_id: "fapi-gateway".into(),
             introspection_client_secret: "test-secret".into(),
             token_lifetime: Duration::from_secs(3600),
+            consent_storage_secret: Some(fapi_gateway::demo::CONSENT_STORAGE_SECRET.into()),
             revocation_hook: options.revocation_hook.then(|| RevocationHook {
                 url: format!("http://{admin_addr}/revocations"),
                 bearer_secret: ADMIN_SECRET.into(),
@@ -203,7 +204,7 @@ impl World {
         };
         let fixtures = start_fixtures(
             &pki,
-            FixtureAddresses { authorization_server: any, go_bank: any, hyperscale_bank: any },
+            FixtureAddresses { authorization_server: any, go_bank: any, hyperscale_bank: any, consent_storage: Some(any) },
             fixture_options,
         )
         .await
