@@ -78,7 +78,9 @@ pub fn install_crypto_provider(profile: TlsProfile) -> Result<(), String> {
     let installed = rustls::crypto::CryptoProvider::get_default().ok_or("no TLS provider installed")?;
     let names = |p: &rustls::crypto::CryptoProvider| p.cipher_suites.iter().map(|s| s.suite()).collect::<Vec<_>>();
     if names(installed) != names(&wanted) {
-        return Err(format!("this process already runs another TLS profile than `{profile:?}`; one profile per process"));
+        return Err(format!(
+            "this process already runs another TLS profile than `{profile:?}`; one profile per process"
+        ));
     }
     Ok(())
 }
@@ -94,7 +96,8 @@ pub fn certificate_from_header(
             let Some(leaf) = headers.get("client-cert") else { return Ok(None) };
             // A structured-field byte sequence: `:base64:`.
             let binary = |item: &str| -> Result<CertificateDer<'static>, &'static str> {
-                let inner = item.trim().strip_prefix(':').and_then(|s| s.strip_suffix(':')).ok_or("not a byte sequence")?;
+                let inner =
+                    item.trim().strip_prefix(':').and_then(|s| s.strip_suffix(':')).ok_or("not a byte sequence")?;
                 STANDARD.decode(inner).map(CertificateDer::from).map_err(|_| "not base64")
             };
             let mut chain = vec![binary(leaf.to_str().map_err(|_| "not ASCII")?)?];

@@ -700,12 +700,15 @@ impl GatewayConfig {
         };
         let wants_tls = !behind_proxy || l.tls;
         let tls = match (&l.certificate, &l.private_key, wants_tls) {
-            (Some(c), Some(k), true) => Some((
-                existing_file(c, "certificate", &mut errors),
-                existing_file(k, "private key", &mut errors),
-            )),
+            (Some(c), Some(k), true) => {
+                Some((existing_file(c, "certificate", &mut errors), existing_file(k, "private key", &mut errors)))
+            }
             (_, _, true) => {
-                errors.push(ConfigError::new(path, None, "listener.certificate and listener.private_key are required for TLS"));
+                errors.push(ConfigError::new(
+                    path,
+                    None,
+                    "listener.certificate and listener.private_key are required for TLS",
+                ));
                 None
             }
             (_, _, false) => None,
@@ -724,7 +727,11 @@ impl GatewayConfig {
                 TlsProfile::Compatible
             }
             other => {
-                err(&mut errors, l.tls_profile.span(), format!("listener.tls_profile `{other}` is not one of: fapi, compatible"));
+                err(
+                    &mut errors,
+                    l.tls_profile.span(),
+                    format!("listener.tls_profile `{other}` is not one of: fapi, compatible"),
+                );
                 TlsProfile::Fapi
             }
         };
@@ -737,13 +744,21 @@ impl GatewayConfig {
                 }
             }
             if l.trusted_proxies.is_empty() {
-                errors.push(ConfigError::new(path, None, "listener.mode `behind_proxy` needs trusted_proxies (the load balancers' addresses)"));
+                errors.push(ConfigError::new(
+                    path,
+                    None,
+                    "listener.mode `behind_proxy` needs trusted_proxies (the load balancers' addresses)",
+                ));
             }
             let format = match l.client_cert_header.get_ref().as_str() {
                 "rfc9440" => CertificateHeader::Rfc9440,
                 "x-ssl-client-cert" => CertificateHeader::XSslClientCert,
                 other => {
-                    err(&mut errors, l.client_cert_header.span(), format!("client_cert_header `{other}` is not one of: rfc9440, x-ssl-client-cert"));
+                    err(
+                        &mut errors,
+                        l.client_cert_header.span(),
+                        format!("client_cert_header `{other}` is not one of: rfc9440, x-ssl-client-cert"),
+                    );
                     CertificateHeader::Rfc9440
                 }
             };
@@ -761,13 +776,13 @@ impl GatewayConfig {
         };
         let dpop = DpopConfig {
             max_age: Duration::from_secs(file.dpop.max_age_seconds.clamp(1, 3600)),
-            external_url: file.dpop.external_url.as_ref().and_then(|u| {
-                match u.get_ref().parse::<http::Uri>() {
-                    Ok(uri) if uri.scheme_str() == Some("https") && uri.host().is_some() => Some(u.get_ref().trim_end_matches('/').to_string()),
-                    _ => {
-                        err(&mut errors, u.span(), format!("dpop.external_url `{}` must be an https URL", u.get_ref()));
-                        None
-                    }
+            external_url: file.dpop.external_url.as_ref().and_then(|u| match u.get_ref().parse::<http::Uri>() {
+                Ok(uri) if uri.scheme_str() == Some("https") && uri.host().is_some() => {
+                    Some(u.get_ref().trim_end_matches('/').to_string())
+                }
+                _ => {
+                    err(&mut errors, u.span(), format!("dpop.external_url `{}` must be an https URL", u.get_ref()));
+                    None
                 }
             }),
             require_nonce: file.dpop.require_nonce,

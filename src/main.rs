@@ -144,7 +144,9 @@ fn main() -> ExitCode {
         }
         Command::Tpp { gateway, authorization_server, certs, subject, keep } => {
             let journey = fapi_gateway::tpp::Journey { gateway, authorization_server, subject, keep };
-            runtime().and_then(|rt| rt.block_on(fapi_gateway::tpp::run(journey, &certs))).map(|r| print!("{}", r.transcript))
+            runtime()
+                .and_then(|rt| rt.block_on(fapi_gateway::tpp::run(journey, &certs)))
+                .map(|r| print!("{}", r.transcript))
         }
         Command::Explain { config, claims, certificate, body, request } => {
             match explain(&config, &claims, certificate.as_deref(), body.as_deref(), &request) {
@@ -203,8 +205,8 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 /// Runs a fixture until SIGTERM or SIGINT.
 fn run_fixture(fixture: Fixture) -> Result<(), String> {
     use fapi_gateway::fixtures::{
-        AuthorizationServer, AuthorizationServerSettings, Bank, BankData, ConsentShape, ConsentStorage, RegisteredClient,
-        RevocationHook,
+        AuthorizationServer, AuthorizationServerSettings, Bank, BankData, ConsentShape, ConsentStorage,
+        RegisteredClient, RevocationHook,
     };
     runtime()?.block_on(async move {
         let running = match fixture {
@@ -219,9 +221,10 @@ fn run_fixture(fixture: Fixture) -> Result<(), String> {
             } => {
                 let pki = DevPki::at(&certs);
                 let revocation_hook = match (gateway_admin, admin_secret) {
-                    (Some(url), Some(secret)) => {
-                        Some(RevocationHook { url: format!("{}/revocations", url.trim_end_matches('/')), bearer_secret: secret })
-                    }
+                    (Some(url), Some(secret)) => Some(RevocationHook {
+                        url: format!("{}/revocations", url.trim_end_matches('/')),
+                        bearer_secret: secret,
+                    }),
                     (None, None) => None,
                     _ => return Err("--gateway-admin and --admin-secret go together".to_string()),
                 };
@@ -240,7 +243,9 @@ fn run_fixture(fixture: Fixture) -> Result<(), String> {
                     revocation_hook,
                     consent_storage_secret,
                 };
-                AuthorizationServer::new(settings).serve(listen, &pki.server_cert(), &pki.server_key(), &pki.ca()).await?
+                AuthorizationServer::new(settings)
+                    .serve(listen, &pki.server_cert(), &pki.server_key(), &pki.ca())
+                    .await?
             }
             Fixture::Bank { bank, listen } => {
                 let data = if bank == "gobank" { BankData::go_bank() } else { BankData::hyperscale_bank() };
@@ -251,7 +256,8 @@ fn run_fixture(fixture: Fixture) -> Result<(), String> {
             }
         };
         println!("listening on {}", running.addr);
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}

@@ -85,8 +85,11 @@ impl DevPki {
         self.write_key("ca.key", &ca_key)?;
 
         // Also the docker compose service names, so the same PKI serves both demos.
-        let mut server =
-            params("localhost", "fapi-gateway dev", &["localhost", "127.0.0.1", "gateway", "authorization-server"])?;
+        let mut server = params(
+            "localhost",
+            "fapi-gateway dev",
+            &["localhost", "127.0.0.1", "gateway", "authorization-server", "oidc-provider"],
+        )?;
         server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.leaf("gateway", server, &ca_cert, &ca_key)?;
 

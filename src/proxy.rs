@@ -75,9 +75,15 @@ impl Gateway {
 
     /// The thumbprint of the client certificate this request comes with: from the TLS
     /// handshake, or from a trusted proxy's header (RFC 9440), verified here.
-    fn client_certificate(&self, session: &Session, source: &ClientCertificateSource) -> Result<Option<String>, Refusal> {
+    fn client_certificate(
+        &self,
+        session: &Session,
+        source: &ClientCertificateSource,
+    ) -> Result<Option<String>, Refusal> {
         match source {
-            ClientCertificateSource::Handshake => Ok(ClientCertificate::of_session(session).map(|c| c.thumbprint.clone())),
+            ClientCertificateSource::Handshake => {
+                Ok(ClientCertificate::of_session(session).map(|c| c.thumbprint.clone()))
+            }
             ClientCertificateSource::ProxyHeader { trusted, format } => {
                 let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
                 if !peer.is_some_and(|ip| trusted.iter().any(|c| c.contains(ip))) {
@@ -85,7 +91,10 @@ impl Gateway {
                     return Ok(None);
                 }
                 let chain = certificate_from_header(&session.req_header().headers, *format).map_err(|_| {
-                    Refusal::InvalidRequest { description: "the client certificate header is malformed", field: "Client-Cert" }
+                    Refusal::InvalidRequest {
+                        description: "the client certificate header is malformed",
+                        field: "Client-Cert",
+                    }
                 })?;
                 let Some(chain) = chain else { return Ok(None) };
                 match self.client_verifier.verify_presented(&chain) {

@@ -30,7 +30,13 @@ const BANKS: [(&str, &str, &[&str], &[&str]); 2] = [
     (
         "gobank",
         "Go Bank",
-        &["ReadAccountsBasic", "ReadBalances", "ReadTransactionsBasic", "ReadTransactionsCredits", "ReadTransactionsDebits"],
+        &[
+            "ReadAccountsBasic",
+            "ReadBalances",
+            "ReadTransactionsBasic",
+            "ReadTransactionsCredits",
+            "ReadTransactionsDebits",
+        ],
         &["GB-1001", "GB-1002"],
     ),
     ("hyperscalebank", "Hyperscale Bank", &[], &["HS-1001"]),
@@ -59,17 +65,26 @@ impl Tpp {
     async fn consent(&self, bank: &str, permissions: &[&str], accounts: &[&str]) -> Result<String, String> {
         let a = &self.journey.authorization_server;
         let created = self
-            .json("create consent", self.client.post(format!("{a}/consents")).json(&json!({"bank": bank, "permissions": permissions})))
+            .json(
+                "create consent",
+                self.client.post(format!("{a}/consents")).json(&json!({"bank": bank, "permissions": permissions})),
+            )
             .await?;
         let id = created["ConsentId"].as_str().ok_or("no ConsentId")?.to_string();
         let approval = json!({"subject": self.journey.subject, "accounts": accounts});
-        self.json("authorise consent", self.client.post(format!("{a}/consents/{id}/authorise")).json(&approval)).await?;
+        self.json("authorise consent", self.client.post(format!("{a}/consents/{id}/authorise")).json(&approval))
+            .await?;
         Ok(id)
     }
 
     async fn token(&self, consent: &str, scope: &str) -> Result<String, String> {
         let a = &self.journey.authorization_server;
-        let form = [("grant_type", "client_credentials"), ("client_id", "financroo"), ("scope", scope), ("consent_id", consent)];
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", "financroo"),
+            ("scope", scope),
+            ("consent_id", consent),
+        ];
         let body = self.json("token", self.client.post(format!("{a}/token")).form(&form)).await?;
         Ok(body["access_token"].as_str().ok_or("no access_token")?.to_string())
     }
@@ -96,7 +111,14 @@ fn summary(body: &Value) -> String {
     if let Some(balances) = data["Balance"].as_array() {
         return balances
             .iter()
-            .map(|b| format!("{} {} {}", b["AccountId"].as_str().unwrap_or(""), b["Amount"]["Amount"].as_str().unwrap_or(""), b["Amount"]["Currency"].as_str().unwrap_or("")))
+            .map(|b| {
+                format!(
+                    "{} {} {}",
+                    b["AccountId"].as_str().unwrap_or(""),
+                    b["Amount"]["Amount"].as_str().unwrap_or(""),
+                    b["Amount"]["Currency"].as_str().unwrap_or("")
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ");
     }
@@ -127,9 +149,18 @@ pub async fn run(journey: Journey, certs: &Path) -> Result<JourneyReport, String
     for (bank, name, permissions, accounts) in BANKS {
         let consent = tpp.consent(bank, permissions, accounts).await?;
         let token = tpp.token(&consent, "openid accounts").await?;
-        let _ = writeln!(out, "{name}: consent {consent} authorised by {} for {}", tpp.journey.subject, accounts.join(", "));
+        let _ = writeln!(
+            out,
+            "{name}: consent {consent} authorised by {} for {}",
+            tpp.journey.subject,
+            accounts.join(", ")
+        );
         let first = accounts[0];
-        for path in [format!("/{bank}/accounts"), format!("/{bank}/accounts/{first}/balances"), format!("/{bank}/accounts/{first}/transactions")] {
+        for path in [
+            format!("/{bank}/accounts"),
+            format!("/{bank}/accounts/{first}/balances"),
+            format!("/{bank}/accounts/{first}/transactions"),
+        ] {
             let (status, body) = tpp.get(&path, &token).await?;
             let _ = writeln!(out, "  GET {path} -> {status}: {}", summary(&body));
             if status != 200 {

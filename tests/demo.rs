@@ -21,7 +21,10 @@ async fn the_tpp_journey_crosses_both_banks_and_ends_refused() {
     let w = World::start().await;
     let report = fapi_gateway::tpp::run(journey(&w, false), &w.pki.dir).await.unwrap();
     let t = &report.transcript;
-    assert!(t.contains("  GET /gobank/accounts -> 200: GB-1001 (Alice's current account), GB-1002 (Alice's savings)"), "{t}");
+    assert!(
+        t.contains("  GET /gobank/accounts -> 200: GB-1001 (Alice's current account), GB-1002 (Alice's savings)"),
+        "{t}"
+    );
     assert!(t.contains("  GET /gobank/accounts/GB-1001/balances -> 200: GB-1001 1520.40 GBP"), "{t}");
     assert!(t.contains("  GET /gobank/accounts/GB-1001/transactions -> 200: 2 transactions"), "{t}");
     assert!(t.contains("  GET /hyperscalebank/accounts -> 200: HS-1001 (Alice's everyday account)"), "{t}");
@@ -42,7 +45,10 @@ async fn revoking_on_the_consent_page_stops_the_tpp_at_once() {
         repo_path("tests/browser/node_modules/playwright-core").is_dir(),
         "playwright-core is not installed: run `npm ci --prefix tests/browser` (.ci/run does)"
     );
-    assert!(std::path::Path::new("/usr/bin/chromium").exists(), "Chromium is not installed: `apt-get install chromium` (.ci/run does)");
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "Chromium is not installed: `apt-get install chromium` (.ci/run does)"
+    );
     let page = format!("http://{}/", w.fixtures.consent_storage_addr.unwrap());
     let screenshot = w.dir.path().join("consent-page.png");
     // The browser blocks: run it off the runtime so the servers keep serving.

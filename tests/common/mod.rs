@@ -204,7 +204,12 @@ impl World {
         };
         let fixtures = start_fixtures(
             &pki,
-            FixtureAddresses { authorization_server: any, go_bank: any, hyperscale_bank: any, consent_storage: Some(any) },
+            FixtureAddresses {
+                authorization_server: any,
+                go_bank: any,
+                hyperscale_bank: any,
+                consent_storage: Some(any),
+            },
             fixture_options,
         )
         .await

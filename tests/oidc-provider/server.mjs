@@ -27,6 +27,9 @@ const { values: args } = parseArgs({
     port: { type: 'string', default: '0' },
     certs: { type: 'string' },
     'gateway-jwks': { type: 'string' },
+    // For a container: listen on all addresses, and name the issuer by the service's host.
+    host: { type: 'string', default: '127.0.0.1' },
+    'issuer-host': { type: 'string', default: '127.0.0.1' },
   },
 });
 if (!args.certs) {
@@ -49,10 +52,10 @@ const server = https.createServer({
 // Listen first: with --port 0 the issuer is only known once the port is.
 await new Promise((resolve, reject) => {
   server.once('error', reject);
-  server.listen(Number(args.port), '127.0.0.1', resolve);
+  server.listen(Number(args.port), args.host, resolve);
 });
 const { port } = server.address();
-const issuer = `https://127.0.0.1:${port}`;
+const issuer = `https://${args['issuer-host']}:${port}`;
 
 // RFC 8705 compares tls_client_auth_subject_dn as an RFC 4514 string: last RDN first.
 // Node's X509Certificate#subject lists RDNs in certificate order, one per line.
