@@ -55,6 +55,7 @@ fn decision(c: &mut Criterion) {
                 let presented = Presented {
                     certificate_thumbprint: Some("hYzMMLDCbS4kSt3vjmYlgh_28ywpqFhrLbYGh4Lvztg"),
                     body: None,
+                    dpop_thumbprint: None,
                 };
                 black_box(m.evaluate(&token, presented, 1_000).unwrap());
             })

@@ -1,5 +1,6 @@
 //! The access token, read from the `Authorization` header only (RFC 6750 §2.1; FAPI
-//! refuses the query and form-body methods).
+//! refuses the query and form-body methods), under the `Bearer` or `DPoP` (RFC 9449)
+//! scheme.
 
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
@@ -9,8 +10,16 @@ use crate::refusal::Refusal;
 /// Longest token accepted; opaque tokens are far shorter, JWTs a few kilobytes.
 pub const MAX_TOKEN_LEN: usize = 4096;
 
-/// The bearer token of a request, or the refusal for its credentials.
-pub fn bearer_token<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Result<&'a str, Refusal> {
+/// How the token was presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Bearer,
+    /// With a `DPoP` proof header (RFC 9449).
+    Dpop,
+}
+
+/// The access token of a request and its scheme, or the refusal for its credentials.
+pub fn credentials<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Result<(Scheme, &'a str), Refusal> {
     if query.is_some_and(query_has_token) {
         return Err(Refusal::InvalidRequest {
             description: "access tokens are accepted only in the Authorization header",
@@ -30,16 +39,25 @@ pub fn bearer_token<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Result<&
     let malformed = Refusal::InvalidRequest { description: "malformed Authorization header", field: "Authorization" };
     let value = value.to_str().map_err(|_| malformed.clone())?;
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
         // An unsupported scheme is "no credentials" for this server (RFC 6750 §3.1).
         return Err(Refusal::MissingCredentials);
-    }
+    };
     let token = rest.trim_start_matches(' ');
     if is_b64token(token) {
-        Ok(token)
+        Ok((scheme, token))
     } else {
         Err(malformed)
     }
+}
+
+/// The bearer token of a request (either scheme), or the refusal for its credentials.
+pub fn bearer_token<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Result<&'a str, Refusal> {
+    credentials(headers, query).map(|(_, token)| token)
 }
 
 /// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
@@ -74,6 +92,7 @@ mod tests {
     fn reads_bearer_tokens() {
         assert_eq!(bearer_token(&headers(&["Bearer abc.DEF-_~+/=="]), None), Ok("abc.DEF-_~+/=="));
         assert_eq!(bearer_token(&headers(&["bearer  abc"]), Some("x=1")), Ok("abc"));
+        assert_eq!(credentials(&headers(&["DPoP abc"]), None), Ok((Scheme::Dpop, "abc")));
     }
 
     #[test]

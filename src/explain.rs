@@ -55,7 +55,12 @@ pub fn explain(policies: &PolicySet, q: Question<'_>) -> Result<(String, bool), 
         out.push_str("certificate: assumed to be the one the token is bound to (give --certificate to check one)\n");
     }
     let mut explanation = Explanation::default();
-    let presented = Presented { certificate_thumbprint: thumbprint.as_deref(), body: q.body.as_ref() };
+    // A DPoP-bound token is assumed to come with a valid proof of its key.
+    let presented = Presented {
+        certificate_thumbprint: thumbprint.as_deref(),
+        body: q.body.as_ref(),
+        dpop_thumbprint: token.dpop_thumbprint.as_deref(),
+    };
     let result = matched.run_checks(&token, presented, unix_now(), &mut explanation);
     for (check, outcome) in &explanation.checks {
         match outcome {

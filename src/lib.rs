@@ -15,6 +15,7 @@ pub mod client_identity;
 pub mod config;
 pub mod credentials;
 pub mod demo;
+pub mod dpop;
 pub mod explain;
 pub mod fixtures;
 pub mod introspection;

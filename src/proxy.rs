@@ -15,7 +15,8 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use crate::cache::{CacheOutcome, ServerLinks};
 use crate::client_identity::{certificate_from_header, ClientCertificate, ClientVerifier};
 use crate::config::{ClientCertificateSource, IdentityHeaderNames, Limits};
-use crate::credentials::bearer_token;
+use crate::credentials::{credentials, Scheme};
+use crate::dpop::{DpopVerifier, ProofError};
 use crate::introspection::unix_now;
 use crate::metrics::Metrics;
 use crate::policy::{Grant, PolicySet, Presented};
@@ -46,6 +47,7 @@ pub struct Gateway {
     servers: Arc<ServerLinks>,
     /// Verifies certificates that arrive in headers from a trusted proxy.
     client_verifier: Arc<ClientVerifier>,
+    dpop: DpopVerifier,
     metrics: Arc<Metrics>,
 }
 
@@ -61,6 +63,7 @@ pub struct RequestContext {
     refusal: Option<&'static str>,
     token_tag: Option<String>,
     cache: Option<CacheOutcome>,
+    body_bytes: u64,
 }
 
 impl Gateway {
@@ -68,9 +71,33 @@ impl Gateway {
         live: Arc<ArcSwap<Live>>,
         servers: Arc<ServerLinks>,
         client_verifier: Arc<ClientVerifier>,
+        dpop: DpopVerifier,
         metrics: Arc<Metrics>,
     ) -> Gateway {
-        Gateway { live, servers, client_verifier, metrics }
+        Gateway { live, servers, client_verifier, dpop, metrics }
+    }
+
+    /// Verifies the request's DPoP proof for `token`; returns the proof key's thumbprint.
+    fn verify_dpop(&self, session: &Session, token: &str) -> std::result::Result<String, Refusal> {
+        let req = session.req_header();
+        let invalid = |d: &str| Refusal::InvalidDpopProof { description: d.to_string() };
+        let mut proofs = req.headers.get_all("dpop").iter();
+        let proof = match (proofs.next(), proofs.next()) {
+            (Some(p), None) => p.to_str().map_err(|_| invalid("not ASCII"))?,
+            (None, _) => return Err(invalid("no DPoP header")),
+            (Some(_), Some(_)) => return Err(invalid("more than one DPoP header")),
+        };
+        let host = req
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| req.headers.get("host").and_then(|h| h.to_str().ok()))
+            .unwrap_or("");
+        let htu = self.dpop.expected_htu(host, req.uri.path());
+        self.dpop.verify(proof, req.method.as_str(), &htu, Some(token), unix_now()).map_err(|e| match e {
+            ProofError::Invalid(d) => Refusal::InvalidDpopProof { description: d },
+            ProofError::UseNonce(nonce) => Refusal::UseDpopNonce { nonce },
+        })
     }
 
     /// The thumbprint of the client certificate this request comes with: from the TLS
@@ -113,9 +140,16 @@ impl Gateway {
         let live = self.live.load_full();
         ctx.live = Some(live.clone());
         let req = session.req_header();
-        let token = bearer_token(&req.headers, req.uri.query())?.to_string();
+        check_limits(req, &live.settings.limits)?;
+        let (scheme, token) = credentials(&req.headers, req.uri.query())?;
+        let token = token.to_string();
         let token = token.as_str();
         let matched = live.policies.route(&req.method, req.uri.path(), req.uri.query())?;
+        // Proofs are checked before anything costs a call.
+        let dpop_thumbprint = match scheme {
+            Scheme::Dpop => Some(self.verify_dpop(session, token)?),
+            Scheme::Bearer => None,
+        };
         ctx.api = Some(matched.api.name.clone());
         ctx.route = Some(matched.route.path.clone());
         let Some(server) = self.servers.get(&matched.api.authorization_server) else {
@@ -140,7 +174,11 @@ impl Gateway {
             None => None,
         };
         let thumbprint = self.client_certificate(session, &live.settings.client_certificates)?;
-        let presented = Presented { certificate_thumbprint: thumbprint.as_deref(), body: body.as_ref() };
+        let presented = Presented {
+            certificate_thumbprint: thumbprint.as_deref(),
+            body: body.as_ref(),
+            dpop_thumbprint: dpop_thumbprint.as_deref(),
+        };
         matched.evaluate(&cached.info, presented, unix_now())
     }
 
@@ -159,11 +197,32 @@ impl Gateway {
         if let Some(seconds) = r.retry_after {
             header.insert_header("retry-after", seconds.to_string())?;
         }
+        if let Some(nonce) = r.dpop_nonce {
+            header.insert_header("dpop-nonce", nonce)?;
+        }
         session.set_keepalive(None);
         session.write_response_header(Box::new(header), false).await?;
         session.write_response_body(Some(r.body), true).await
     }
 }
+
+/// Header count and size, and a declared body length, within the configured limits.
+fn check_limits(req: &RequestHeader, limits: &Limits) -> std::result::Result<(), Refusal> {
+    let headers = &req.headers;
+    let bytes: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
+    if headers.len() > limits.max_header_count || bytes > limits.max_header_bytes {
+        return Err(Refusal::HeadersTooLarge);
+    }
+    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body_bytes) {
+        return Err(Refusal::BodyTooLarge);
+    }
+    Ok(())
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1): for this connection only, never forwarded.
+const HOP_BY_HOP: [&str; 7] =
+    ["connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer", "upgrade"];
 
 /// Reads the whole request body (at most `limit` bytes) as JSON, keeping it for pingora to
 /// replay to the upstream.
@@ -227,6 +286,7 @@ impl ProxyHttp for Gateway {
             refusal: None,
             token_tag: None,
             cache: None,
+            body_bytes: 0,
         }
     }
 
@@ -285,6 +345,18 @@ impl ProxyHttp for Gateway {
         for name in names.all() {
             while upstream.remove_header(name).is_some() {}
         }
+        // Headers named in Connection, and the standard hop-by-hop ones, stop here.
+        let named: Vec<String> = upstream
+            .headers
+            .get_all("connection")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(',').map(|n| n.trim().to_ascii_lowercase()))
+            .filter(|n| !n.is_empty())
+            .collect();
+        for name in named.iter().map(String::as_str).chain(HOP_BY_HOP) {
+            while upstream.remove_header(name).is_some() {}
+        }
         // The proxy's certificate headers were for the gateway.
         for name in ["client-cert", "client-cert-chain", "x-ssl-client-cert"] {
             upstream.remove_header(name);
@@ -305,6 +377,27 @@ impl ProxyHttp for Gateway {
         set(&names.scopes, &grant.scopes)?;
         set(&names.accounts, &grant.accounts.join(","))?;
         set(INTERACTION_ID, &ctx.interaction_id)?;
+        Ok(())
+    }
+
+    /// Bodies the gateway only forwards are counted as they stream: past the limit the
+    /// request is cut off (the upstream sees an incomplete body, which it must reject).
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestContext,
+    ) -> Result<()> {
+        if let (Some(chunk), Some(live)) = (body.as_ref(), ctx.live.as_ref()) {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > live.settings.limits.max_body_bytes {
+                return Err(pingora_core::Error::explain(
+                    pingora_core::ErrorType::HTTPStatus(413),
+                    "request body over the limit",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -341,6 +434,7 @@ impl ProxyHttp for Gateway {
             ctx.interaction_id = uuid::Uuid::new_v4().to_string();
         }
         let refusal = match (e.esource(), e.etype()) {
+            (_, ErrorType::HTTPStatus(413)) => Some(Refusal::BodyTooLarge),
             (ErrorSource::Downstream, ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed) => {
                 None
             }

@@ -16,14 +16,22 @@ pub enum Refusal {
     InvalidToken { description: &'static str },
     /// The token is not bound to this connection's client certificate (RFC 8705 §3).
     CertificateMismatch,
+    /// The DPoP proof is missing or invalid (RFC 9449 §7.1).
+    InvalidDpopProof { description: String },
+    /// The proof must carry the server's nonce (RFC 9449 §8).
+    UseDpopNonce { nonce: String },
+    /// The token is DPoP-bound to another key, or a DPoP-bound token came as `Bearer`.
+    DpopMismatch,
     /// The token lacks a scope the route requires.
     InsufficientScope { scope: String },
     /// The route is not open to this client.
     ClientNotAllowed { client_id: String },
     /// The customer did not authenticate as strongly as the route requires (RFC 9470).
     InsufficientAcr { acr: String, required: String },
-    /// The request body is larger than the route reads.
+    /// The request body is larger than the route reads, or than the gateway forwards.
     BodyTooLarge,
+    /// Too many request headers, or too many bytes of them.
+    HeadersTooLarge,
     /// The token's consent does not allow this request.
     Consent(ConsentRefusal),
     /// No route has this path (deny by default).
@@ -60,6 +68,7 @@ pub struct RefusalResponse {
     pub status: u16,
     pub www_authenticate: Option<String>,
     pub retry_after: Option<u64>,
+    pub dpop_nonce: Option<String>,
     pub body: Bytes,
 }
 
@@ -70,10 +79,14 @@ impl Refusal {
             Refusal::InvalidRequest { .. } => "invalid_request",
             Refusal::InvalidToken { .. } => "invalid_token",
             Refusal::CertificateMismatch => "cert_mismatch",
+            Refusal::InvalidDpopProof { .. } => "invalid_dpop_proof",
+            Refusal::UseDpopNonce { .. } => "use_dpop_nonce",
+            Refusal::DpopMismatch => "dpop_mismatch",
             Refusal::InsufficientScope { .. } => "insufficient_scope",
             Refusal::ClientNotAllowed { .. } => "client_not_allowed",
             Refusal::InsufficientAcr { .. } => "insufficient_acr",
             Refusal::BodyTooLarge => "body_too_large",
+            Refusal::HeadersTooLarge => "headers_too_large",
             Refusal::Consent(ConsentRefusal::Missing) => "consent_missing",
             Refusal::Consent(ConsentRefusal::Status { .. }) => "consent_status",
             Refusal::Consent(ConsentRefusal::Expired) => "consent_expired",
@@ -90,10 +103,16 @@ impl Refusal {
     pub fn status(&self) -> u16 {
         match self {
             Refusal::InvalidRequest { .. } => 400,
-            Refusal::MissingCredentials | Refusal::InvalidToken { .. } | Refusal::CertificateMismatch => 401,
+            Refusal::MissingCredentials
+            | Refusal::InvalidToken { .. }
+            | Refusal::CertificateMismatch
+            | Refusal::InvalidDpopProof { .. }
+            | Refusal::UseDpopNonce { .. }
+            | Refusal::DpopMismatch => 401,
             Refusal::InsufficientScope { .. } | Refusal::Consent(_) | Refusal::ClientNotAllowed { .. } => 403,
             Refusal::InsufficientAcr { .. } => 401,
             Refusal::BodyTooLarge => 413,
+            Refusal::HeadersTooLarge => 431,
             Refusal::NoRoute => 404,
             Refusal::MethodNotAllowed => 405,
             Refusal::UpstreamUnavailable => 502,
@@ -118,6 +137,18 @@ impl Refusal {
                 scope_token(scope)
             ),
             Refusal::Consent(_) => r#"Bearer realm="fapi-gateway", error="insufficient_scope", error_description="the consent does not allow this request""#.to_string(),
+            Refusal::InvalidDpopProof { .. } => format!(
+                r#"DPoP algs="{}", error="invalid_dpop_proof", error_description="the DPoP proof is missing or invalid""#,
+                crate::dpop::ALGORITHMS
+            ),
+            Refusal::UseDpopNonce { .. } => format!(
+                r#"DPoP algs="{}", error="use_dpop_nonce", error_description="the DPoP proof must carry the server's nonce""#,
+                crate::dpop::ALGORITHMS
+            ),
+            Refusal::DpopMismatch => format!(
+                r#"DPoP algs="{}", error="invalid_token", error_description="the access token is not bound to the DPoP proof's key""#,
+                crate::dpop::ALGORITHMS
+            ),
             Refusal::ClientNotAllowed { .. } => r#"Bearer realm="fapi-gateway", error="insufficient_scope", error_description="this route is not open to this client""#.to_string(),
             Refusal::InsufficientAcr { required, .. } => format!(
                 r#"Bearer realm="fapi-gateway", error="insufficient_user_authentication", error_description="a stronger authentication is required", acr_values="{}""#,
@@ -148,6 +179,18 @@ impl Refusal {
                 format!("the access token lacks the scope `{}`", truncate(scope)),
                 "Authorization",
             ),
+            Refusal::InvalidDpopProof { description } => {
+                ("UK.OBIE.Header.Invalid", format!("DPoP proof: {}", truncate(description)), "DPoP")
+            }
+            Refusal::UseDpopNonce { .. } => {
+                ("UK.OBIE.Header.Invalid", "the DPoP proof must carry the nonce in DPoP-Nonce".into(), "DPoP")
+            }
+            Refusal::DpopMismatch => (
+                "UK.OBIE.Header.Invalid",
+                "the access token is not bound to the DPoP proof's key (cnf.jkt), or a DPoP-bound token came as Bearer"
+                    .into(),
+                "Authorization",
+            ),
             Refusal::ClientNotAllowed { client_id } => (
                 "UK.OBIE.Resource.ConsentMismatch",
                 format!("client `{}` may not use this API", truncate(client_id)),
@@ -163,6 +206,9 @@ impl Refusal {
                 "Authorization",
             ),
             Refusal::BodyTooLarge => ("UK.OBIE.Field.Invalid", "the request body is too large".into(), "body"),
+            Refusal::HeadersTooLarge => {
+                ("UK.OBIE.Header.Invalid", "too many request headers, or too large".into(), "headers")
+            }
             Refusal::Consent(c) => match c {
                 ConsentRefusal::Missing => {
                     ("UK.OBIE.Resource.ConsentMismatch", "the access token carries no consent".into(), "Authorization")
@@ -232,6 +278,10 @@ impl Refusal {
             www_authenticate: self.challenge(),
             retry_after: match self {
                 Refusal::AuthorizationServerUnavailable { retry_after_seconds } => Some(*retry_after_seconds),
+                _ => None,
+            },
+            dpop_nonce: match self {
+                Refusal::UseDpopNonce { nonce } => Some(nonce.clone()),
                 _ => None,
             },
             body: Bytes::from(body.to_string()),

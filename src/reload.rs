@@ -47,6 +47,7 @@ fn restart_only(c: &GatewayConfig) -> Vec<(&'static str, String)> {
         ("cache", format!("{:?}", c.cache)),
         ("server", format!("{:?}", c.server)),
         ("logging", format!("{:?}", c.logging)),
+        ("dpop", format!("{:?}", c.dpop)),
     ]
 }
 

@@ -100,7 +100,8 @@ pub fn build(config: GatewayConfig) -> Result<GatewayServices, String> {
         metrics.clone(),
     ));
     live.store(Arc::new(Live { settings: forwarding_settings(&config), policies: config.policies }));
-    let gateway = Gateway::new(live, servers.clone(), client_verifier, metrics.clone());
+    let dpop = crate::dpop::DpopVerifier::new(&config.dpop);
+    let gateway = Gateway::new(live, servers.clone(), client_verifier, dpop, metrics.clone());
     let mut proxy = http_proxy_service_with_name(&conf, gateway, "fapi-gateway");
     match tls {
         Some(tls) => proxy.add_tls_with_settings(&address, None, tls),

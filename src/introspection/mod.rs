@@ -27,6 +27,8 @@ pub struct TokenInfo {
     pub subject: Option<String>,
     /// RFC 8705 `cnf.x5t#S256`: base64url SHA-256 of the bound certificate.
     pub certificate_thumbprint: Option<String>,
+    /// RFC 9449 `cnf.jkt`: thumbprint of the bound DPoP key.
+    pub dpop_thumbprint: Option<String>,
     pub claims: Value,
 }
 
@@ -40,6 +42,7 @@ impl TokenInfo {
             client_id: None,
             subject: None,
             certificate_thumbprint: None,
+            dpop_thumbprint: None,
             claims: Value::Null,
         }
     }
@@ -67,6 +70,7 @@ impl TokenInfo {
         let string = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_string);
         let certificate_thumbprint =
             body.get("cnf").and_then(|c| c.get("x5t#S256")).and_then(Value::as_str).map(str::to_string);
+        let dpop_thumbprint = body.get("cnf").and_then(|c| c.get("jkt")).and_then(Value::as_str).map(str::to_string);
         Ok(TokenInfo {
             active,
             exp,
@@ -74,6 +78,7 @@ impl TokenInfo {
             client_id: string("client_id"),
             subject: string("sub"),
             certificate_thumbprint,
+            dpop_thumbprint,
             claims: body,
         })
     }

@@ -417,9 +417,11 @@ fn parse_api(
         }
         let binding = match r.binding.as_str() {
             "mtls" => Binding::Mtls,
+            "dpop" => Binding::Dpop,
+            "mtls_or_dpop" => Binding::MtlsOrDpop,
             "none" => Binding::None,
             other => {
-                route_problem(&mut errors, format!("binding `{other}` is not one of: mtls, none"));
+                route_problem(&mut errors, format!("binding `{other}` is not one of: mtls, dpop, mtls_or_dpop, none"));
                 Binding::Mtls
             }
         };

@@ -28,6 +28,10 @@ pub use router::{PathParams, PathTemplate, RouteMiss, Router};
 pub enum Binding {
     /// RFC 8705: `cnf.x5t#S256` equals this connection's client certificate.
     Mtls,
+    /// RFC 9449: `Authorization: DPoP` with a valid proof whose key is `cnf.jkt`.
+    Dpop,
+    /// Either of the above, by the scheme the request uses.
+    MtlsOrDpop,
     /// Any active token; for non-FAPI routes only.
     None,
 }
@@ -247,6 +251,8 @@ pub struct Presented<'a> {
     pub certificate_thumbprint: Option<&'a str>,
     /// The request body as JSON, for routes with `body_consent`.
     pub body: Option<&'a Value>,
+    /// Thumbprint of the key of a verified DPoP proof (with `Authorization: DPoP`).
+    pub dpop_thumbprint: Option<&'a str>,
 }
 
 impl RouteMatch<'_> {
@@ -315,15 +321,29 @@ impl RouteMatch<'_> {
                 Ok(detail(&|| format!("exp {:?}, now {now}", token.exp)))
             }
         );
+        let mtls = || match (&token.certificate_thumbprint, presented.certificate_thumbprint) {
+            (Some(bound), Some(p)) if thumbprints_equal(bound, p) => {
+                Ok(detail(&|| format!("cnf.x5t#S256 {bound} matches")))
+            }
+            _ => Err(Refusal::CertificateMismatch),
+        };
+        let dpop = || match (&token.dpop_thumbprint, presented.dpop_thumbprint) {
+            (Some(bound), Some(p)) if bound == p => Ok(detail(&|| format!("cnf.jkt {bound} matches the proof's key"))),
+            _ => Err(Refusal::DpopMismatch),
+        };
         check!(
             Check::Binding,
-            match route.binding {
-                Binding::None => Ok(detail(&|| "not required by this route".into())),
-                Binding::Mtls => match (&token.certificate_thumbprint, presented.certificate_thumbprint) {
-                    (Some(bound), Some(p)) if thumbprints_equal(bound, p) =>
-                        Ok(detail(&|| format!("cnf.x5t#S256 {bound} matches"))),
-                    _ => Err(Refusal::CertificateMismatch),
-                },
+            if token.dpop_thumbprint.is_some() && presented.dpop_thumbprint.is_none() {
+                // A DPoP-bound token is never accepted as a bearer token (RFC 9449 §7.2).
+                Err(Refusal::DpopMismatch)
+            } else {
+                match route.binding {
+                    Binding::None => Ok(detail(&|| "not required by this route".into())),
+                    Binding::Mtls => mtls(),
+                    Binding::Dpop => dpop(),
+                    Binding::MtlsOrDpop if presented.dpop_thumbprint.is_some() => dpop(),
+                    Binding::MtlsOrDpop => mtls(),
+                }
             }
         );
         check!(

@@ -60,7 +60,11 @@ fn uk_token() -> serde_json::Value {
 
 fn decide(set: &PolicySet, method: &str, path: &str, claims: serde_json::Value) -> Result<Grant, Refusal> {
     let m = set.route(&method.parse().unwrap(), path, None)?;
-    m.evaluate(&token(claims), Presented { certificate_thumbprint: Some("THUMB"), body: None }, 1_000)
+    m.evaluate(
+        &token(claims),
+        Presented { certificate_thumbprint: Some("THUMB"), body: None, dpop_thumbprint: None },
+        1_000,
+    )
 }
 
 #[test]
@@ -230,7 +234,7 @@ fn decide_with(
     for (k, v) in claims.as_object().unwrap() {
         all[k] = v.clone();
     }
-    m.evaluate(&token(all), Presented { certificate_thumbprint: Some("THUMB"), body }, 1_000)
+    m.evaluate(&token(all), Presented { certificate_thumbprint: Some("THUMB"), body, dpop_thumbprint: None }, 1_000)
 }
 
 fn outcome(r: Result<Grant, Refusal>) -> &'static str {
@@ -481,7 +485,7 @@ fn explain_records_every_check() {
     let mut explanation = Explanation::default();
     let result = m.run_checks(
         &token(claims),
-        Presented { certificate_thumbprint: Some("THUMB"), body: None },
+        Presented { certificate_thumbprint: Some("THUMB"), body: None, dpop_thumbprint: None },
         1_000,
         &mut explanation,
     );
