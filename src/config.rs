@@ -986,7 +986,10 @@ impl GatewayConfig {
         let policies_dir = base.join(file.policies.get_ref());
         let server_names: Vec<String> = authorization_servers.iter().map(|a| a.name.clone()).collect();
         let policies = match PolicySet::load_dir(&policies_dir, &upstreams, &server_names) {
-            Ok(p) => Some(p),
+            Ok(p) => {
+                warnings.extend(p.apis().iter().flat_map(|a| a.warnings.iter().cloned()));
+                Some(p)
+            }
             Err(ConfigErrors(mut e)) => {
                 errors.append(&mut e);
                 None

@@ -271,6 +271,9 @@ fn check(path: &std::path::Path) -> Result<(), String> {
         let n = e.0.len();
         format!("{e}\n{n} problem{} found", if n == 1 { "" } else { "s" })
     })?;
+    for w in &config.warnings {
+        println!("warning: {w}");
+    }
     let routes: usize = config.policies.apis().iter().map(|a| a.routes.len()).sum();
     let servers: Vec<String> = config
         .authorization_servers

@@ -138,3 +138,21 @@ fn explain_shows_each_check_and_the_decision() {
     assert!(!ok);
     assert!(out.contains("route: none") && out.contains("404 UK.OBIE.Resource.NotFound (no_route)"), "{out}");
 }
+
+#[test]
+fn check_warns_about_weaker_settings() {
+    let dir = workspace();
+    let config = std::fs::read_to_string(dir.path().join("gateway.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        config.replace("http2 = true", "http2 = true\ntls_profile = \"compatible\""),
+    )
+    .unwrap();
+    let mut hs = std::fs::read_to_string(dir.path().join("policies/hyperscalebank.toml")).unwrap();
+    hs.push_str("\n[[route]]\npath = \"/status\"\nconsent = false\nbinding = \"none\"\n");
+    std::fs::write(dir.path().join("policies/hyperscalebank.toml"), hs).unwrap();
+    let (ok, out) = gateway(&["check", "--config", "gateway.toml"], dir.path());
+    assert!(ok, "{out}");
+    assert!(out.contains("warning: gateway.toml:12: listener.tls_profile `compatible` allows TLS 1.2 suites"), "{out}");
+    assert!(out.contains("policies/hyperscalebank.toml:37: route `/status`: binding = \"none\""), "{out}");
+}

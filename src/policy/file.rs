@@ -385,6 +385,7 @@ fn parse_api(
         );
     }
     let vocabulary = permission_vocabulary(api.profile.get_ref());
+    let mut warnings = Vec::new();
     let mut routes: Vec<Route> = Vec::new();
     let mut router = Router::default();
     for (origin, text, spanned) in sources {
@@ -425,6 +426,13 @@ fn parse_api(
                 Binding::Mtls
             }
         };
+        if binding == Binding::None {
+            warnings.push(ConfigError::new(
+                origin,
+                Some(line),
+                format!("route `{}`: binding = \"none\" takes tokens bound to no certificate or key; FAPI routes need mtls or dpop", r.path.get_ref()),
+            ));
+        }
         let permissions_any = r.permissions_any.groups();
         let needs_permissions = !r.permissions.is_empty() || !permissions_any.is_empty();
         if needs_permissions && !r.consent {
@@ -508,7 +516,7 @@ fn parse_api(
 
     match (errors.is_empty(), upstream, claims, authorization_server) {
         (true, Some(upstream), Some(claims), Some(authorization_server)) => {
-            Ok(Api { name, prefix, upstream, authorization_server, claims, routes, router })
+            Ok(Api { name, prefix, upstream, authorization_server, claims, routes, warnings, router })
         }
         _ => Err(errors),
     }

@@ -77,6 +77,8 @@ pub struct Api {
     pub authorization_server: String,
     pub claims: ClaimMapping,
     pub routes: Vec<Route>,
+    /// Not errors, but worth an operator's look (`check` prints them).
+    pub warnings: Vec<crate::config::ConfigError>,
     router: Router<usize>,
 }
 

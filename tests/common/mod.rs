@@ -33,8 +33,14 @@ pub struct Options {
     pub pki: Option<PathBuf>,
     /// Replaces the whole [authorization_server] section (e.g. several servers).
     pub servers_toml: Option<String>,
-    /// Text appended to policy files before the gateway starts: (file name, text).
+    /// Text put into policy files' [api] before the gateway starts: (file name, text).
     pub policy_additions: Vec<(String, String)>,
+    /// Text appended to policy files (more routes): (file name, text).
+    pub policy_appends: Vec<(String, String)>,
+    /// Lines added to [listener].
+    pub listener_extra: String,
+    /// Sections appended to gateway.toml.
+    pub config_extra: String,
 }
 
 impl Default for Options {
@@ -48,6 +54,9 @@ impl Default for Options {
             pki: None,
             servers_toml: None,
             policy_additions: Vec::new(),
+            policy_appends: Vec::new(),
+            listener_extra: String::new(),
+            config_extra: String::new(),
         }
     }
 }
@@ -97,6 +106,12 @@ pub fn write_config(dir: &Path, fixtures: &Fixtures, gateway: SocketAddr, admin:
         all = all.replacen("[api]\n", &format!("[api]\n{text}\n"), 1);
         std::fs::write(&path, all).unwrap();
     }
+    for (file, text) in &o.policy_appends {
+        let path = policies.join(file);
+        let mut all = std::fs::read_to_string(&path).unwrap();
+        all.push_str(text);
+        std::fs::write(&path, all).unwrap();
+    }
     let text = format!(
         r#"
 policies = "policies"
@@ -105,6 +120,7 @@ address = "{gateway}"
 certificate = "certs/gateway.pem"
 private_key = "certs/gateway.key"
 client_ca = "certs/ca.pem"
+{listener_extra}
 [admin]
 address = "{admin}"
 bearer_secret = "{ADMIN_SECRET}"
@@ -118,7 +134,10 @@ gobank = "http://{gb}"
 hyperscalebank = "http://{hs}"
 [server]
 threads = 2
+{config_extra}
 "#,
+        listener_extra = o.listener_extra,
+        config_extra = o.config_extra,
         servers = o.servers_toml.clone().unwrap_or_else(|| {
             let body = o
                 .authorization_server
