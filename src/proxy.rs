@@ -135,23 +135,26 @@ impl Gateway {
         }
     }
 
-    /// Every check, in the order of the request: credentials, route, introspection, policy.
+    /// Every check, in the order of the request: limits, route, credentials, introspection, policy.
     async fn authorize(&self, session: &mut Session, ctx: &mut RequestContext) -> std::result::Result<Grant, Refusal> {
         let live = self.live.load_full();
         ctx.live = Some(live.clone());
         let req = session.req_header();
         check_limits(req, &live.settings.limits)?;
+        let matched = live.policies.route(&req.method, req.uri.path(), req.uri.query())?;
+        ctx.api = Some(matched.api.name.clone());
+        ctx.route = Some(matched.route.path.clone());
+        if matched.route.public {
+            return Ok(matched.public_grant());
+        }
         let (scheme, token) = credentials(&req.headers, req.uri.query())?;
         let token = token.to_string();
         let token = token.as_str();
-        let matched = live.policies.route(&req.method, req.uri.path(), req.uri.query())?;
         // Proofs are checked before anything costs a call.
         let dpop_thumbprint = match scheme {
             Scheme::Dpop => Some(self.verify_dpop(session, token)?),
             Scheme::Bearer => None,
         };
-        ctx.api = Some(matched.api.name.clone());
-        ctx.route = Some(matched.route.path.clone());
         let Some(server) = self.servers.get(&matched.api.authorization_server) else {
             // Validated at load and reload; fail closed all the same.
             tracing::error!(server = %matched.api.authorization_server, "no such authorization server running");
@@ -374,8 +377,12 @@ impl ProxyHttp for Gateway {
         if let Some(v) = &grant.subject {
             set(&names.subject, v)?;
         }
-        set(&names.scopes, &grant.scopes)?;
-        set(&names.accounts, &grant.accounts.join(","))?;
+        if !grant.scopes.is_empty() {
+            set(&names.scopes, &grant.scopes)?;
+        }
+        if !grant.accounts.is_empty() {
+            set(&names.accounts, &grant.accounts.join(","))?;
+        }
         set(INTERACTION_ID, &ctx.interaction_id)?;
         Ok(())
     }

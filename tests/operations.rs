@@ -36,7 +36,10 @@ async fn metrics_count_every_request_exactly() {
             r#"fapi_gateway_requests_total{api="gobank",decision="allowed",method="GET",route="/accounts",status="200"}"#,
             2.0,
         ),
-        (r#"fapi_gateway_requests_total{api="",decision="missing_token",method="",route="",status="401"}"#, 1.0),
+        (
+            r#"fapi_gateway_requests_total{api="gobank",decision="missing_token",method="GET",route="/accounts",status="401"}"#,
+            1.0,
+        ),
         (
             r#"fapi_gateway_requests_total{api="gobank",decision="account_not_granted",method="GET",route="/accounts/{AccountId}",status="403"}"#,
             1.0,
@@ -46,8 +49,9 @@ async fn metrics_count_every_request_exactly() {
         (r#"fapi_gateway_cache_lookups_total{result="hit"}"#, 2.0),
         (r#"fapi_gateway_introspection_duration_seconds_count{outcome="ok",server="default"}"#, 1.0),
         (r#"fapi_gateway_upstream_duration_seconds_count{api="gobank"}"#, 2.0),
-        (r#"fapi_gateway_request_duration_seconds_count{api="gobank"}"#, 3.0),
+        (r#"fapi_gateway_request_duration_seconds_count{api="gobank"}"#, 4.0),
         ("fapi_gateway_decision_duration_seconds_count", 5.0),
+        (r#"fapi_gateway_request_duration_seconds_count{api=""}"#, 1.0),
         ("fapi_gateway_cache_entries", 1.0),
         (r#"fapi_gateway_circuit_state{server="default"}"#, 0.0),
         ("fapi_gateway_config_generation", 1.0),

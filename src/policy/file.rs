@@ -151,6 +151,9 @@ struct RouteSection {
     /// `false` removes the profile's route with this path and methods.
     #[serde(default = "yes")]
     enabled: bool,
+    /// No token needed.
+    #[serde(default)]
+    public: bool,
 }
 
 /// `["A", "B"]` is one group (one of A, B); `[["A", "B"], ["C", "D"]]` is several groups,
@@ -426,7 +429,24 @@ fn parse_api(
                 Binding::Mtls
             }
         };
-        if binding == Binding::None {
+        if r.public {
+            let demands = !r.scopes.is_empty()
+                || !r.scopes_any.is_empty()
+                || !r.permissions.is_empty()
+                || !r.permissions_any.groups().is_empty()
+                || r.account_param.is_some()
+                || r.body_consent.is_some()
+                || !r.client_ids.is_empty()
+                || !r.acr_values.is_empty();
+            if demands || r.consent {
+                route_problem(&mut errors, "a public route takes no token: drop scopes, permissions, accounts, clients, acr and set `consent = false`".into());
+            }
+            warnings.push(ConfigError::new(
+                origin,
+                Some(line),
+                format!("route `{}` is public: no token is checked", r.path.get_ref()),
+            ));
+        } else if binding == Binding::None {
             warnings.push(ConfigError::new(
                 origin,
                 Some(line),
@@ -509,6 +529,7 @@ fn parse_api(
             consent_status: r.consent_status.clone(),
             body_consent,
             max_body_bytes,
+            public: r.public,
             file: origin.to_path_buf(),
             line,
         });

@@ -62,6 +62,8 @@ pub struct Route {
     pub body_consent: Option<ClaimPath>,
     /// Largest request body accepted, when the body is read (`body_consent`).
     pub max_body_bytes: usize,
+    /// No token needed (e.g. open data): the listener's mutual TLS still applies.
+    pub public: bool,
     /// Where the route is written, for `check` and `explain`.
     pub file: PathBuf,
     pub line: usize,
@@ -258,6 +260,21 @@ pub struct Presented<'a> {
 }
 
 impl RouteMatch<'_> {
+    /// The grant for a public route: forwarded, with no identity.
+    pub fn public_grant(&self) -> Grant {
+        Grant {
+            api: self.api.name.clone(),
+            route: self.route.path.clone(),
+            upstream: self.api.upstream.address,
+            upstream_path: self.upstream_path.clone(),
+            consent_id: None,
+            client_id: None,
+            subject: None,
+            scopes: String::new(),
+            accounts: Vec::new(),
+        }
+    }
+
     /// Decides the request on the token and what the connection presented. `now` is
     /// seconds since the epoch.
     pub fn evaluate(&self, token: &TokenInfo, presented: Presented<'_>, now: u64) -> Result<Grant, Refusal> {
