@@ -10,6 +10,8 @@
 //! demo, the tests and the benchmark use.
 
 pub mod admin;
+pub mod bench;
+pub mod bench_nginx;
 pub mod cache;
 pub mod client_identity;
 pub mod config;

@@ -203,7 +203,13 @@ impl Gateway {
         if let Some(nonce) = r.dpop_nonce {
             header.insert_header("dpop-nonce", nonce)?;
         }
-        session.set_keepalive(None);
+        // The connection stays open unless a request body may be left unread.
+        let req = session.req_header();
+        let bodiless = req.headers.get("content-length").is_none_or(|v| v.as_bytes() == b"0")
+            && req.headers.get("transfer-encoding").is_none();
+        if !bodiless {
+            session.set_keepalive(None);
+        }
         session.write_response_header(Box::new(header), false).await?;
         session.write_response_body(Some(r.body), true).await
     }

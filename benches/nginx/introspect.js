@@ -64,6 +64,13 @@ async function introspect(r) {
     if (!bound || !pem || thumbprint(pem) !== bound) {
         return refuse(r, 'invalid_token', 'token not bound to this client certificate');
     }
+    // The consent must be authorised (OBUK `Status`, generic `status`), as fapi-gateway's
+    // policy requires; 403 like the gateway. Scopes/permissions per route are not checked.
+    const status = t.Status || t.status;
+    if (status !== undefined && status !== 'Authorised' && status !== 'authorized') {
+        r.warn('introspect: refused: consent status ' + status);
+        return r.return(403);
+    }
     // For the bank (js_var variables, read by auth_request_set). OBUK and generic shapes.
     r.variables.consent_id = t.ConsentId || t.consent_id || '';
     r.variables.consent_accounts = (t.AccountIDs || t.account_ids || []).join(',');

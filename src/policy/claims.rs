@@ -76,10 +76,30 @@ impl ClaimPath {
 
     /// The single string at this path, if there is exactly one.
     pub fn string<'a>(&self, root: &'a Value) -> Option<&'a str> {
+        // The common case, one plain member, without collecting.
+        if let [Segment { name, each: false }] = self.segments.as_slice() {
+            return root.get(name).and_then(Value::as_str);
+        }
         match self.values(root).as_slice() {
             [Value::String(s)] => Some(s.as_str()),
             _ => None,
         }
+    }
+
+    /// Whether `wanted` is among the strings at this path (as `strings` lists them).
+    pub fn contains(&self, root: &Value, wanted: &str) -> bool {
+        let matches = |v: &Value| match v {
+            Value::String(s) => s == wanted || s.split_whitespace().any(|w| w == wanted),
+            _ => false,
+        };
+        if let [Segment { name, each: false }] = self.segments.as_slice() {
+            return match root.get(name) {
+                Some(Value::Array(items)) => items.iter().any(matches),
+                Some(v) => matches(v),
+                None => false,
+            };
+        }
+        self.values(root).into_iter().any(matches)
     }
 
     /// The strings at this path; a space-separated string counts as a list (as `scope` is).

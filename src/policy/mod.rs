@@ -169,8 +169,11 @@ fn is_normal_path(path: &str) -> bool {
     if rest.is_empty() {
         return true;
     }
-    let lower = rest.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%2e") || rest.contains('\\') {
+    // Encoded `/`, `\` and `.` could mean another path to the bank; `\` itself too.
+    let b = rest.as_bytes();
+    let encoded = b.windows(3).any(|w| w[0] == b'%' && w[1] == b'2' && matches!(w[2] | 0x20, b'f' | b'e'))
+        || b.windows(3).any(|w| w[0] == b'%' && w[1] == b'5' && (w[2] | 0x20) == b'c');
+    if encoded || rest.contains('\\') {
         return false;
     }
     rest.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
@@ -438,11 +441,14 @@ impl RouteMatch<'_> {
                 }
             }
             // Specs without a permissions claim express permissions as scopes.
-            let granted: Vec<String> = match &claims.permissions {
+            let has = |p: &String| match &claims.permissions {
+                Some(path) => path.contains(root, p),
+                None => token.scopes.iter().any(|s| s == p),
+            };
+            let granted = || match &claims.permissions {
                 Some(path) => path.strings(root),
                 None => token.scopes.clone(),
             };
-            let has = |p: &String| granted.iter().any(|g| g == p);
             check!(
                 Check::Permissions,
                 if let Some(missing) = route.permissions.iter().find(|p| !has(p)) {
@@ -452,7 +458,7 @@ impl RouteMatch<'_> {
                         needed: format!("one of `{}`", group.join("`, `")),
                     }))
                 } else {
-                    Ok(detail(&|| format!("granted [{}]", granted.join(" "))))
+                    Ok(detail(&|| format!("granted [{}]", granted().join(" "))))
                 }
             );
         }

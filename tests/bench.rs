@@ -1,0 +1,42 @@
+//! A smoke run of the load benchmark (seconds, small counts) so it never rots. Timings
+//! are not asserted: the machines are shared and noisy; RESULTS.md holds real runs.
+
+use std::time::Duration;
+
+use fapi_gateway::bench::{BenchOptions, Scenario};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_benchmark_runs_every_gateway_scenario() {
+    fapi_gateway::install_crypto_provider();
+    let options = BenchOptions {
+        concurrency: 2,
+        duration: Duration::from_millis(700),
+        max_requests: 300,
+        hot_tokens: 10,
+        cold_tokens: 50,
+        scenarios: vec![
+            Scenario::BankDirect,
+            Scenario::GatewayNoAuth,
+            Scenario::GatewayHot,
+            Scenario::GatewayCold,
+            Scenario::RevocationStorm,
+        ],
+        memory: vec![2_000],
+        binary: env!("CARGO_BIN_EXE_fapi-gateway").into(),
+    };
+    let report = fapi_gateway::bench::run(options).await.unwrap();
+    let table = report.table();
+    assert_eq!(report.scenarios.len(), 5, "{table}");
+    for m in &report.scenarios {
+        assert!(m.requests > 0, "{table}");
+        assert_eq!(m.errors, 0, "{table}");
+    }
+    let by = |name: &str| report.scenarios.iter().find(|m| m.scenario == name).unwrap();
+    assert_eq!(by("gateway-hot").introspection_calls, Some(0), "warm tokens are all hits: {table}");
+    assert_eq!(by("gateway-hot").cache_hit_ratio, Some(1.0), "{table}");
+    let cold = by("gateway-cold");
+    assert_eq!(cold.introspection_calls, cold.distinct_tokens, "one call per distinct token: {table}");
+    assert_eq!(cold.refused, 0);
+    assert!(report.memory[0].1 > 0.0, "{table}");
+    assert!(report.json()["scenarios"].as_array().unwrap().len() == 5);
+}
