@@ -15,6 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use serde_json::Value;
 
+use crate::policy::claims::Claim;
+
 /// The parts of an introspection response the gateway decides on. The whole response is
 /// kept in `claims` for the policy's consent claim paths.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,7 +31,8 @@ pub struct TokenInfo {
     pub certificate_thumbprint: Option<String>,
     /// RFC 9449 `cnf.jkt`: thumbprint of the bound DPoP key.
     pub dpop_thumbprint: Option<String>,
-    pub claims: Value,
+    /// The whole response, compact (see [`Claim`]).
+    pub claims: Claim,
 }
 
 impl TokenInfo {
@@ -43,7 +46,7 @@ impl TokenInfo {
             subject: None,
             certificate_thumbprint: None,
             dpop_thumbprint: None,
-            claims: Value::Null,
+            claims: Claim::Null,
         }
     }
 
@@ -79,7 +82,7 @@ impl TokenInfo {
             subject: string("sub"),
             certificate_thumbprint,
             dpop_thumbprint,
-            claims: body,
+            claims: Claim::from(&body),
         })
     }
 
@@ -158,7 +161,7 @@ mod tests {
         assert_eq!(info.certificate_thumbprint.as_deref(), Some("abc"));
         assert!(info.expired_at(100));
         assert!(!info.expired_at(99));
-        assert_eq!(info.claims["ConsentId"], "k");
+        assert_eq!(info.claims.to_value()["ConsentId"], "k");
     }
 
     #[test]

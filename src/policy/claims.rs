@@ -7,6 +7,106 @@
 
 use serde_json::Value;
 
+/// A JSON tree as read, walked by claim paths. Implemented for `serde_json::Value` (request
+/// bodies) and for [`Claim`] (cached introspection responses).
+pub trait Node: Sized {
+    fn member(&self, name: &str) -> Option<&Self>;
+    fn items(&self) -> Option<&[Self]>;
+    fn text(&self) -> Option<&str>;
+    fn number(&self) -> Option<u64>;
+}
+
+impl Node for Value {
+    fn member(&self, name: &str) -> Option<&Value> {
+        self.get(name)
+    }
+    fn items(&self) -> Option<&[Value]> {
+        self.as_array().map(Vec::as_slice)
+    }
+    fn text(&self) -> Option<&str> {
+        self.as_str()
+    }
+    fn number(&self) -> Option<u64> {
+        self.as_u64()
+    }
+}
+
+/// A compact, read-only JSON tree for cached introspection responses: objects are sorted
+/// boxed slices rather than B-tree maps, so a cached token costs a fraction of the memory.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    String(Box<str>),
+    Array(Box<[Claim]>),
+    Object(Box<[(Box<str>, Claim)]>),
+}
+
+impl From<&Value> for Claim {
+    fn from(v: &Value) -> Claim {
+        match v {
+            Value::Null => Claim::Null,
+            Value::Bool(b) => Claim::Bool(*b),
+            Value::Number(n) => Claim::Number(n.clone()),
+            Value::String(s) => Claim::String(s.as_str().into()),
+            Value::Array(items) => Claim::Array(items.iter().map(Claim::from).collect()),
+            Value::Object(map) => {
+                // serde_json's map iterates in key order: the slice is sorted for binary search.
+                Claim::Object(map.iter().map(|(k, v)| (k.as_str().into(), Claim::from(v))).collect())
+            }
+        }
+    }
+}
+
+impl Claim {
+    pub fn to_value(&self) -> Value {
+        match self {
+            Claim::Null => Value::Null,
+            Claim::Bool(b) => Value::Bool(*b),
+            Claim::Number(n) => Value::Number(n.clone()),
+            Claim::String(s) => Value::String(s.to_string()),
+            Claim::Array(items) => Value::Array(items.iter().map(Claim::to_value).collect()),
+            Claim::Object(members) => {
+                Value::Object(members.iter().map(|(k, v)| (k.to_string(), v.to_value())).collect())
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.to_value())
+    }
+}
+
+impl Node for Claim {
+    fn member(&self, name: &str) -> Option<&Claim> {
+        match self {
+            Claim::Object(members) => members.binary_search_by(|(k, _)| (**k).cmp(name)).ok().map(|i| &members[i].1),
+            _ => None,
+        }
+    }
+    fn items(&self) -> Option<&[Claim]> {
+        match self {
+            Claim::Array(items) => Some(items),
+            _ => None,
+        }
+    }
+    fn text(&self) -> Option<&str> {
+        match self {
+            Claim::String(s) => Some(s),
+            _ => None,
+        }
+    }
+    fn number(&self) -> Option<u64> {
+        match self {
+            Claim::Number(n) => n.as_u64(),
+            _ => None,
+        }
+    }
+}
+
 /// A parsed claim address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimPath {
@@ -47,14 +147,14 @@ impl ClaimPath {
     }
 
     /// Every value found at this path (arrays at the end are flattened).
-    pub fn values<'a>(&self, root: &'a Value) -> Vec<&'a Value> {
+    pub fn values<'a, N: Node>(&self, root: &'a N) -> Vec<&'a N> {
         let mut current = vec![root];
         for seg in &self.segments {
             let mut next = Vec::new();
             for v in current {
-                if let Some(child) = v.get(&seg.name) {
+                if let Some(child) = v.member(&seg.name) {
                     if seg.each {
-                        if let Some(items) = child.as_array() {
+                        if let Some(items) = child.items() {
                             next.extend(items.iter());
                         }
                     } else {
@@ -67,35 +167,34 @@ impl ClaimPath {
         // A final array (e.g. `Permissions`) counts as its elements.
         current
             .into_iter()
-            .flat_map(|v| match v {
-                Value::Array(items) => items.iter().collect::<Vec<_>>(),
-                other => vec![other],
+            .flat_map(|v| match v.items() {
+                Some(items) => items.iter().collect::<Vec<_>>(),
+                None => vec![v],
             })
             .collect()
     }
 
     /// The single string at this path, if there is exactly one.
-    pub fn string<'a>(&self, root: &'a Value) -> Option<&'a str> {
+    pub fn string<'a, N: Node>(&self, root: &'a N) -> Option<&'a str> {
         // The common case, one plain member, without collecting.
         if let [Segment { name, each: false }] = self.segments.as_slice() {
-            return root.get(name).and_then(Value::as_str);
+            return root.member(name).and_then(Node::text);
         }
         match self.values(root).as_slice() {
-            [Value::String(s)] => Some(s.as_str()),
+            [one] => one.text(),
             _ => None,
         }
     }
 
     /// Whether `wanted` is among the strings at this path (as `strings` lists them).
-    pub fn contains(&self, root: &Value, wanted: &str) -> bool {
-        let matches = |v: &Value| match v {
-            Value::String(s) => s == wanted || s.split_whitespace().any(|w| w == wanted),
-            _ => false,
-        };
+    pub fn contains<N: Node>(&self, root: &N, wanted: &str) -> bool {
+        let matches = |v: &N| v.text().is_some_and(|s| s == wanted || s.split_whitespace().any(|w| w == wanted));
         if let [Segment { name, each: false }] = self.segments.as_slice() {
-            return match root.get(name) {
-                Some(Value::Array(items)) => items.iter().any(matches),
-                Some(v) => matches(v),
+            return match root.member(name) {
+                Some(v) => match v.items() {
+                    Some(items) => items.iter().any(matches),
+                    None => matches(v),
+                },
                 None => false,
             };
         }
@@ -103,12 +202,12 @@ impl ClaimPath {
     }
 
     /// The strings at this path; a space-separated string counts as a list (as `scope` is).
-    pub fn strings(&self, root: &Value) -> Vec<String> {
+    pub fn strings<N: Node>(&self, root: &N) -> Vec<String> {
         self.values(root)
             .into_iter()
-            .flat_map(|v| match v {
-                Value::String(s) => s.split_whitespace().map(str::to_string).collect(),
-                _ => Vec::new(),
+            .flat_map(|v| match v.text() {
+                Some(s) => s.split_whitespace().map(str::to_string).collect(),
+                None => Vec::new(),
             })
             .collect()
     }
@@ -204,6 +303,19 @@ mod tests {
         );
         assert_eq!(ClaimPath::parse("scope").unwrap().strings(&claims), vec!["openid", "accounts"]);
         assert_eq!(ClaimPath::parse("missing").unwrap().string(&claims), None);
+    }
+
+    #[test]
+    fn compact_claims_read_as_the_json_does() {
+        let json = json!({"b": [1, {"id": "x"}], "a": "s", "fdx_consent": {"resources": [{"id": "A1"}, {"id": "A2"}]}, "n": 7});
+        let claim = Claim::from(&json);
+        assert_eq!(claim.to_value(), json);
+        for path in ["a", "b[].id", "fdx_consent.resources[].id", "n", "missing"] {
+            let p = ClaimPath::parse(path).unwrap();
+            assert_eq!(p.strings(&claim), p.strings(&json), "{path}");
+            assert_eq!(p.string(&claim), p.string(&json), "{path}");
+        }
+        assert_eq!(claim.member("n").and_then(Node::number), Some(7));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::config::Upstream;
 use crate::introspection::TokenInfo;
 use crate::refusal::{ConsentRefusal, Refusal};
-pub use claims::{ClaimMapping, ClaimPath};
+pub use claims::{Claim, ClaimMapping, ClaimPath, Node};
 pub use router::{PathParams, PathTemplate, RouteMiss, Router};
 
 /// How a route's token must be sender-constrained.
@@ -378,7 +378,7 @@ impl RouteMatch<'_> {
         );
         check!(
             Check::Acr,
-            match (&route.acr_values[..], token.claims.get("acr").and_then(Value::as_str)) {
+            match (&route.acr_values[..], token.claims.member("acr").and_then(Node::text)) {
                 ([], _) => Ok(detail(&|| "not required".into())),
                 (allowed, Some(acr)) if allowed.iter().any(|a| a == acr) => Ok(detail(&|| format!("acr {acr}"))),
                 (allowed, acr) => {
@@ -433,7 +433,7 @@ impl RouteMatch<'_> {
                 if let Some(v) = path.values(root).first() {
                     check!(
                         Check::ConsentNotExpired,
-                        match expiry_seconds(v) {
+                        match expiry_seconds(*v) {
                             Some(at) if at > now => Ok(detail(&|| format!("{} = {v}", path.as_str()))),
                             _ => Err(Refusal::Consent(ConsentRefusal::Expired)),
                         }
@@ -510,14 +510,13 @@ fn thumbprints_equal(bound: &str, presented: &str) -> bool {
 }
 
 /// An expiry as RFC 3339 text or seconds since the epoch.
-fn expiry_seconds(v: &Value) -> Option<u64> {
-    match v {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-            .ok()
-            .and_then(|t| u64::try_from(t.unix_timestamp()).ok()),
-        _ => None,
+fn expiry_seconds<N: Node>(v: &N) -> Option<u64> {
+    if let Some(n) = v.number() {
+        return Some(n);
     }
+    time::OffsetDateTime::parse(v.text()?, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .and_then(|t| u64::try_from(t.unix_timestamp()).ok())
 }
 
 #[cfg(test)]
