@@ -5,6 +5,9 @@
 //! A [`ClaimPath`] addresses one of them: dot-separated member names, where a segment
 //! ending in `[]` walks every element of an array, e.g. `fdx_consent.resources[].id`.
 
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock, Mutex};
+
 use serde_json::Value;
 
 /// A JSON tree as read, walked by claim paths. Implemented for `serde_json::Value` (request
@@ -32,30 +35,61 @@ impl Node for Value {
 }
 
 /// A compact, read-only JSON tree for cached introspection responses: objects are sorted
-/// boxed slices rather than B-tree maps, so a cached token costs a fraction of the memory.
+/// boxed slices rather than B-tree maps, and strings are shared between tokens (member
+/// names, statuses, permissions, client ids, thumbprints repeat across a cache of
+/// thousands), so a cached token costs a fraction of the memory of a `Value`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
     Null,
     Bool(bool),
     Number(serde_json::Number),
-    String(Box<str>),
+    String(Arc<str>),
     Array(Box<[Claim]>),
-    Object(Box<[(Box<str>, Claim)]>),
+    Object(Box<[(Arc<str>, Claim)]>),
 }
 
-impl From<&Value> for Claim {
-    fn from(v: &Value) -> Claim {
+/// The shared strings. Strings no token holds any more are dropped when the set has
+/// doubled since the last sweep, so it stays proportional to what is cached.
+struct Strings {
+    set: HashSet<Arc<str>>,
+    swept_at: usize,
+}
+
+static STRINGS: LazyLock<Mutex<Strings>> = LazyLock::new(|| Mutex::new(Strings { set: HashSet::new(), swept_at: 1024 }));
+
+fn shared(s: &str, strings: &mut Strings) -> Arc<str> {
+    if let Some(found) = strings.set.get(s) {
+        return found.clone();
+    }
+    if strings.set.len() >= strings.swept_at * 2 {
+        strings.set.retain(|a| Arc::strong_count(a) > 1);
+        strings.swept_at = strings.set.len().max(1024);
+    }
+    let new: Arc<str> = s.into();
+    strings.set.insert(new.clone());
+    new
+}
+
+impl Claim {
+    fn compact(v: &Value, strings: &mut Strings) -> Claim {
         match v {
             Value::Null => Claim::Null,
             Value::Bool(b) => Claim::Bool(*b),
             Value::Number(n) => Claim::Number(n.clone()),
-            Value::String(s) => Claim::String(s.as_str().into()),
-            Value::Array(items) => Claim::Array(items.iter().map(Claim::from).collect()),
+            Value::String(s) => Claim::String(shared(s, strings)),
+            Value::Array(items) => Claim::Array(items.iter().map(|i| Claim::compact(i, strings)).collect()),
+            // serde_json's map iterates in key order: the slice is sorted for binary search.
             Value::Object(map) => {
-                // serde_json's map iterates in key order: the slice is sorted for binary search.
-                Claim::Object(map.iter().map(|(k, v)| (k.as_str().into(), Claim::from(v))).collect())
+                Claim::Object(map.iter().map(|(k, v)| (shared(k, strings), Claim::compact(v, strings))).collect())
             }
         }
+    }
+}
+
+impl From<&Value> for Claim {
+    fn from(v: &Value) -> Claim {
+        let mut strings = STRINGS.lock().unwrap_or_else(|e| e.into_inner());
+        Claim::compact(v, &mut strings)
     }
 }
 
