@@ -55,7 +55,8 @@ struct Strings {
     swept_at: usize,
 }
 
-static STRINGS: LazyLock<Mutex<Strings>> = LazyLock::new(|| Mutex::new(Strings { set: HashSet::new(), swept_at: 1024 }));
+static STRINGS: LazyLock<Mutex<Strings>> =
+    LazyLock::new(|| Mutex::new(Strings { set: HashSet::new(), swept_at: 1024 }));
 
 fn shared(s: &str, strings: &mut Strings) -> Arc<str> {
     if let Some(found) = strings.set.get(s) {
