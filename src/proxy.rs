@@ -64,6 +64,7 @@ pub struct RequestContext {
     token_tag: Option<String>,
     cache: Option<CacheOutcome>,
     body_bytes: u64,
+    body_limit: u64,
 }
 
 impl Gateway {
@@ -144,6 +145,13 @@ impl Gateway {
         let matched = live.policies.route(&req.method, req.uri.path(), req.uri.query())?;
         ctx.api = Some(matched.api.name.clone());
         ctx.route = Some(matched.route.path.clone());
+        // The route's own body limit, checked on the declared length and on the stream.
+        ctx.body_limit = matched.route.body_limit.unwrap_or(live.settings.limits.max_body_bytes);
+        let declared =
+            req.headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > ctx.body_limit) {
+            return Err(Refusal::BodyTooLarge);
+        }
         if matched.route.public {
             return Ok(matched.public_grant());
         }
@@ -296,6 +304,7 @@ impl ProxyHttp for Gateway {
             token_tag: None,
             cache: None,
             body_bytes: 0,
+            body_limit: u64::MAX,
         }
     }
 
@@ -402,9 +411,9 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut RequestContext,
     ) -> Result<()> {
-        if let (Some(chunk), Some(live)) = (body.as_ref(), ctx.live.as_ref()) {
+        if let Some(chunk) = body.as_ref() {
             ctx.body_bytes += chunk.len() as u64;
-            if ctx.body_bytes > live.settings.limits.max_body_bytes {
+            if ctx.body_bytes > ctx.body_limit {
                 return Err(pingora_core::Error::explain(
                     pingora_core::ErrorType::HTTPStatus(413),
                     "request body over the limit",

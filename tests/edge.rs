@@ -403,3 +403,24 @@ async fn oversized_requests_are_refused_before_anything_else() {
     assert_eq!(w.bank_requests(), 0);
     let _ = Duration::ZERO;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_can_have_its_own_body_limit() {
+    let options = Options {
+        policy_appends: vec![(
+            "gobank.toml".into(),
+            "\n[[route]]\nmethods = [\"POST\"]\npath = \"/uploads\"\nconsent = false\npublic = true\nmax_body_bytes = 100\n".into(),
+        )],
+        ..Options::default()
+    };
+    let w = World::start_with(options).await;
+    let post = |n: usize| w.tpp.post(w.url("/gobank/uploads")).body(vec![b'x'; n]).send();
+    // Within the limit it is forwarded (the mock bank has no such path: its 404).
+    let r = post(50).await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(!r.text().await.unwrap().contains("UK.OBIE"), "the bank answered, not the gateway");
+    let request =
+        "POST /gobank/uploads HTTP/1.1\r\nHost: localhost\r\nContent-Length: 200\r\nConnection: close\r\n\r\n";
+    let status = raw_request(&w, cipher_suite::TLS13_AES_128_GCM_SHA256, request.as_bytes()).await.unwrap();
+    assert_eq!(status, "HTTP/1.1 413 Payload Too Large");
+}

@@ -490,9 +490,13 @@ fn parse_api(
         if r.consent_status.as_ref().is_some_and(|s| s.is_empty()) {
             route_problem(&mut errors, "consent_status is empty: no consent could ever pass".into());
         }
+        // A route that reads its body (body_consent) reads at most MAX_BODY_BYTES.
         let max_body_bytes = r.max_body_bytes.unwrap_or(MAX_BODY_BYTES);
-        if max_body_bytes > MAX_BODY_BYTES {
-            route_problem(&mut errors, format!("max_body_bytes may be at most {MAX_BODY_BYTES}"));
+        if r.body_consent.is_some() && max_body_bytes > MAX_BODY_BYTES {
+            route_problem(
+                &mut errors,
+                format!("a route with body_consent reads at most {MAX_BODY_BYTES} bytes (max_body_bytes)"),
+            );
         }
         let index = routes.len();
         for method in &methods {
@@ -528,7 +532,8 @@ fn parse_api(
             acr_values: r.acr_values.clone(),
             consent_status: r.consent_status.clone(),
             body_consent,
-            max_body_bytes,
+            max_body_bytes: max_body_bytes.min(MAX_BODY_BYTES),
+            body_limit: r.max_body_bytes.map(|n| n as u64),
             public: r.public,
             file: origin.to_path_buf(),
             line,

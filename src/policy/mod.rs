@@ -62,6 +62,8 @@ pub struct Route {
     pub body_consent: Option<ClaimPath>,
     /// Largest request body accepted, when the body is read (`body_consent`).
     pub max_body_bytes: usize,
+    /// This route's own limit on request bodies (else the gateway's `limits.max_body_bytes`).
+    pub body_limit: Option<u64>,
     /// No token needed (e.g. open data): the listener's mutual TLS still applies.
     pub public: bool,
     /// Where the route is written, for `check` and `explain`.
