@@ -201,6 +201,20 @@ impl DpopKey {
         }
     }
 
+    /// An RSA key (from Node.js, which the tests' other fixtures need anyway) for RS256 or PS256.
+    fn rsa(alg: Algorithm) -> DpopKey {
+        let script = "const {generateKeyPairSync}=require('crypto');\
+            const {privateKey,publicKey}=generateKeyPairSync('rsa',{modulusLength:2048});\
+            process.stdout.write(JSON.stringify({pem:privateKey.export({type:'pkcs1',format:'pem'}),jwk:publicKey.export({format:'jwk'})}))";
+        let out = std::process::Command::new("node").args(["-e", script]).output().expect("node");
+        let key: Value = serde_json::from_slice(&out.stdout).unwrap();
+        DpopKey {
+            encoding: EncodingKey::from_rsa_pem(key["pem"].as_str().unwrap().as_bytes()).unwrap(),
+            alg,
+            jwk: json!({"kty": "RSA", "n": key["jwk"]["n"], "e": key["jwk"]["e"]}),
+        }
+    }
+
     fn proof(&self, method: &str, url: &str, token: Option<&str>, iat: u64, extra: Value) -> String {
         let mut header = Header::new(self.alg);
         header.typ = Some("dpop+jwt".into());
@@ -307,6 +321,20 @@ async fn dpop_proofs_are_checked_as_rfc9449_says() {
     assert_eq!(refused(r).await.0, 401);
     assert_eq!(w.bank_requests(), before + 1, "only the one valid fresh proof got through");
 
+    // RSA keys (RS256, PS256) work too.
+    for alg in [Algorithm::RS256, Algorithm::PS256] {
+        let rsa = DpopKey::rsa(alg);
+        let rsa_token = dpop_token(&w, &rsa).await;
+        let r = w
+            .tpp
+            .get(&url)
+            .header("authorization", format!("DPoP {rsa_token}"))
+            .header("dpop", rsa.proof("GET", &url, Some(&rsa_token), now(), json!({})))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{alg:?}");
+    }
     // EdDSA keys work too.
     let ed = DpopKey::ed25519();
     let ed_token = dpop_token(&w, &ed).await;
