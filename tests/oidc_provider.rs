@@ -98,19 +98,42 @@ async fn provider_token(p: &Provider, client: &reqwest::Client, client_id: &str)
     r["access_token"].as_str().unwrap_or_else(|| panic!("no token: {r}")).to_string()
 }
 
-fn section(issuer: &str, auth: &str) -> String {
-    format!("issuer = \"{issuer}\"\nca = \"certs/ca.pem\"\ntimeout_ms = 3000\n{auth}\n")
+/// A dev PKI, the gateway's JWT keys, and oidc-provider running with them.
+struct Setup {
+    dir: tempfile::TempDir,
+    pki: fapi_gateway::pki::DevPki,
+    provider: Provider,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        fapi_gateway::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let pki = fapi_gateway::pki::DevPki::at(&dir.path().join("pki"));
+        pki.generate().unwrap();
+        let jwks = jwt_keys(dir.path());
+        let provider = Provider::start(&pki.dir, &jwks);
+        Setup { dir, pki, provider }
+    }
+
+    /// A world whose gateway introspects at the provider, authenticating with `auth`.
+    async fn world(&self, auth: &str) -> World {
+        let section =
+            format!("issuer = \"{}\"\nca = \"certs/ca.pem\"\ntimeout_ms = 3000\n{auth}\n", self.provider.issuer);
+        let options = Options {
+            authorization_server: Some(section),
+            pki: Some(self.pki.dir.clone()),
+            revocation_hook: false,
+            ..Options::default()
+        };
+        World::start_with(options).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_from_oidc_provider_pass_with_their_certificate_only_for_every_client_auth_method() {
-    fapi_gateway::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let pki = fapi_gateway::pki::DevPki::at(&dir.path().join("pki"));
-    pki.generate().unwrap();
-    let jwks = jwt_keys(dir.path());
-    let provider = Provider::start(&pki.dir, &jwks);
-    let key = |name: &str| dir.path().join(name).display().to_string();
+    let setup = Setup::new();
+    let key = |name: &str| setup.dir.path().join(name).display().to_string();
     let methods = [
         ("client_secret_basic", "client_id = \"gw-basic\"\nclient_auth = \"client_secret_basic\"\nclient_secret = \"gw-basic-secret\"".to_string()),
         ("client_secret_post", "client_id = \"gw-post\"\nclient_auth = \"client_secret_post\"\nclient_secret = \"gw-post-secret\"".to_string()),
@@ -128,14 +151,8 @@ async fn tokens_from_oidc_provider_pass_with_their_certificate_only_for_every_cl
         ),
     ];
     for (method, auth) in methods {
-        let options = Options {
-            authorization_server: Some(section(&provider.issuer, &auth)),
-            pki: Some(pki.dir.clone()),
-            revocation_hook: false,
-            ..Options::default()
-        };
-        let w = World::start_with(options).await;
-        let token = provider_token(&provider, &w.tpp, "financroo").await;
+        let w = setup.world(&auth).await;
+        let token = provider_token(&setup.provider, &w.tpp, "financroo").await;
         let r = w.get(&w.tpp, "/gobank/accounts", &token).await;
         assert_eq!(r.status(), 200, "{method}: {}", r.text().await.unwrap());
         let seen = w.fixtures.go_bank.last_headers().unwrap();
@@ -150,21 +167,10 @@ async fn tokens_from_oidc_provider_pass_with_their_certificate_only_for_every_cl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_revoked_at_oidc_provider_fails_once_evicted_through_the_admin_endpoint() {
-    fapi_gateway::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let pki = fapi_gateway::pki::DevPki::at(&dir.path().join("pki"));
-    pki.generate().unwrap();
-    let jwks = jwt_keys(dir.path());
-    let provider = Provider::start(&pki.dir, &jwks);
-    let auth = "client_id = \"gw-basic\"\nclient_secret = \"gw-basic-secret\"";
-    let options = Options {
-        authorization_server: Some(section(&provider.issuer, auth)),
-        pki: Some(pki.dir.clone()),
-        revocation_hook: false,
-        ..Options::default()
-    };
-    let w = World::start_with(options).await;
-    let token = provider_token(&provider, &w.tpp, "financroo").await;
+    let setup = Setup::new();
+    let provider = &setup.provider;
+    let w = setup.world("client_id = \"gw-basic\"\nclient_secret = \"gw-basic-secret\"").await;
+    let token = provider_token(provider, &w.tpp, "financroo").await;
     assert_eq!(w.get(&w.tpp, "/gobank/accounts", &token).await.status(), 200);
 
     let r = w
