@@ -50,7 +50,7 @@ pub fn explain(policies: &PolicySet, q: Question<'_>) -> Result<(String, bool), 
         matched.upstream_path,
     ));
     let assumed = q.certificate_thumbprint.is_none();
-    let thumbprint = q.certificate_thumbprint.or_else(|| token.certificate_thumbprint.clone());
+    let thumbprint = q.certificate_thumbprint.or_else(|| token.certificate_thumbprint.as_deref().map(str::to_string));
     if assumed {
         out.push_str("certificate: assumed to be the one the token is bound to (give --certificate to check one)\n");
     }

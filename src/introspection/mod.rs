@@ -15,23 +15,32 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::policy::claims::Claim;
+use std::sync::Arc;
 
-/// The parts of an introspection response the gateway decides on. The whole response is
-/// kept in `claims` for the policy's consent claim paths.
+use crate::policy::claims::{share, Claim};
+
+/// The standard RFC 7662 (and RFC 8705/9449) members: the gateway reads the ones it needs
+/// into [`TokenInfo`]'s fields and keeps none of them in `claims`, which policies'
+/// claim paths address (`check` refuses a path starting with one of these).
+pub const STANDARD_MEMBERS: [&str; 13] =
+    ["active", "scope", "client_id", "username", "token_type", "exp", "iat", "nbf", "sub", "aud", "iss", "jti", "cnf"];
+
+/// The parts of an introspection response the gateway decides on. Strings are shared
+/// between cached tokens (see [`Claim`]): a cache of many tokens holds each client id,
+/// subject, scope and thumbprint once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenInfo {
     pub active: bool,
     /// Seconds since the epoch.
     pub exp: Option<u64>,
-    pub scopes: Vec<String>,
-    pub client_id: Option<String>,
-    pub subject: Option<String>,
+    pub scopes: Arc<[Arc<str>]>,
+    pub client_id: Option<Arc<str>>,
+    pub subject: Option<Arc<str>>,
     /// RFC 8705 `cnf.x5t#S256`: base64url SHA-256 of the bound certificate.
-    pub certificate_thumbprint: Option<String>,
+    pub certificate_thumbprint: Option<Arc<str>>,
     /// RFC 9449 `cnf.jkt`: thumbprint of the bound DPoP key.
-    pub dpop_thumbprint: Option<String>,
-    /// The whole response, compact (see [`Claim`]).
+    pub dpop_thumbprint: Option<Arc<str>>,
+    /// The extension claims (consent and the like), compact: every member but the standard ones.
     pub claims: Claim,
 }
 
@@ -41,7 +50,7 @@ impl TokenInfo {
         TokenInfo {
             active: false,
             exp: None,
-            scopes: Vec::new(),
+            scopes: Arc::from([]),
             client_id: None,
             subject: None,
             certificate_thumbprint: None,
@@ -65,24 +74,22 @@ impl TokenInfo {
             None | Some(Value::Null) => None,
             Some(v) => Some(v.as_u64().ok_or(IntrospectionError::Malformed("`exp` is not a number"))?),
         };
-        let scopes = match body.get("scope") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
+        let scopes: Arc<[Arc<str>]> = match body.get("scope") {
+            None | Some(Value::Null) => Arc::from([]),
+            Some(Value::String(s)) => s.split_whitespace().map(share).collect(),
             Some(_) => return Err(IntrospectionError::Malformed("`scope` is not a string")),
         };
-        let string = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_string);
-        let certificate_thumbprint =
-            body.get("cnf").and_then(|c| c.get("x5t#S256")).and_then(Value::as_str).map(str::to_string);
-        let dpop_thumbprint = body.get("cnf").and_then(|c| c.get("jkt")).and_then(Value::as_str).map(str::to_string);
+        let string = |v: Option<&Value>| v.and_then(Value::as_str).map(share);
+        let cnf = body.get("cnf");
         Ok(TokenInfo {
             active,
             exp,
             scopes,
-            client_id: string("client_id"),
-            subject: string("sub"),
-            certificate_thumbprint,
-            dpop_thumbprint,
-            claims: Claim::from(&body),
+            client_id: string(body.get("client_id")),
+            subject: string(body.get("sub")),
+            certificate_thumbprint: string(cnf.and_then(|c| c.get("x5t#S256"))),
+            dpop_thumbprint: string(cnf.and_then(|c| c.get("jkt"))),
+            claims: Claim::compact_except(&body, &STANDARD_MEMBERS),
         })
     }
 
@@ -157,8 +164,9 @@ mod tests {
         }))
         .unwrap();
         assert!(info.active);
-        assert_eq!(info.scopes, vec!["openid", "accounts"]);
+        assert_eq!(info.scopes.iter().map(|s| &**s).collect::<Vec<_>>(), vec!["openid", "accounts"]);
         assert_eq!(info.certificate_thumbprint.as_deref(), Some("abc"));
+        assert_eq!(info.claims.to_value(), json!({"ConsentId": "k"}), "standard members are fields, not claims");
         assert!(info.expired_at(100));
         assert!(!info.expired_at(99));
         assert_eq!(info.claims.to_value()["ConsentId"], "k");

@@ -95,6 +95,28 @@ impl From<&Value> for Claim {
 }
 
 impl Claim {
+    /// An object's members but the `skipped` ones, compact.
+    pub fn compact_except(v: &Value, skipped: &[&str]) -> Claim {
+        let mut strings = STRINGS.lock().unwrap_or_else(|e| e.into_inner());
+        match v {
+            Value::Object(map) => Claim::Object(
+                map.iter()
+                    .filter(|(k, _)| !skipped.contains(&k.as_str()))
+                    .map(|(k, v)| (shared(k, &mut strings), Claim::compact(v, &mut strings)))
+                    .collect(),
+            ),
+            other => Claim::compact(other, &mut strings),
+        }
+    }
+}
+
+/// A string shared with every other holder of the same text.
+pub fn share(s: &str) -> Arc<str> {
+    let mut strings = STRINGS.lock().unwrap_or_else(|e| e.into_inner());
+    shared(s, &mut strings)
+}
+
+impl Claim {
     pub fn to_value(&self) -> Value {
         match self {
             Claim::Null => Value::Null,
@@ -179,6 +201,11 @@ impl ClaimPath {
 
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// The top-level member the path starts at.
+    pub fn first(&self) -> &str {
+        &self.segments[0].name
     }
 
     /// Every value found at this path (arrays at the end are flattened).

@@ -324,7 +324,18 @@ fn parse_api(
         let c = &parsed.claims;
         let path = |errors: &mut Vec<ConfigError>, v: &Option<Spanned<String>>| -> Option<ClaimPath> {
             let v = v.as_ref()?;
-            ClaimPath::parse(v.get_ref()).map_err(|m| errors.push(ConfigError::new(file, at(v.span()), m))).ok()
+            let path =
+                ClaimPath::parse(v.get_ref()).map_err(|m| errors.push(ConfigError::new(file, at(v.span()), m))).ok()?;
+            if crate::introspection::STANDARD_MEMBERS.contains(&path.first()) {
+                let msg = format!(
+                    "claim path `{}` starts at the standard member `{}`: claim paths address extension claims (the gateway reads the standard ones itself)",
+                    path.as_str(),
+                    path.first()
+                );
+                errors.push(ConfigError::new(file, at(v.span()), msg));
+                return None;
+            }
+            Some(path)
         };
         if let Some(p) = path(&mut errors, &c.consent_id) {
             mapping.consent_id = p;

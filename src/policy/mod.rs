@@ -352,7 +352,9 @@ impl RouteMatch<'_> {
             _ => Err(Refusal::CertificateMismatch),
         };
         let dpop = || match (&token.dpop_thumbprint, presented.dpop_thumbprint) {
-            (Some(bound), Some(p)) if bound == p => Ok(detail(&|| format!("cnf.jkt {bound} matches the proof's key"))),
+            (Some(bound), Some(p)) if **bound == *p => {
+                Ok(detail(&|| format!("cnf.jkt {bound} matches the proof's key")))
+            }
             _ => Err(Refusal::DpopMismatch),
         };
         check!(
@@ -388,7 +390,7 @@ impl RouteMatch<'_> {
                 }
             }
         );
-        let has_scope = |s: &String| token.scopes.iter().any(|t| t == s);
+        let has_scope = |s: &String| token.scopes.iter().any(|t| **t == **s);
         check!(
             Check::Scopes,
             if let Some(missing) = route.scopes.iter().find(|s| !has_scope(s)) {
@@ -445,11 +447,11 @@ impl RouteMatch<'_> {
             // Specs without a permissions claim express permissions as scopes.
             let has = |p: &String| match &claims.permissions {
                 Some(path) => path.contains(root, p),
-                None => token.scopes.iter().any(|s| s == p),
+                None => token.scopes.iter().any(|s| **s == **p),
             };
             let granted = || match &claims.permissions {
                 Some(path) => path.strings(root),
-                None => token.scopes.clone(),
+                None => token.scopes.iter().map(|s| s.to_string()).collect(),
             };
             check!(
                 Check::Permissions,
@@ -498,8 +500,8 @@ impl RouteMatch<'_> {
             upstream: self.api.upstream.address,
             upstream_path: self.upstream_path.clone(),
             consent_id: consent_id.map(str::to_string),
-            client_id: token.client_id.clone(),
-            subject: token.subject.clone(),
+            client_id: token.client_id.as_deref().map(str::to_string),
+            subject: token.subject.as_deref().map(str::to_string),
             scopes: token.scopes.join(" "),
             accounts,
         })

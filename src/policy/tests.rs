@@ -206,6 +206,10 @@ fn every_kind_of_mistake_is_reported_with_file_and_line() {
             UK.replace("profile = \"obuk\"", "profile = \"obuk\"\n[claims]\nconsent_id = \"a..b\""),
             "p.toml:7: claim path `a..b`",
         ),
+        (
+            UK.replace("profile = \"obuk\"", "profile = \"obuk\"\n[claims]\nconsent_id = \"cnf.consent\""),
+            "p.toml:7: claim path `cnf.consent` starts at the standard member `cnf`",
+        ),
     ];
     for (source, expected) in cases {
         let errors = errors_of(&source);
