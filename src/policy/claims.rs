@@ -5,7 +5,7 @@
 //! A [`ClaimPath`] addresses one of them: dot-separated member names, where a segment
 //! ending in `[]` walks every element of an array, e.g. `fdx_consent.resources[].id`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use serde_json::Value;
@@ -44,7 +44,8 @@ pub enum Claim {
     Bool(bool),
     Number(serde_json::Number),
     String(Arc<str>),
-    Array(Box<[Claim]>),
+    /// Arrays too are shared (permission lists repeat across a consent's tokens).
+    Array(Arc<[Claim]>),
     Object(Box<[(Arc<str>, Claim)]>),
 }
 
@@ -53,10 +54,28 @@ pub enum Claim {
 struct Strings {
     set: HashSet<Arc<str>>,
     swept_at: usize,
+    /// Arrays by their JSON text.
+    arrays: HashMap<String, Arc<[Claim]>>,
+    arrays_swept_at: usize,
 }
 
-static STRINGS: LazyLock<Mutex<Strings>> =
-    LazyLock::new(|| Mutex::new(Strings { set: HashSet::new(), swept_at: 1024 }));
+static STRINGS: LazyLock<Mutex<Strings>> = LazyLock::new(|| {
+    Mutex::new(Strings { set: HashSet::new(), swept_at: 1024, arrays: HashMap::new(), arrays_swept_at: 1024 })
+});
+
+fn shared_array(items: &[Value], strings: &mut Strings) -> Arc<[Claim]> {
+    let text = serde_json::to_string(items).unwrap_or_default();
+    if let Some(found) = strings.arrays.get(&text) {
+        return found.clone();
+    }
+    if strings.arrays.len() >= strings.arrays_swept_at * 2 {
+        strings.arrays.retain(|_, a| Arc::strong_count(a) > 1);
+        strings.arrays_swept_at = strings.arrays.len().max(1024);
+    }
+    let new: Arc<[Claim]> = items.iter().map(|i| Claim::compact(i, strings)).collect();
+    strings.arrays.insert(text, new.clone());
+    new
+}
 
 fn shared(s: &str, strings: &mut Strings) -> Arc<str> {
     if let Some(found) = strings.set.get(s) {
@@ -78,7 +97,7 @@ impl Claim {
             Value::Bool(b) => Claim::Bool(*b),
             Value::Number(n) => Claim::Number(n.clone()),
             Value::String(s) => Claim::String(shared(s, strings)),
-            Value::Array(items) => Claim::Array(items.iter().map(|i| Claim::compact(i, strings)).collect()),
+            Value::Array(items) => Claim::Array(shared_array(items, strings)),
             // serde_json's map iterates in key order: the slice is sorted for binary search.
             Value::Object(map) => {
                 Claim::Object(map.iter().map(|(k, v)| (shared(k, strings), Claim::compact(v, strings))).collect())
