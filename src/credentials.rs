@@ -55,10 +55,6 @@ pub fn credentials<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Result<(S
     }
 }
 
-/// The bearer token of a request (either scheme), or the refusal for its credentials.
-pub fn bearer_token<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Result<&'a str, Refusal> {
-    credentials(headers, query).map(|(_, token)| token)
-}
 
 /// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
 fn is_b64token(t: &str) -> bool {
@@ -86,6 +82,10 @@ mod tests {
             h.append(AUTHORIZATION, v.parse().unwrap());
         }
         h
+    }
+
+    fn bearer_token<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Result<&'a str, Refusal> {
+        credentials(headers, query).map(|(_, token)| token)
     }
 
     #[test]
