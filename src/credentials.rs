@@ -55,7 +55,6 @@ pub fn credentials<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Result<(S
     }
 }
 
-
 /// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
 fn is_b64token(t: &str) -> bool {
     if t.is_empty() || t.len() > MAX_TOKEN_LEN {
