@@ -1,4 +1,6 @@
-//! The bounded introspection cache in front of the authorization server.
+//! The bounded introspection cache in front of the authorization server (a small sharded
+//! store of its own: a general-purpose cache's per-entry bookkeeping cost more memory
+//! than the cached token itself).
 //!
 //! Keys are SHA-256 digests of the server's name and the token, so raw tokens are never
 //! stored and the same token string at two servers is two entries. An active result lives
@@ -11,10 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use moka::future::Cache;
-use moka::notification::RemovalCause;
-use moka::Expiry;
+use std::collections::VecDeque;
+
 use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
 
 use crate::config::CacheConfig;
 use crate::introspection::{IntrospectionError, Introspector, TokenInfo};
@@ -89,12 +91,6 @@ impl Lifetime {
     }
 }
 
-impl Expiry<TokenKey, Arc<Cached>> for Lifetime {
-    fn expire_after_create(&self, _key: &TokenKey, value: &Arc<Cached>, _created_at: Instant) -> Option<Duration> {
-        Some(self.of(&value.info))
-    }
-}
-
 /// Which cached entries belong to which consent, so a revoked consent can be dropped at once.
 #[derive(Default)]
 struct ConsentIndex {
@@ -135,12 +131,45 @@ impl ConsentIndex {
     }
 }
 
-/// Introspection results by token, bounded in count and in time.
+/// Shards of the store, so concurrent requests rarely wait on one lock.
+const SHARDS: usize = 16;
+
+struct Slot {
+    value: Arc<Cached>,
+    expires: Instant,
+}
+
+/// One shard: the entries, and their keys in insertion order (for eviction of the oldest
+/// and for sweeping expired ones). A queued key whose entry has been replaced or removed
+/// is recognised by its generation and skipped.
+#[derive(Default)]
+struct Shard {
+    entries: HashMap<TokenKey, Slot>,
+    order: VecDeque<(TokenKey, u64)>,
+}
+
+/// The one introspection call under way for a token; concurrent lookups await it.
+type InFlight = OnceCell<Result<Arc<Cached>, IntrospectionError>>;
+
+/// Why an entry left the store.
+#[derive(Clone, Copy)]
+enum Removal {
+    Expired,
+    Size,
+}
+
+/// Introspection results by token, bounded in count and in time. A small sharded store
+/// rather than a general-purpose cache: per entry it holds the key, the value and its
+/// deadline, which keeps a cached token's memory low (`benches/RESULTS.md`).
 pub struct IntrospectionCache {
     server: String,
-    entries: Cache<TokenKey, Arc<Cached>>,
+    shards: Box<[Mutex<Shard>]>,
+    shard_capacity: usize,
+    lifetime: Lifetime,
+    /// One in-flight introspection per token: concurrent misses wait on it.
+    inflight: Mutex<HashMap<TokenKey, Arc<InFlight>>>,
     introspector: Arc<dyn Introspector>,
-    index: Arc<Mutex<ConsentIndex>>,
+    index: Mutex<ConsentIndex>,
     generations: AtomicU64,
     metrics: Arc<Metrics>,
 }
@@ -152,28 +181,18 @@ impl IntrospectionCache {
         introspector: Arc<dyn Introspector>,
         metrics: Arc<Metrics>,
     ) -> IntrospectionCache {
-        let index: Arc<Mutex<ConsentIndex>> = Arc::default();
-        let listener_index = index.clone();
-        let evictions = metrics.cache_evictions.clone();
-        let entries = Cache::builder()
-            .max_capacity(config.capacity)
-            .expire_after(Lifetime { max_ttl: config.max_ttl, inactive_ttl: config.inactive_ttl })
-            .eviction_listener(move |key: Arc<TokenKey>, value: Arc<Cached>, cause| {
-                listener_index.lock().unwrap().remove(*key, Some(value.generation));
-                let cause = match cause {
-                    RemovalCause::Expired => "expired",
-                    RemovalCause::Size => "size",
-                    RemovalCause::Explicit => return, // counted where it is decided
-                    RemovalCause::Replaced => return,
-                };
-                evictions.with_label_values(&[cause]).inc();
-            })
-            .build();
+        // Never more than `capacity` in all: fewer shards for tiny capacities, floor per shard.
+        let capacity = (config.capacity as usize).max(1);
+        let shard_count = SHARDS.min(capacity);
+        let shard_capacity = capacity / shard_count;
         IntrospectionCache {
             server: server.to_string(),
-            entries,
+            shards: (0..shard_count).map(|_| Mutex::new(Shard::default())).collect(),
+            shard_capacity,
+            lifetime: Lifetime { max_ttl: config.max_ttl, inactive_ttl: config.inactive_ttl },
+            inflight: Mutex::default(),
             introspector,
-            index,
+            index: Mutex::default(),
             generations: AtomicU64::new(0),
             metrics,
         }
@@ -181,6 +200,63 @@ impl IntrospectionCache {
 
     pub fn key(&self, token: &str) -> TokenKey {
         TokenKey::new(&self.server, token)
+    }
+
+    fn shard(&self, key: &TokenKey) -> &Mutex<Shard> {
+        &self.shards[key.0[0] as usize % self.shards.len()]
+    }
+
+    /// Counts a removal and forgets the entry in the consent index.
+    fn removed(&self, key: TokenKey, value: &Cached, why: Removal) {
+        self.index.lock().unwrap().remove(key, Some(value.generation));
+        let cause = match why {
+            Removal::Expired => "expired",
+            Removal::Size => "size",
+        };
+        self.metrics.cache_evictions.with_label_values(&[cause]).inc();
+    }
+
+    fn get(&self, key: &TokenKey) -> Option<Arc<Cached>> {
+        let mut shard = self.shard(key).lock().unwrap();
+        let slot = shard.entries.get(key)?;
+        if slot.expires > Instant::now() {
+            return Some(slot.value.clone());
+        }
+        let expired = shard.entries.remove(key).expect("present");
+        drop(shard);
+        self.removed(*key, &expired.value, Removal::Expired);
+        None
+    }
+
+    fn insert(&self, key: TokenKey, value: Arc<Cached>) {
+        let ttl = self.lifetime.of(&value.info);
+        if ttl.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let mut gone = Vec::new();
+        {
+            let mut shard = self.shard(&key).lock().unwrap();
+            // Expired entries at the front go first; then, if full, the oldest.
+            while let Some(&(k, generation)) = shard.order.front() {
+                let stale = shard.entries.get(&k).is_none_or(|s| s.value.generation != generation);
+                let expired = !stale && shard.entries[&k].expires <= now;
+                let full = shard.entries.len() >= self.shard_capacity && !shard.entries.contains_key(&key);
+                if !(stale || expired || full) {
+                    break;
+                }
+                shard.order.pop_front();
+                if !stale {
+                    let slot = shard.entries.remove(&k).expect("present");
+                    gone.push((k, slot.value, if expired { Removal::Expired } else { Removal::Size }));
+                }
+            }
+            shard.order.push_back((key, value.generation));
+            shard.entries.insert(key, Slot { value, expires: now + ttl });
+        }
+        for (k, v, why) in gone {
+            self.removed(k, &v, why);
+        }
     }
 
     /// The token's introspection result, from the cache or from the server. An entry
@@ -191,18 +267,32 @@ impl IntrospectionCache {
         token: &str,
         max_age: Option<Duration>,
     ) -> Result<(Arc<Cached>, CacheOutcome), IntrospectionError> {
-        if let Some(found) = self.entries.get(&key).await {
+        if let Some(found) = self.get(&key) {
             if max_age.is_none_or(|m| found.fetched.elapsed() <= m) {
                 self.metrics.cache_lookups.with_label_values(&["hit"]).inc();
                 return Ok((found, CacheOutcome::Hit));
             }
-            self.entries.invalidate(&key).await;
+            self.remove(&key);
             self.metrics.cache_evictions.with_label_values(&["stale"]).inc();
         }
-        let entry = self.entries.entry(key).or_try_insert_with(self.fetch(token)).await.map_err(|e| (*e).clone())?;
-        let outcome = if entry.is_fresh() { CacheOutcome::Miss } else { CacheOutcome::Coalesced };
+        let cell = self.inflight.lock().unwrap().entry(key).or_default().clone();
+        let ran = std::sync::atomic::AtomicBool::new(false);
+        let result = cell
+            .get_or_init(|| async {
+                ran.store(true, Ordering::Relaxed);
+                let result = self.fetch(token).await;
+                if let Ok(value) = &result {
+                    self.insert(key, value.clone());
+                }
+                // Later lookups find the store (or, after an error, call again).
+                self.inflight.lock().unwrap().remove(&key);
+                result
+            })
+            .await
+            .clone();
+        let outcome = if ran.load(Ordering::Relaxed) { CacheOutcome::Miss } else { CacheOutcome::Coalesced };
         self.metrics.cache_lookups.with_label_values(&[outcome.as_str()]).inc();
-        Ok((entry.into_value(), outcome))
+        result.map(|v| (v, outcome))
     }
 
     async fn fetch(&self, token: &str) -> Result<Arc<Cached>, IntrospectionError> {
@@ -226,6 +316,12 @@ impl IntrospectionCache {
         Ok(Arc::new(Cached { info, fetched: Instant::now(), generation }))
     }
 
+    fn remove(&self, key: &TokenKey) -> Option<Arc<Cached>> {
+        let slot = self.shard(key).lock().unwrap().entries.remove(key)?;
+        self.index.lock().unwrap().remove(*key, Some(slot.value.generation));
+        Some(slot.value)
+    }
+
     /// Records that the entry `cached` under `key` belongs to `consent`.
     pub fn index_consent(&self, consent: &str, key: TokenKey, cached: &Cached) {
         self.index.lock().unwrap().insert(consent, key, cached.generation);
@@ -235,7 +331,7 @@ impl IntrospectionCache {
     pub async fn revoke_consent(&self, consent: &str) -> usize {
         let keys = self.index.lock().unwrap().take(consent);
         for k in &keys {
-            self.entries.invalidate(k).await;
+            self.shard(k).lock().unwrap().entries.remove(k);
         }
         self.metrics.cache_evictions.with_label_values(&["revoked"]).inc_by(keys.len() as u64);
         keys.len()
@@ -243,23 +339,39 @@ impl IntrospectionCache {
 
     /// Drops the entry of one token; returns whether there was one.
     pub async fn revoke_token(&self, token: &str) -> bool {
-        let key = self.key(token);
-        let found = self.entries.remove(&key).await.is_some();
-        self.index.lock().unwrap().remove(key, None);
+        let found = self.remove(&self.key(token)).is_some();
         if found {
             self.metrics.cache_evictions.with_label_values(&["revoked"]).inc();
         }
         found
     }
 
-    /// Entries currently held (approximate until pending maintenance runs).
+    /// Entries currently held (expired ones included until swept).
     pub fn entry_count(&self) -> u64 {
-        self.entries.entry_count()
+        self.shards.iter().map(|s| s.lock().unwrap().entries.len() as u64).sum()
     }
 
-    /// Runs pending evictions now (tests and metrics want exact counts).
+    /// Sweeps expired entries now (before a metrics scrape, so counts are exact).
     pub async fn run_pending_tasks(&self) {
-        self.entries.run_pending_tasks().await;
+        let now = Instant::now();
+        for shard in self.shards.iter() {
+            let mut gone = Vec::new();
+            {
+                let mut shard = shard.lock().unwrap();
+                shard.entries.retain(|k, slot| {
+                    let keep = slot.expires > now;
+                    if !keep {
+                        gone.push((*k, slot.value.clone()));
+                    }
+                    keep
+                });
+                let Shard { entries, order } = &mut *shard;
+                order.retain(|(k, generation)| entries.get(k).is_some_and(|s| s.value.generation == *generation));
+            }
+            for (k, v) in gone {
+                self.removed(k, &v, Removal::Expired);
+            }
+        }
     }
 }
 
@@ -392,6 +504,28 @@ mod tests {
         index.insert("c", key, 2);
         index.remove(key, Some(1));
         assert_eq!(index.take("c"), vec![key]);
+    }
+
+    #[tokio::test]
+    async fn capacity_evicts_the_oldest_and_sweeps_drop_the_expired() {
+        let fake = Arc::new(Counting { calls: AtomicUsize::new(0), answer: Ok(active(None)) });
+        let metrics = Arc::new(Metrics::new());
+        let config = CacheConfig { max_ttl: Duration::from_millis(300), inactive_ttl: Duration::ZERO, capacity: 4 };
+        let cache = IntrospectionCache::new("as", &config, fake, metrics.clone());
+        for i in 0..10 {
+            let t = format!("t{i}");
+            cache.lookup(cache.key(&t), &t, None).await.unwrap();
+        }
+        assert!(cache.entry_count() <= 4, "{}", cache.entry_count());
+        let evicted = |cause: &str| metrics.cache_evictions.with_label_values(&[cause]).get();
+        // Each lookup takes 50 ms: early entries may have expired before being pushed out.
+        assert_eq!(evicted("size") + evicted("expired") + cache.entry_count(), 10);
+        assert!(evicted("size") >= 1);
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let (held, expired_before) = (cache.entry_count(), evicted("expired"));
+        cache.run_pending_tasks().await;
+        assert_eq!(cache.entry_count(), 0);
+        assert_eq!(evicted("expired"), expired_before + held);
     }
 
     #[test]
