@@ -60,10 +60,17 @@ impl Scenario {
         }
     }
 
+    /// A full name, or its short form: bank, no-auth, hot, cold, storm, nginx.
     pub fn parse(s: &str) -> Option<Scenario> {
-        Scenario::ALL
-            .into_iter()
-            .find(|c| c.name() == s || c.name().split('-').nth(1) == Some(s) || c.name().starts_with(s))
+        let short = |c: Scenario| match c {
+            Scenario::BankDirect => "bank",
+            Scenario::GatewayNoAuth => "no-auth",
+            Scenario::GatewayHot => "hot",
+            Scenario::GatewayCold => "cold",
+            Scenario::RevocationStorm => "storm",
+            Scenario::Nginx => "nginx",
+        };
+        Scenario::ALL.into_iter().find(|c| c.name() == s || short(*c) == s)
     }
 }
 
