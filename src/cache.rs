@@ -508,24 +508,35 @@ mod tests {
 
     #[tokio::test]
     async fn capacity_evicts_the_oldest_and_sweeps_drop_the_expired() {
-        let fake = Arc::new(Counting { calls: AtomicUsize::new(0), answer: Ok(active(None)) });
-        let metrics = Arc::new(Metrics::new());
-        let config = CacheConfig { max_ttl: Duration::from_millis(300), inactive_ttl: Duration::ZERO, capacity: 4 };
-        let cache = IntrospectionCache::new("as", &config, fake, metrics.clone());
+        let store = |ttl: Duration, capacity: u64| {
+            let fake = Arc::new(Counting { calls: AtomicUsize::new(0), answer: Ok(active(None)) });
+            let metrics = Arc::new(Metrics::new());
+            let config = CacheConfig { max_ttl: ttl, inactive_ttl: Duration::ZERO, capacity };
+            (IntrospectionCache::new("as", &config, fake, metrics.clone()), metrics)
+        };
+        let evicted = |m: &Metrics, cause: &str| m.cache_evictions.with_label_values(&[cause]).get();
+
+        // Full: the oldest entries make room, never more than the capacity.
+        let (cache, metrics) = store(Duration::from_secs(60), 4);
         for i in 0..10 {
             let t = format!("t{i}");
             cache.lookup(cache.key(&t), &t, None).await.unwrap();
+            assert!(cache.entry_count() <= 4);
         }
-        assert!(cache.entry_count() <= 4, "{}", cache.entry_count());
-        let evicted = |cause: &str| metrics.cache_evictions.with_label_values(&[cause]).get();
-        // Each lookup takes 50 ms: early entries may have expired before being pushed out.
-        assert_eq!(evicted("size") + evicted("expired") + cache.entry_count(), 10);
-        assert!(evicted("size") >= 1);
-        tokio::time::sleep(Duration::from_millis(350)).await;
-        let (held, expired_before) = (cache.entry_count(), evicted("expired"));
+        assert_eq!(evicted(&metrics, "size") + cache.entry_count(), 10);
+        assert!(evicted(&metrics, "size") >= 6);
+        let newest = cache.key("t9");
+        assert_eq!(cache.lookup(newest, "t9", None).await.unwrap().1, CacheOutcome::Hit);
+
+        // Expired entries are swept.
+        let (cache, metrics) = store(Duration::from_millis(100), 100);
+        for t in ["a", "b", "c"] {
+            cache.lookup(cache.key(t), t, None).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
         cache.run_pending_tasks().await;
         assert_eq!(cache.entry_count(), 0);
-        assert_eq!(evicted("expired"), expired_before + held);
+        assert_eq!(evicted(&metrics, "expired"), 3);
     }
 
     #[test]
