@@ -151,6 +151,18 @@ struct Shard {
 /// The one introspection call under way for a token; concurrent lookups await it.
 type InFlight = OnceCell<Result<Arc<Cached>, IntrospectionError>>;
 
+/// Removes a token's in-flight call when the call ends, however it ends.
+struct InFlightGuard<'a> {
+    cache: &'a IntrospectionCache,
+    key: TokenKey,
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.cache.inflight.lock().unwrap().remove(&self.key);
+    }
+}
+
 /// Why an entry left the store.
 #[derive(Clone, Copy)]
 enum Removal {
@@ -280,12 +292,13 @@ impl IntrospectionCache {
         let result = cell
             .get_or_init(|| async {
                 ran.store(true, Ordering::Relaxed);
+                // Later lookups find the store (or, after an error, call again); the guard
+                // also clears the way if this request is cancelled mid-call.
+                let _done = InFlightGuard { cache: self, key };
                 let result = self.fetch(token).await;
                 if let Ok(value) = &result {
                     self.insert(key, value.clone());
                 }
-                // Later lookups find the store (or, after an error, call again).
-                self.inflight.lock().unwrap().remove(&key);
                 result
             })
             .await
@@ -537,6 +550,17 @@ mod tests {
         cache.run_pending_tasks().await;
         assert_eq!(cache.entry_count(), 0);
         assert_eq!(evicted(&metrics, "expired"), 3);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_call_leaves_nothing_in_flight() {
+        let (cache, fake) = cache(Ok(active(None)), 60.0);
+        let key = cache.key("tok");
+        // The introspector takes 50 ms; give up after 10.
+        assert!(tokio::time::timeout(Duration::from_millis(10), cache.lookup(key, "tok", None)).await.is_err());
+        assert!(cache.inflight.lock().unwrap().is_empty());
+        assert_eq!(cache.lookup(key, "tok", None).await.unwrap().1, CacheOutcome::Miss);
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
     }
 
     #[test]
