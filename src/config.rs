@@ -633,10 +633,19 @@ pub struct ServerConfig {
     pub upgrade_socket: PathBuf,
 }
 
+/// Listener addresses given on the command line, over the file's (e.g. 0.0.0.0 inside a
+/// container while the file says 127.0.0.1). Kept across reloads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AddressOverrides {
+    pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+}
+
 /// The whole validated configuration.
 #[derive(Debug)]
 pub struct GatewayConfig {
     pub source: PathBuf,
+    pub overrides: AddressOverrides,
     pub listener: ListenerConfig,
     pub admin: Option<AdminConfig>,
     pub logging: LoggingConfig,
@@ -656,6 +665,18 @@ pub struct GatewayConfig {
 }
 
 impl GatewayConfig {
+    /// Applies command-line listener addresses over the file's.
+    pub fn with_overrides(mut self, o: AddressOverrides) -> Result<GatewayConfig, String> {
+        if let Some(listen) = o.listen {
+            self.listener.address = listen;
+        }
+        if let Some(admin) = o.admin_listen {
+            self.admin.as_mut().ok_or("--admin-listen needs an [admin] section in the configuration")?.address = admin;
+        }
+        self.overrides = o;
+        Ok(self)
+    }
+
     /// Reads `path` and the policy files it points to.
     pub fn load(path: &Path) -> Result<GatewayConfig, ConfigErrors> {
         let source = std::fs::read_to_string(path)
@@ -1005,6 +1026,7 @@ impl GatewayConfig {
         }
         Ok(GatewayConfig {
             source: path.to_path_buf(),
+            overrides: AddressOverrides::default(),
             listener: ListenerConfig {
                 address: listener_address.expect("checked above"),
                 tls,

@@ -24,6 +24,12 @@ enum Command {
         /// start the new binary with --upgrade, then send SIGQUIT to the old one).
         #[arg(long)]
         upgrade: bool,
+        /// Listen here instead of the file's `listener.address` (e.g. 0.0.0.0:8443 in a container).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// The admin listener here instead of the file's `admin.address`.
+        #[arg(long)]
+        admin_listen: Option<std::net::SocketAddr>,
     },
     /// Run the demo: dev PKI, mock authorization server, Go Bank and Hyperscale Bank, all on loopback.
     Demo {
@@ -151,8 +157,9 @@ fn main() -> ExitCode {
         fapi_gateway::install_crypto_provider();
     }
     let result = match cli.command {
-        Command::Run { config, upgrade } => GatewayConfig::load(&config)
+        Command::Run { config, upgrade, listen, admin_listen } => GatewayConfig::load(&config)
             .map_err(|e| e.to_string())
+            .and_then(|config| config.with_overrides(fapi_gateway::config::AddressOverrides { listen, admin_listen }))
             .and_then(|config| {
                 init_logging(Some(&config.logging));
                 fapi_gateway::server::run(config, upgrade)

@@ -88,6 +88,7 @@ struct Applied {
 /// Re-reads and applies the configuration.
 pub struct Reloader {
     config_path: PathBuf,
+    overrides: crate::config::AddressOverrides,
     /// Authorization servers built at start; policies may name only these.
     servers: Vec<String>,
     live: Arc<ArcSwap<Live>>,
@@ -118,6 +119,7 @@ impl Reloader {
         metrics.config_last_reload_success.set(1);
         Reloader {
             config_path: config.source.clone(),
+            overrides: config.overrides,
             servers,
             live,
             server_certificate,
@@ -155,7 +157,8 @@ impl Reloader {
     }
 
     fn try_reload(&self) -> Result<ReloadReport, String> {
-        let config = GatewayConfig::load(&self.config_path).map_err(|e| e.to_string())?;
+        let config =
+            GatewayConfig::load(&self.config_path).map_err(|e| e.to_string())?.with_overrides(self.overrides)?;
         for api in config.policies.apis() {
             if !self.servers.contains(&api.authorization_server) {
                 return Err(format!(

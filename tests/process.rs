@@ -31,8 +31,11 @@ async fn logs_carry_no_token_and_sigterm_drains() {
     )
     .await
     .unwrap();
+    // The file names one pair of addresses, the command line another (as in a container):
+    // the command line wins, also after a reload.
+    let (file_gateway, file_admin) = (free_port(), free_port());
     let (gateway_addr, admin_addr) = (free_port(), free_port());
-    let config = write_config(dir.path(), &fixtures, gateway_addr, admin_addr, &Options::default());
+    let config = write_config(dir.path(), &fixtures, file_gateway, file_admin, &Options::default());
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str("grace_period_seconds = 1\ngraceful_shutdown_timeout_seconds = 1\n[logging]\nformat = \"json\"\nlevel = \"debug\"\n");
     std::fs::write(&config, text).unwrap();
@@ -41,6 +44,7 @@ async fn logs_carry_no_token_and_sigterm_drains() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fapi-gateway"))
         .args(["run", "--config"])
         .arg(&config)
+        .args(["--listen", &gateway_addr.to_string(), "--admin-listen", &admin_addr.to_string()])
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(log)
@@ -113,6 +117,8 @@ async fn logs_carry_no_token_and_sigterm_drains() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(generation, 2.0, "SIGHUP did not reload");
+    assert!(!logs_so_far(dir.path()).contains("take effect on restart"), "the address overrides survive a reload");
+    assert_eq!(tpp.get(url("/gobank/balances")).bearer_auth(&token).send().await.unwrap().status(), 200);
 
     // SIGTERM: drained and gone within the configured grace (1 s + 1 s) and a margin.
     let stopping = Instant::now();
@@ -135,7 +141,7 @@ async fn logs_carry_no_token_and_sigterm_drains() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["target"] == "fapi_gateway::access")
         .collect();
-    assert_eq!(access.len(), 4, "{logs}");
+    assert_eq!(access.len(), 5, "{logs}");
     let first = &access[0];
     assert_eq!(first["interaction_id"], interaction);
     assert_eq!(first["decision"], "allowed");
@@ -146,6 +152,10 @@ async fn logs_carry_no_token_and_sigterm_drains() {
     assert_eq!(access[1]["decision"], "invalid_request");
     assert_eq!(access[2]["decision"], "cert_mismatch");
     assert!(logs.contains("SIGHUP: reloading"), "{logs}");
+}
+
+fn logs_so_far(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default()
 }
 
 /// Starts `fapi-gateway run` on a world's configuration.
