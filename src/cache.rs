@@ -22,9 +22,11 @@ use crate::config::CacheConfig;
 use crate::introspection::{IntrospectionError, Introspector, TokenInfo};
 use crate::metrics::Metrics;
 
-/// A token's identity in the cache: SHA-256 over the server's name and the token.
+/// A token's identity in the cache: SHA-256 over the server's name and the token,
+/// truncated to 128 bits (finding another token with the same key takes about 2^128
+/// tries; two keys of one's own colliding, about 2^64, gains nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TokenKey([u8; 32]);
+pub struct TokenKey([u8; 16]);
 
 impl TokenKey {
     pub fn new(server: &str, token: &str) -> TokenKey {
@@ -32,7 +34,10 @@ impl TokenKey {
         h.update(server.as_bytes());
         h.update([0u8]);
         h.update(token.as_bytes());
-        TokenKey(h.finalize().into())
+        let digest = h.finalize();
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        TokenKey(key)
     }
 
     /// A short, non-reversible tag to correlate log lines about one token.
@@ -66,7 +71,8 @@ impl CacheOutcome {
 #[derive(Debug)]
 pub struct Cached {
     pub info: TokenInfo,
-    pub fetched: Instant,
+    /// When it was fetched: milliseconds since the cache's own epoch (8 bytes, not 16).
+    fetched_ms: u64,
     /// Tells this entry from a later one under the same key (for the consent index).
     generation: u64,
 }
@@ -136,7 +142,8 @@ const SHARDS: usize = 16;
 
 struct Slot {
     value: Arc<Cached>,
-    expires: Instant,
+    /// Milliseconds since the cache's epoch.
+    expires_ms: u64,
 }
 
 /// One shard: the entries, and their keys in insertion order (for eviction of the oldest
@@ -175,6 +182,8 @@ enum Removal {
 /// deadline, which keeps a cached token's memory low (`benches/RESULTS.md`).
 pub struct IntrospectionCache {
     server: String,
+    /// The cache's epoch, for 8-byte instants.
+    epoch: Instant,
     shards: Box<[Mutex<Shard>]>,
     shard_capacity: usize,
     lifetime: Lifetime,
@@ -199,6 +208,7 @@ impl IntrospectionCache {
         let shard_capacity = capacity / shard_count;
         IntrospectionCache {
             server: server.to_string(),
+            epoch: Instant::now(),
             shards: (0..shard_count).map(|_| Mutex::new(Shard::default())).collect(),
             shard_capacity,
             lifetime: Lifetime { max_ttl: config.max_ttl, inactive_ttl: config.inactive_ttl },
@@ -212,6 +222,10 @@ impl IntrospectionCache {
 
     pub fn key(&self, token: &str) -> TokenKey {
         TokenKey::new(&self.server, token)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
 
     fn shard(&self, key: &TokenKey) -> &Mutex<Shard> {
@@ -231,7 +245,7 @@ impl IntrospectionCache {
     fn get(&self, key: &TokenKey) -> Option<Arc<Cached>> {
         let mut shard = self.shard(key).lock().unwrap();
         let slot = shard.entries.get(key)?;
-        if slot.expires > Instant::now() {
+        if slot.expires_ms > self.now_ms() {
             return Some(slot.value.clone());
         }
         let expired = shard.entries.remove(key).expect("present");
@@ -245,14 +259,14 @@ impl IntrospectionCache {
         if ttl.is_zero() {
             return;
         }
-        let now = Instant::now();
+        let now = self.now_ms();
         let mut gone = Vec::new();
         {
             let mut shard = self.shard(&key).lock().unwrap();
             // Expired entries at the front go first; then, if full, the oldest.
             while let Some(&(k, generation)) = shard.order.front() {
                 let stale = shard.entries.get(&k).is_none_or(|s| s.value.generation != generation);
-                let expired = !stale && shard.entries[&k].expires <= now;
+                let expired = !stale && shard.entries[&k].expires_ms <= now;
                 let full = shard.entries.len() >= self.shard_capacity && !shard.entries.contains_key(&key);
                 if !(stale || expired || full) {
                     break;
@@ -264,7 +278,7 @@ impl IntrospectionCache {
                 }
             }
             shard.order.push_back((key, value.generation));
-            shard.entries.insert(key, Slot { value, expires: now + ttl });
+            shard.entries.insert(key, Slot { value, expires_ms: now + ttl.as_millis() as u64 });
         }
         for (k, v, why) in gone {
             self.removed(k, &v, why);
@@ -280,7 +294,7 @@ impl IntrospectionCache {
         max_age: Option<Duration>,
     ) -> Result<(Arc<Cached>, CacheOutcome), IntrospectionError> {
         if let Some(found) = self.get(&key) {
-            if max_age.is_none_or(|m| found.fetched.elapsed() <= m) {
+            if max_age.is_none_or(|m| self.now_ms().saturating_sub(found.fetched_ms) <= m.as_millis() as u64) {
                 self.metrics.cache_lookups.with_label_values(&["hit"]).inc();
                 return Ok((found, CacheOutcome::Hit));
             }
@@ -326,7 +340,7 @@ impl IntrospectionCache {
         }
         let info = result?;
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
-        Ok(Arc::new(Cached { info, fetched: Instant::now(), generation }))
+        Ok(Arc::new(Cached { info, fetched_ms: self.now_ms(), generation }))
     }
 
     fn remove(&self, key: &TokenKey) -> Option<Arc<Cached>> {
@@ -366,13 +380,13 @@ impl IntrospectionCache {
 
     /// Sweeps expired entries now (before a metrics scrape, so counts are exact).
     pub async fn run_pending_tasks(&self) {
-        let now = Instant::now();
+        let now = self.now_ms();
         for shard in self.shards.iter() {
             let mut gone = Vec::new();
             {
                 let mut shard = shard.lock().unwrap();
                 shard.entries.retain(|k, slot| {
-                    let keep = slot.expires > now;
+                    let keep = slot.expires_ms > now;
                     if !keep {
                         gone.push((*k, slot.value.clone()));
                     }

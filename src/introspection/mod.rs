@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use std::sync::Arc;
 
-use crate::policy::claims::{share, Claim};
+use crate::policy::claims::{share, share_list, Claim};
 
 /// The standard RFC 7662 (and RFC 8705/9449) members: the gateway reads the ones it needs
 /// into [`TokenInfo`]'s fields and keeps none of them in `claims`, which policies'
@@ -76,7 +76,7 @@ impl TokenInfo {
         };
         let scopes: Arc<[Arc<str>]> = match body.get("scope") {
             None | Some(Value::Null) => Arc::from([]),
-            Some(Value::String(s)) => s.split_whitespace().map(share).collect(),
+            Some(Value::String(s)) => share_list(s),
             Some(_) => return Err(IntrospectionError::Malformed("`scope` is not a string")),
         };
         let string = |v: Option<&Value>| v.and_then(Value::as_str).map(share);

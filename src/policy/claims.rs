@@ -57,10 +57,20 @@ struct Strings {
     /// Arrays by their JSON text.
     arrays: HashMap<String, Arc<[Claim]>>,
     arrays_swept_at: usize,
+    /// Space-separated lists (scopes) by their text.
+    lists: HashMap<Box<str>, Arc<[Arc<str>]>>,
+    lists_swept_at: usize,
 }
 
 static STRINGS: LazyLock<Mutex<Strings>> = LazyLock::new(|| {
-    Mutex::new(Strings { set: HashSet::new(), swept_at: 1024, arrays: HashMap::new(), arrays_swept_at: 1024 })
+    Mutex::new(Strings {
+        set: HashSet::new(),
+        swept_at: 1024,
+        arrays: HashMap::new(),
+        arrays_swept_at: 1024,
+        lists: HashMap::new(),
+        lists_swept_at: 1024,
+    })
 });
 
 fn shared_array(items: &[Value], strings: &mut Strings) -> Arc<[Claim]> {
@@ -127,6 +137,22 @@ impl Claim {
             other => Claim::compact(other, &mut strings),
         }
     }
+}
+
+/// The words of a space-separated list (a `scope`), shared with every other holder of the
+/// same list.
+pub fn share_list(text: &str) -> Arc<[Arc<str>]> {
+    let mut strings = STRINGS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = strings.lists.get(text) {
+        return found.clone();
+    }
+    if strings.lists.len() >= strings.lists_swept_at * 2 {
+        strings.lists.retain(|_, l| Arc::strong_count(l) > 1);
+        strings.lists_swept_at = strings.lists.len().max(1024);
+    }
+    let list: Arc<[Arc<str>]> = text.split_whitespace().map(|w| shared(w, &mut strings)).collect();
+    strings.lists.insert(text.into(), list.clone());
+    list
 }
 
 /// A string shared with every other holder of the same text.
