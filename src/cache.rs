@@ -90,7 +90,7 @@ impl Lifetime {
         match info.exp {
             Some(exp) => {
                 let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-                Duration::from_secs(exp).saturating_sub(now).min(self.max_ttl)
+                Duration::from_secs(exp.get()).saturating_sub(now).min(self.max_ttl)
             }
             None => self.max_ttl,
         }
@@ -434,7 +434,7 @@ mod tests {
     }
 
     fn active(exp: Option<u64>) -> TokenInfo {
-        TokenInfo { active: true, exp, ..TokenInfo::inactive() }
+        TokenInfo { active: true, exp: exp.and_then(std::num::NonZeroU64::new), ..TokenInfo::inactive() }
     }
 
     fn cache(answer: Result<TokenInfo, IntrospectionError>, max_ttl: f64) -> (IntrospectionCache, Arc<Counting>) {

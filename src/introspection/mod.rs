@@ -15,6 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use serde_json::Value;
 
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use crate::policy::claims::{share, share_list, Claim};
@@ -32,7 +33,8 @@ pub const STANDARD_MEMBERS: [&str; 13] =
 pub struct TokenInfo {
     pub active: bool,
     /// Seconds since the epoch.
-    pub exp: Option<u64>,
+    /// Seconds since the epoch (a zero `exp`, long past, is kept as 1: still expired).
+    pub exp: Option<NonZeroU64>,
     pub scopes: Arc<[Arc<str>]>,
     pub client_id: Option<Arc<str>>,
     pub subject: Option<Arc<str>>,
@@ -72,7 +74,10 @@ impl TokenInfo {
         }
         let exp = match body.get("exp") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(v.as_u64().ok_or(IntrospectionError::Malformed("`exp` is not a number"))?),
+            Some(v) => {
+                let exp = v.as_u64().ok_or(IntrospectionError::Malformed("`exp` is not a number"))?;
+                NonZeroU64::new(exp.max(1))
+            }
         };
         let scopes: Arc<[Arc<str>]> = match body.get("scope") {
             None | Some(Value::Null) => Arc::from([]),
@@ -95,7 +100,7 @@ impl TokenInfo {
 
     /// Whether `exp` has passed at `now` (seconds since the epoch).
     pub fn expired_at(&self, now: u64) -> bool {
-        self.exp.is_some_and(|exp| exp <= now)
+        self.exp.is_some_and(|exp| exp.get() <= now)
     }
 }
 

@@ -342,7 +342,7 @@ impl RouteMatch<'_> {
             if token.expired_at(now) {
                 Err(Refusal::InvalidToken { description: "the access token has expired" })
             } else {
-                Ok(detail(&|| format!("exp {:?}, now {now}", token.exp)))
+                Ok(detail(&|| format!("exp {:?}, now {now}", token.exp.map(|e| e.get()))))
             }
         );
         let mtls = || match (&token.certificate_thumbprint, presented.certificate_thumbprint) {
