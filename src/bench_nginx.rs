@@ -19,7 +19,15 @@ pub struct Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM to the master stops its workers too (SIGKILL would orphan them).
     fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        for _ in 0..50 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
