@@ -145,7 +145,7 @@ impl Gateway {
         let matched = live.policies.route(&req.method, req.uri.path(), req.uri.query())?;
         ctx.api = Some(matched.api.name.clone());
         ctx.route = Some(matched.route.path.clone());
-        // The route's own body limit, checked on the declared length and on the stream.
+        // The route's body limit (else the global one), on the declared length and on the stream.
         ctx.body_limit = matched.route.body_limit.unwrap_or(live.settings.limits.max_body_bytes);
         let declared =
             req.headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -223,16 +223,13 @@ impl Gateway {
     }
 }
 
-/// Header count and size, and a declared body length, within the configured limits.
+/// Header count and size within the configured limits (the body's, which a route may set,
+/// is checked once the route is known).
 fn check_limits(req: &RequestHeader, limits: &Limits) -> std::result::Result<(), Refusal> {
     let headers = &req.headers;
     let bytes: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
     if headers.len() > limits.max_header_count || bytes > limits.max_header_bytes {
         return Err(Refusal::HeadersTooLarge);
-    }
-    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limits.max_body_bytes) {
-        return Err(Refusal::BodyTooLarge);
     }
     Ok(())
 }

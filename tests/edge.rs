@@ -4,7 +4,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -429,7 +428,6 @@ async fn oversized_requests_are_refused_before_anything_else() {
     let status = raw_request(&w, cipher_suite::TLS13_AES_128_GCM_SHA256, request.as_bytes()).await.unwrap();
     assert_eq!(status, "HTTP/1.1 413 Payload Too Large");
     assert_eq!(w.bank_requests(), 0);
-    let _ = Duration::ZERO;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,8 +435,11 @@ async fn a_route_can_have_its_own_body_limit() {
     let options = Options {
         policy_appends: vec![(
             "gobank.toml".into(),
-            "\n[[route]]\nmethods = [\"POST\"]\npath = \"/uploads\"\nconsent = false\npublic = true\nmax_body_bytes = 100\n".into(),
+            "\n[[route]]\nmethods = [\"POST\"]\npath = \"/uploads\"\nconsent = false\npublic = true\nmax_body_bytes = 100\n\
+             \n[[route]]\nmethods = [\"POST\"]\npath = \"/imports\"\nconsent = false\npublic = true\nmax_body_bytes = 5000\n"
+                .into(),
         )],
+        config_extra: "[limits]\nmax_body_bytes = 1000\n".into(),
         ..Options::default()
     };
     let w = World::start_with(options).await;
@@ -451,4 +452,16 @@ async fn a_route_can_have_its_own_body_limit() {
         "POST /gobank/uploads HTTP/1.1\r\nHost: localhost\r\nContent-Length: 200\r\nConnection: close\r\n\r\n";
     let status = raw_request(&w, cipher_suite::TLS13_AES_128_GCM_SHA256, request.as_bytes()).await.unwrap();
     assert_eq!(status, "HTTP/1.1 413 Payload Too Large");
+    // A route's limit replaces the global one (1000 here), also when it is larger.
+    let r = w.tpp.post(w.url("/gobank/imports")).body(vec![b'x'; 2000]).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(!r.text().await.unwrap().contains("UK.OBIE"), "the bank answered, not the gateway");
+    let declared = |path: &str, n: usize| {
+        format!("POST /gobank/{path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n")
+    };
+    for (path, n) in [("imports", 6000), ("domestic-payments", 2000)] {
+        let status =
+            raw_request(&w, cipher_suite::TLS13_AES_128_GCM_SHA256, declared(path, n).as_bytes()).await.unwrap();
+        assert_eq!(status, "HTTP/1.1 413 Payload Too Large", "{path} with {n} bytes");
+    }
 }

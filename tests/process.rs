@@ -3,84 +3,36 @@
 
 mod common;
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use fapi_gateway::cache::TokenKey;
-use fapi_gateway::demo::{start_fixtures, FixtureAddresses, FixtureOptions};
-use fapi_gateway::pki::DevPki;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_carry_no_token_and_sigterm_drains() {
-    fapi_gateway::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let pki = DevPki::at(&dir.path().join("certs"));
-    pki.generate().unwrap();
-    let any = "127.0.0.1:0".parse().unwrap();
-    let fixtures = start_fixtures(
-        &pki,
-        FixtureAddresses { authorization_server: any, go_bank: any, hyperscale_bank: any, consent_storage: Some(any) },
-        FixtureOptions {
-            introspection_client_id: "fapi-gateway".into(),
-            introspection_client_secret: "test-secret".into(),
-            token_lifetime: Duration::from_secs(3600),
-            revocation_hook: None,
-            consent_storage_secret: None,
-        },
-    )
-    .await
-    .unwrap();
+    let w = World::start().await; // its fixtures and PKI; its in-process gateway is not used
+    let (consent, token) = w.go_bank_token().await;
     // The file names one pair of addresses, the command line another (as in a container):
     // the command line wins, also after a reload.
     let (file_gateway, file_admin) = (free_port(), free_port());
     let (gateway_addr, admin_addr) = (free_port(), free_port());
-    let config = write_config(dir.path(), &fixtures, file_gateway, file_admin, &Options::default());
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("grace_period_seconds = 1\ngraceful_shutdown_timeout_seconds = 1\n[logging]\nformat = \"json\"\nlevel = \"debug\"\n");
-    std::fs::write(&config, text).unwrap();
+    let dir = w.dir.path().join("process");
+    let config = child_config(
+        &w,
+        &dir,
+        file_gateway,
+        file_admin,
+        "grace_period_seconds = 1\ngraceful_shutdown_timeout_seconds = 1\n[logging]\nformat = \"json\"\nlevel = \"debug\"\n",
+    );
 
-    let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fapi-gateway"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .args(["--listen", &gateway_addr.to_string(), "--admin-listen", &admin_addr.to_string()])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let (listen, admin_listen) = (gateway_addr.to_string(), admin_addr.to_string());
+    let mut child =
+        spawn_gateway(&config, &dir.join("stderr.log"), &["--listen", &listen, "--admin-listen", &admin_listen]);
     fapi_gateway::server::wait_for_listener(gateway_addr).await.unwrap();
-
-    // A world view for the helpers, without starting a second gateway.
-    let tpp = client(&pki.ca(), Some((&pki.tpp_cert(), &pki.tpp_key())), false);
-    let other = client(&pki.ca(), Some((&pki.other_tpp_cert(), &pki.other_tpp_key())), false);
-    let as_url = |p: &str| format!("https://{}{p}", fixtures.authorization_server_addr);
-    let created: serde_json::Value = tpp
-        .post(as_url("/consents"))
-        .json(&serde_json::json!({"bank": "gobank", "permissions": GO_BANK_PERMISSIONS}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let consent = created["ConsentId"].as_str().unwrap();
-    tpp.post(as_url(&format!("/consents/{consent}/authorise")))
-        .json(&serde_json::json!({"subject": "alice", "accounts": ["GB-1001"]}))
-        .send()
-        .await
-        .unwrap();
-    let token: serde_json::Value = tpp
-        .post(as_url("/token"))
-        .form(&[("grant_type", "client_credentials"), ("scope", "openid accounts"), ("consent_id", consent)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["access_token"].as_str().unwrap().to_string();
+    let (tpp, other) = (&w.tpp, &w.other_tpp);
     let url = |p: &str| format!("https://{gateway_addr}{p}");
     let interaction = "0b4c9f0e-2f7e-4c59-9a53-6d3f1f0f5a11";
     let r = tpp
@@ -117,7 +69,7 @@ async fn logs_carry_no_token_and_sigterm_drains() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(generation, 2.0, "SIGHUP did not reload");
-    assert!(!logs_so_far(dir.path()).contains("take effect on restart"), "the address overrides survive a reload");
+    assert!(!logs_so_far(&dir).contains("take effect on restart"), "the address overrides survive a reload");
     assert_eq!(tpp.get(url("/gobank/balances")).bearer_auth(&token).send().await.unwrap().status(), 200);
 
     // SIGTERM: drained and gone within the configured grace (1 s + 1 s) and a margin.
@@ -133,7 +85,7 @@ async fn logs_carry_no_token_and_sigterm_drains() {
     };
     assert!(status.success(), "{status}");
 
-    let logs = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    let logs = std::fs::read_to_string(dir.join("stderr.log")).unwrap();
     assert!(!logs.contains(&token), "a token reached the logs");
     assert!(!logs.contains("test-secret"), "the client secret reached the logs");
     let access: Vec<serde_json::Value> = logs
@@ -154,18 +106,32 @@ async fn logs_carry_no_token_and_sigterm_drains() {
     assert!(logs.contains("SIGHUP: reloading"), "{logs}");
 }
 
-fn logs_so_far(dir: &std::path::Path) -> String {
+/// A configuration for a `fapi-gateway run` child in `dir`, on its own addresses, with the
+/// world's fixtures and PKI; `extra` goes at the end (inside `[server]`).
+fn child_config(w: &World, dir: &Path, gateway: SocketAddr, admin: SocketAddr, extra: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let options = Options { config_extra: extra.into(), ..Options::default() };
+    let config = write_config(dir, &w.fixtures, gateway, admin, &options);
+    let text = std::fs::read_to_string(&config).unwrap().replace("\"certs/", "\"../certs/");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+fn logs_so_far(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default()
 }
 
-/// Starts `fapi-gateway run` on a world's configuration.
-fn spawn_gateway(config: &std::path::Path, log: &std::path::Path, upgrade: bool) -> std::process::Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fapi-gateway"));
-    cmd.args(["run", "--config"]).arg(config);
-    if upgrade {
-        cmd.arg("--upgrade");
-    }
-    cmd.env_remove("RUST_LOG").stdout(Stdio::null()).stderr(std::fs::File::create(log).unwrap()).spawn().unwrap()
+/// Starts `fapi-gateway run --config <config> <args>`, its stderr into `log`.
+fn spawn_gateway(config: &Path, log: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_fapi-gateway"))
+        .args(["run", "--config"])
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,23 +140,19 @@ async fn a_graceful_upgrade_hands_the_listener_to_a_new_process() {
     let (_, token) = w.go_bank_token().await;
     let (gateway_addr, admin_addr) = (free_port(), free_port());
     let dir = w.dir.path().join("upgrade");
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = write_config(w.dir.path(), &w.fixtures, gateway_addr, admin_addr, &Options::default());
     let socket = dir.join("upgrade.sock");
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
+    let extra = format!(
         "grace_period_seconds = 1\ngraceful_shutdown_timeout_seconds = 1\nupgrade_socket = \"{}\"\n",
         socket.display()
-    ));
-    let config = dir.join("gateway.toml");
-    std::fs::write(&config, text.replace("\"policies\"", "\"../policies\"").replace("certs/", "../certs/")).unwrap();
+    );
+    let config = child_config(&w, &dir, gateway_addr, admin_addr, &extra);
 
-    let mut old = spawn_gateway(&config, &dir.join("old.log"), false);
+    let mut old = spawn_gateway(&config, &dir.join("old.log"), &[]);
     fapi_gateway::server::wait_for_listener(gateway_addr).await.unwrap();
     let url = format!("https://{gateway_addr}/gobank/accounts");
     assert_eq!(w.tpp.get(&url).bearer_auth(&token).send().await.unwrap().status(), 200);
 
-    let mut new = spawn_gateway(&config, &dir.join("new.log"), true);
+    let mut new = spawn_gateway(&config, &dir.join("new.log"), &["--upgrade"]);
     // The new process waits on the upgrade socket for the old one's listeners.
     for _ in 0..100 {
         if socket.exists() {
