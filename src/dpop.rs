@@ -107,8 +107,8 @@ impl DpopVerifier {
         let header: Value = URL_SAFE_NO_PAD
             .decode(header_b64)
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| invalid("the header is not base64url JSON"))?;
+            .and_then(|b| crate::strict_json::parse(&b).ok())
+            .ok_or_else(|| invalid("the header is not base64url JSON, or names a member twice"))?;
         if header["typ"] != "dpop+jwt" {
             return Err(invalid("typ must be dpop+jwt"));
         }
@@ -130,9 +130,9 @@ impl DpopVerifier {
         validation.validate_exp = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
-        let claims = jsonwebtoken::decode::<Value>(proof, &key, &validation)
-            .map_err(|e| invalid(format!("signature: {e}")))?
-            .claims;
+        jsonwebtoken::decode::<Value>(proof, &key, &validation).map_err(|e| invalid(format!("signature: {e}")))?;
+        let claims = crate::strict_json::jws_payload(proof)
+            .map_err(|_| invalid("the claims are not JSON, or name a member twice"))?;
 
         if claims["htm"].as_str() != Some(method) {
             return Err(invalid("htm does not match the request method"));

@@ -29,6 +29,7 @@ pub mod refusal;
 pub mod reload;
 pub mod resilience;
 pub mod server;
+pub mod strict_json;
 pub mod tpp;
 
 /// Installs ring, with the FAPI TLS profile, as the process-wide rustls provider. Call

@@ -254,8 +254,11 @@ async fn read_json_body(session: &mut Session, limit: usize) -> std::result::Res
     if downstream.retry_buffer_truncated() {
         return Err(Refusal::BodyTooLarge);
     }
-    serde_json::from_slice(&body)
-        .map_err(|_| Refusal::InvalidRequest { description: "the request body is not JSON", field: "body" })
+    // Duplicate members are refused: the bank's parser might read the other one.
+    crate::strict_json::parse(&body).map_err(|_| Refusal::InvalidRequest {
+        description: "the request body is not JSON, or names a member twice",
+        field: "body",
+    })
 }
 
 /// The caller's interaction id if it is a UUID; a fresh one otherwise. A malformed one

@@ -90,8 +90,8 @@ impl SignedResponses {
         validation.set_audience(&[&self.audience]);
         validation.validate_exp = false;
         validation.required_spec_claims = ["iss", "aud"].iter().map(|s| s.to_string()).collect();
-        let data = jsonwebtoken::decode::<Value>(jwt, &key, &validation).map_err(|e| bad(e.to_string()))?;
-        let claims = data.claims;
+        jsonwebtoken::decode::<Value>(jwt, &key, &validation).map_err(|e| bad(e.to_string()))?;
+        let claims = crate::strict_json::jws_payload(jwt).map_err(|e| bad(format!("claims: {e}")))?;
         match claims["iat"].as_u64() {
             Some(iat) if iat <= unix_now() + SKEW => {}
             _ => return Err(bad("iat missing or in the future")),
