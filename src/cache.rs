@@ -15,12 +15,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use std::collections::VecDeque;
 
+use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use crate::config::CacheConfig;
 use crate::introspection::{IntrospectionError, Introspector, TokenInfo};
 use crate::metrics::Metrics;
+use crate::policy::ClaimPath;
 
 /// A token's identity in the cache: SHA-256 over the server's name and the token,
 /// truncated to 128 bits (finding another token with the same key takes about 2^128
@@ -97,43 +99,71 @@ impl Lifetime {
     }
 }
 
-/// Which cached entries belong to which consent, so a revoked consent can be dropped at once.
+/// Which cached entries belong to which consent, so a revoked consent can be dropped at
+/// once. An entry is indexed when it is stored, under every consent id that any API of
+/// its authorization server can read from it: which API first saw the token is irrelevant.
 #[derive(Default)]
 struct ConsentIndex {
     by_consent: HashMap<Box<str>, HashMap<TokenKey, u64>>,
-    by_key: HashMap<TokenKey, (Box<str>, u64)>,
+    by_key: HashMap<TokenKey, (Box<[Box<str>]>, u64)>,
+    /// Consents revoked lately (revocation number, milliseconds of the cache's clock),
+    /// kept for the longest an entry lives: an introspection under way when its consent
+    /// was revoked may carry the old status, and is not stored as it is.
+    revoked: HashMap<Box<str>, (u64, u64)>,
+    /// Revocations so far: a call notes this when it starts.
+    revocations: u64,
 }
 
 impl ConsentIndex {
-    fn insert(&mut self, consent: &str, key: TokenKey, generation: u64) {
+    fn insert(&mut self, consents: &[Box<str>], key: TokenKey, generation: u64) {
         self.remove(key, None);
-        self.by_consent.entry(consent.into()).or_default().insert(key, generation);
-        self.by_key.insert(key, (consent.into(), generation));
+        if consents.is_empty() {
+            return;
+        }
+        for consent in consents {
+            self.by_consent.entry(consent.clone()).or_default().insert(key, generation);
+        }
+        self.by_key.insert(key, (consents.into(), generation));
     }
 
     /// Forgets `key`, only if it still stands for `generation` (when given): a removal
     /// reported late must not unindex the entry that replaced it.
     fn remove(&mut self, key: TokenKey, generation: Option<u64>) {
-        let Some((consent, indexed)) = self.by_key.get(&key) else { return };
+        let Some((_, indexed)) = self.by_key.get(&key) else { return };
         if generation.is_some_and(|g| g != *indexed) {
             return;
         }
-        let consent = consent.clone();
-        self.by_key.remove(&key);
-        if let Some(keys) = self.by_consent.get_mut(&consent) {
-            keys.remove(&key);
-            if keys.is_empty() {
-                self.by_consent.remove(&consent);
+        let (consents, _) = self.by_key.remove(&key).expect("present");
+        for consent in consents.iter() {
+            if let Some(keys) = self.by_consent.get_mut(consent) {
+                keys.remove(&key);
+                if keys.is_empty() {
+                    self.by_consent.remove(consent);
+                }
             }
         }
     }
 
-    fn take(&mut self, consent: &str) -> Vec<TokenKey> {
+    /// The keys of a consent's entries, unindexed; the revocation is remembered from `now`.
+    fn take(&mut self, consent: &str, now_ms: u64, remember_ms: u64) -> Vec<TokenKey> {
+        self.revoked.retain(|_, (_, at)| now_ms.saturating_sub(*at) <= remember_ms);
+        self.revocations += 1;
+        self.revoked.insert(consent.into(), (self.revocations, now_ms));
         let keys: Vec<TokenKey> = self.by_consent.remove(consent).map(|m| m.into_keys().collect()).unwrap_or_default();
         for k in &keys {
-            self.by_key.remove(k);
+            self.remove(*k, None);
         }
         keys
+    }
+
+    /// Whether one of `consents` was revoked after the `since`th revocation.
+    fn revoked_since(&self, consents: &[Box<str>], since: u64) -> bool {
+        consents.iter().any(|c| self.revoked.get(c).is_some_and(|(n, _)| *n > since))
+    }
+
+    fn clear(&mut self) {
+        self.by_consent.clear();
+        self.by_key.clear();
     }
 }
 
@@ -191,6 +221,8 @@ pub struct IntrospectionCache {
     inflight: Mutex<HashMap<TokenKey, Arc<InFlight>>>,
     introspector: Arc<dyn Introspector>,
     index: Mutex<ConsentIndex>,
+    /// Where the APIs of this server read a consent id (set at start and on reload).
+    consent_paths: ArcSwap<Vec<ClaimPath>>,
     generations: AtomicU64,
     metrics: Arc<Metrics>,
 }
@@ -215,6 +247,7 @@ impl IntrospectionCache {
             inflight: Mutex::default(),
             introspector,
             index: Mutex::default(),
+            consent_paths: ArcSwap::from_pointee(Vec::new()),
             generations: AtomicU64::new(0),
             metrics,
         }
@@ -235,6 +268,10 @@ impl IntrospectionCache {
     /// Counts a removal and forgets the entry in the consent index.
     fn removed(&self, key: TokenKey, value: &Cached, why: Removal) {
         self.index.lock().unwrap().remove(key, Some(value.generation));
+        self.count_removal(why);
+    }
+
+    fn count_removal(&self, why: Removal) {
         let cause = match why {
             Removal::Expired => "expired",
             Removal::Size => "size",
@@ -254,11 +291,58 @@ impl IntrospectionCache {
         None
     }
 
-    fn insert(&self, key: TokenKey, value: Arc<Cached>) {
-        let ttl = self.lifetime.of(&value.info);
-        if ttl.is_zero() {
+    /// Every consent id the APIs of this server can read from `info`.
+    fn consents_of(&self, info: &TokenInfo) -> Vec<Box<str>> {
+        let mut ids: Vec<Box<str>> = Vec::new();
+        if !info.active {
+            return ids;
+        }
+        for path in self.consent_paths.load().iter() {
+            if let Some(id) = path.string(&info.claims) {
+                if !ids.iter().any(|i| **i == *id) {
+                    ids.push(id.into());
+                }
+            }
+        }
+        ids
+    }
+
+    /// Sets where consent ids are read (every API of this server's mapping). When that
+    /// changes, entries indexed under the old paths could escape a revocation: all go.
+    pub fn set_consent_paths(&self, mut paths: Vec<ClaimPath>) {
+        paths.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        paths.dedup();
+        if **self.consent_paths.load() == paths {
             return;
         }
+        self.consent_paths.store(Arc::new(paths));
+        let mut dropped = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap();
+            dropped += shard.entries.len() as u64;
+            shard.entries.clear();
+            shard.order.clear();
+        }
+        self.index.lock().unwrap().clear();
+        self.metrics.cache_evictions.with_label_values(&["reindexed"]).inc_by(dropped);
+    }
+
+    /// Stores an introspection result asked for after the `started`th revocation, indexed
+    /// under its consents. Returns `false`, storing nothing, if one of them was revoked
+    /// since (the answer may predate the revocation).
+    fn insert(&self, key: TokenKey, value: Arc<Cached>, started: u64) -> bool {
+        let consents = self.consents_of(&value.info);
+        // The index lock is held until the entry is in its shard (revocations take it
+        // first too): a revocation sees either no entry or an indexed one.
+        let mut index = self.index.lock().unwrap();
+        if index.revoked_since(&consents, started) {
+            return false;
+        }
+        let ttl = self.lifetime.of(&value.info);
+        if ttl.is_zero() {
+            return true;
+        }
+        index.insert(&consents, key, value.generation);
         let now = self.now_ms();
         let mut gone = Vec::new();
         {
@@ -280,9 +364,14 @@ impl IntrospectionCache {
             shard.order.push_back((key, value.generation));
             shard.entries.insert(key, Slot { value, expires_ms: now + ttl.as_millis() as u64 });
         }
-        for (k, v, why) in gone {
-            self.removed(k, &v, why);
+        for (k, v, _) in &gone {
+            index.remove(*k, Some(v.generation));
         }
+        drop(index);
+        for (_, _, why) in gone {
+            self.count_removal(why);
+        }
+        true
     }
 
     /// The token's introspection result, from the cache or from the server. An entry
@@ -309,11 +398,21 @@ impl IntrospectionCache {
                 // Later lookups find the store (or, after an error, call again); the guard
                 // also clears the way if this request is cancelled mid-call.
                 let _done = InFlightGuard { cache: self, key };
+                let started = self.index.lock().unwrap().revocations;
                 let result = self.fetch(token).await;
-                if let Ok(value) = &result {
-                    self.insert(key, value.clone());
+                match &result {
+                    Ok(value) if !self.insert(key, value.clone(), started) => {
+                        // Its consent was revoked while the call was under way: the answer
+                        // may predate that, so ask again (and store that answer).
+                        let started = self.index.lock().unwrap().revocations;
+                        let again = self.fetch(token).await;
+                        if let Ok(value) = &again {
+                            self.insert(key, value.clone(), started);
+                        }
+                        again
+                    }
+                    _ => result,
                 }
-                result
             })
             .await
             .clone();
@@ -349,17 +448,15 @@ impl IntrospectionCache {
         Some(slot.value)
     }
 
-    /// Records that the entry `cached` under `key` belongs to `consent`.
-    pub fn index_consent(&self, consent: &str, key: TokenKey, cached: &Cached) {
-        self.index.lock().unwrap().insert(consent, key, cached.generation);
-    }
-
     /// Drops every entry of a consent at once; returns how many there were.
     pub async fn revoke_consent(&self, consent: &str) -> usize {
-        let keys = self.index.lock().unwrap().take(consent);
+        let remember_ms = self.lifetime.max_ttl.max(self.lifetime.inactive_ttl).as_millis() as u64;
+        let mut index = self.index.lock().unwrap();
+        let keys = index.take(consent, self.now_ms(), remember_ms);
         for k in &keys {
             self.shard(k).lock().unwrap().entries.remove(k);
         }
+        drop(index);
         self.metrics.cache_evictions.with_label_values(&["revoked"]).inc_by(keys.len() as u64);
         keys.len()
     }
@@ -414,10 +511,25 @@ pub struct ServerLink {
 /// Every authorization server the gateway was started with, by name.
 pub type ServerLinks = HashMap<String, ServerLink>;
 
+/// Tells each server's cache where the APIs that take its tokens read a consent id (at
+/// start and on every reload, before the policies go live).
+pub fn set_consent_paths(links: &ServerLinks, policies: &crate::policy::PolicySet) {
+    for (name, link) in links {
+        let paths = policies
+            .apis()
+            .iter()
+            .filter(|a| a.authorization_server == *name)
+            .map(|a| a.claims.consent_id.clone())
+            .collect();
+        link.cache.set_consent_paths(paths);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
+    use crate::policy::Node;
 
     struct Counting {
         calls: AtomicUsize,
@@ -506,31 +618,109 @@ mod tests {
         assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
     }
 
+    /// Answers each token with the consent named after it (`t1:c1` → consent `c1`).
+    struct ConsentPerToken {
+        calls: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Introspector for ConsentPerToken {
+        async fn introspect(&self, token: &str) -> Result<TokenInfo, IntrospectionError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let consent = token.split(':').nth(1).unwrap_or("");
+            TokenInfo::from_response(serde_json::json!({"active": true, "ConsentId": consent, "consent_id": "x"}))
+        }
+    }
+
+    fn consent_cache() -> (IntrospectionCache, Arc<ConsentPerToken>) {
+        let fake = Arc::new(ConsentPerToken { calls: AtomicUsize::new(0) });
+        let config = CacheConfig { max_ttl: Duration::from_secs(60), inactive_ttl: Duration::ZERO, capacity: 100 };
+        let cache = IntrospectionCache::new("as", &config, fake.clone(), Arc::new(Metrics::new()));
+        cache.set_consent_paths(vec![ClaimPath::parse("ConsentId").unwrap()]);
+        (cache, fake)
+    }
+
     #[tokio::test]
     async fn revoking_a_consent_drops_all_its_entries_and_only_those() {
-        let (cache, fake) = cache(Ok(active(None)), 60.0);
-        for (token, consent) in [("t1", "c1"), ("t2", "c1"), ("t3", "c2")] {
-            let key = cache.key(token);
-            let (cached, _) = cache.lookup(key, token, None).await.unwrap();
-            cache.index_consent(consent, key, &cached);
+        let (cache, fake) = consent_cache();
+        for token in ["t1:c1", "t2:c1", "t3:c2"] {
+            cache.lookup(cache.key(token), token, None).await.unwrap();
         }
         assert_eq!(cache.revoke_consent("c1").await, 2);
         assert_eq!(cache.revoke_consent("c1").await, 0);
-        assert_eq!(cache.lookup(cache.key("t1"), "t1", None).await.unwrap().1, CacheOutcome::Miss);
-        assert_eq!(cache.lookup(cache.key("t3"), "t3", None).await.unwrap().1, CacheOutcome::Hit);
-        assert!(cache.revoke_token("t3").await);
-        assert!(!cache.revoke_token("t3").await);
+        assert_eq!(cache.lookup(cache.key("t1:c1"), "t1:c1", None).await.unwrap().1, CacheOutcome::Miss);
+        assert_eq!(cache.lookup(cache.key("t3:c2"), "t3:c2", None).await.unwrap().1, CacheOutcome::Hit);
+        assert!(cache.revoke_token("t3:c2").await);
+        assert!(!cache.revoke_token("t3:c2").await);
         assert_eq!(fake.calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn every_mapping_of_the_server_indexes_and_a_new_mapping_starts_afresh() {
+        let (cache, fake) = consent_cache();
+        cache.lookup(cache.key("t:c1"), "t:c1", None).await.unwrap();
+        assert_eq!(cache.revoke_consent("x").await, 0, "consent_id is read by no API yet");
+        // Another API of this server reads `consent_id`: the cache starts afresh, then
+        // indexes both ids of one entry.
+        cache.set_consent_paths(vec![
+            ClaimPath::parse("consent_id").unwrap(),
+            ClaimPath::parse("ConsentId").unwrap(),
+        ]);
+        assert_eq!(cache.entry_count(), 0);
+        cache.lookup(cache.key("t:c1"), "t:c1", None).await.unwrap();
+        assert_eq!(cache.revoke_consent("x").await, 1);
+        cache.lookup(cache.key("t:c1"), "t:c1", None).await.unwrap();
+        assert_eq!(cache.revoke_consent("c1").await, 1);
+        assert_eq!(cache.revoke_consent("x").await, 0, "unindexed under both");
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 3);
+    }
+
+    /// Answers after `release` is notified, so a revocation can land mid-call.
+    struct Held {
+        calls: AtomicUsize,
+        release: tokio::sync::Notify,
+    }
+
+    #[async_trait::async_trait]
+    impl Introspector for Held {
+        async fn introspect(&self, _token: &str) -> Result<TokenInfo, IntrospectionError> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            if n == 0 {
+                self.release.notified().await;
+            }
+            let status = if n == 0 { "Authorised" } else { "Revoked" };
+            TokenInfo::from_response(serde_json::json!({"active": true, "ConsentId": "c1", "Status": status}))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_revocation_during_the_call_is_not_undone_by_its_answer() {
+        let fake = Arc::new(Held { calls: AtomicUsize::new(0), release: tokio::sync::Notify::new() });
+        let config = CacheConfig { max_ttl: Duration::from_secs(60), inactive_ttl: Duration::ZERO, capacity: 100 };
+        let cache = Arc::new(IntrospectionCache::new("as", &config, fake.clone(), Arc::new(Metrics::new())));
+        cache.set_consent_paths(vec![ClaimPath::parse("ConsentId").unwrap()]);
+        let c = cache.clone();
+        let call = tokio::spawn(async move { c.lookup(c.key("t"), "t", None).await.unwrap().0 });
+        while fake.calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(cache.revoke_consent("c1").await, 0, "nothing cached yet");
+        fake.release.notify_one();
+        let answer = call.await.unwrap();
+        assert_eq!(answer.info.claims.member("Status").and_then(Node::text), Some("Revoked"), "asked again");
+        let (cached, outcome) = cache.lookup(cache.key("t"), "t", None).await.unwrap();
+        assert_eq!((outcome, cached.info.claims.member("Status").and_then(Node::text)), (CacheOutcome::Hit, Some("Revoked")));
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
     async fn a_late_removal_does_not_unindex_the_replacement() {
         let mut index = ConsentIndex::default();
         let key = TokenKey::new("as", "t");
-        index.insert("c", key, 1);
-        index.insert("c", key, 2);
+        index.insert(&["c".into()], key, 1);
+        index.insert(&["c".into()], key, 2);
         index.remove(key, Some(1));
-        assert_eq!(index.take("c"), vec![key]);
+        assert_eq!(index.take("c", 0, 1000), vec![key]);
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::policy::PolicySet;
+use crate::secrets;
 
 /// One problem found in a configuration or policy file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +134,10 @@ struct ListenerSection {
     trusted_proxies: Vec<Spanned<String>>,
     #[serde(default = "default_cert_header")]
     client_cert_header: Spanned<String>,
+    /// The names clients reach the gateway by (`api.bank.example`, `api.bank.example:8443`);
+    /// a request for another Host is refused (421). Empty: any Host.
+    #[serde(default)]
+    server_names: Vec<Spanned<String>>,
 }
 
 fn default_tls_profile() -> Spanned<String> {
@@ -215,6 +220,8 @@ struct AdminSection {
     /// Required (as `Authorization: Bearer …`) by everything but `/healthz`; the
     /// revocation endpoint is off without it.
     bearer_secret: Option<Spanned<String>>,
+    /// A file holding the bearer secret (instead of `bearer_secret`).
+    bearer_secret_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -253,6 +260,8 @@ struct AuthorizationServerSection {
     #[serde(default = "default_client_auth")]
     client_auth: Spanned<String>,
     client_secret: Option<Spanned<String>>,
+    /// A file holding the client secret (instead of `client_secret`).
+    client_secret_file: Option<Spanned<String>>,
     private_key: Option<Spanned<String>>,
     signing_alg: Option<Spanned<String>>,
     key_id: Option<String>,
@@ -416,6 +425,8 @@ pub struct ListenerConfig {
     pub http2: bool,
     pub tls_profile: TlsProfile,
     pub client_certificates: ClientCertificateSource,
+    /// Lower-case `host` or `host:port`; empty: any Host is served.
+    pub server_names: Vec<String>,
 }
 
 /// Which TLS versions and cipher suites the listener offers.
@@ -790,6 +801,18 @@ impl GatewayConfig {
             }
             ClientCertificateSource::Handshake
         };
+        let mut host_names = Vec::new();
+        for name in &l.server_names {
+            let text = name.get_ref().to_ascii_lowercase();
+            match text.parse::<http::uri::Authority>() {
+                Ok(a) if a.as_str() == text && !text.contains('@') => host_names.push(text),
+                _ => err(
+                    &mut errors,
+                    name.span(),
+                    format!("listener.server_names: `{}` is not a host or host:port", name.get_ref()),
+                ),
+            }
+        }
         let limits = Limits {
             max_header_count: file.limits.max_header_count.max(1),
             max_header_bytes: file.limits.max_header_bytes.max(1),
@@ -811,14 +834,26 @@ impl GatewayConfig {
         };
 
         let admin = file.admin.as_ref().and_then(|a| {
-            if let Some(secret) = &a.bearer_secret {
-                if secret.get_ref().len() < 16 {
-                    err(&mut errors, secret.span(), "admin.bearer_secret must be at least 16 characters".into());
+            let span = a.bearer_secret.as_ref().or(a.bearer_secret_file.as_ref()).map(|s| s.span()).unwrap_or(0..0);
+            let bearer_secret = match secrets::resolve(
+                a.bearer_secret.as_ref().map(|s| s.get_ref().as_str()),
+                a.bearer_secret_file.as_ref().map(|f| base.join(f.get_ref())).as_deref(),
+                "admin.bearer_secret",
+            ) {
+                Ok(Some(secret)) if secret.len() < 16 => {
+                    err(&mut errors, span, "admin.bearer_secret must be at least 16 characters".into());
+                    None
                 }
-            }
-            parse_socket_addr(&a.address).map_err(|m| err(&mut errors, a.address.span(), m)).ok().map(|address| {
-                AdminConfig { address, bearer_secret: a.bearer_secret.as_ref().map(|s| s.get_ref().clone()) }
-            })
+                Ok(secret) => secret,
+                Err(m) => {
+                    err(&mut errors, span, m);
+                    None
+                }
+            };
+            parse_socket_addr(&a.address)
+                .map_err(|m| err(&mut errors, a.address.span(), m))
+                .ok()
+                .map(|address| AdminConfig { address, bearer_secret })
         });
         let log_format = match file.logging.format.get_ref().as_str() {
             "json" => LogFormat::Json,
@@ -887,15 +922,25 @@ impl GatewayConfig {
             if asec.signed_responses && asec.issuer.is_none() {
                 fail(None, "signed_responses needs `issuer` (the expected `iss` of the signed response)".into());
             }
-            let secret = |fail: &mut dyn FnMut(Option<Range<usize>>, String)| match &asec.client_secret {
-                Some(s) if !s.get_ref().is_empty() => s.get_ref().clone(),
-                Some(s) => {
-                    fail(Some(s.span()), "client_secret is empty".into());
-                    String::new()
-                }
-                None => {
-                    fail(Some(asec.client_auth.span()), format!("{} needs client_secret", asec.client_auth.get_ref()));
-                    String::new()
+            let secret = |fail: &mut dyn FnMut(Option<Range<usize>>, String)| {
+                let span = asec.client_secret.as_ref().or(asec.client_secret_file.as_ref()).map(|s| s.span());
+                match secrets::resolve(
+                    asec.client_secret.as_ref().map(|s| s.get_ref().as_str()),
+                    asec.client_secret_file.as_ref().map(|f| base.join(f.get_ref())).as_deref(),
+                    "client_secret",
+                ) {
+                    Ok(Some(secret)) => secret,
+                    Ok(None) => {
+                        fail(
+                            Some(asec.client_auth.span()),
+                            format!("{} needs client_secret or client_secret_file", asec.client_auth.get_ref()),
+                        );
+                        String::new()
+                    }
+                    Err(m) => {
+                        fail(span, m);
+                        String::new()
+                    }
                 }
             };
             let file_of =
@@ -1017,6 +1062,26 @@ impl GatewayConfig {
             }
         };
 
+        // A DPoP proof names the URL it is for (`htu`); the gateway must know its own URL
+        // rather than take it from the client's Host, or a proof made for another server passes.
+        if dpop.external_url.is_none() && l.server_names.is_empty() {
+            let dpop_routes = policies.iter().flat_map(|p| p.apis()).flat_map(|a| a.routes.iter()).find(|r| {
+                matches!(r.binding, crate::policy::Binding::Dpop | crate::policy::Binding::MtlsOrDpop)
+            });
+            if let Some(r) = dpop_routes {
+                errors.push(ConfigError::new(
+                    path,
+                    None,
+                    format!(
+                        "route `{}` ({}:{}) takes DPoP proofs: set dpop.external_url or listener.server_names (a proof's htu is never checked against the client's Host alone)",
+                        r.path,
+                        r.file.display(),
+                        r.line
+                    ),
+                ));
+            }
+        }
+
         if file.server.threads == 0 {
             errors.push(ConfigError::new(path, None, "server.threads must be above 0"));
         }
@@ -1035,6 +1100,7 @@ impl GatewayConfig {
                 http2: file.listener.http2,
                 tls_profile,
                 client_certificates,
+                server_names: host_names,
             },
             limits,
             dpop,

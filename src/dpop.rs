@@ -87,10 +87,14 @@ impl DpopVerifier {
 
     /// The `htu` a proof for this request must name: the external URL (or `https://` and
     /// the request's host) and the path, without query or fragment.
-    pub fn expected_htu(&self, host: &str, path: &str) -> String {
-        match &self.external_url {
-            Some(base) => format!("{base}{path}"),
-            None => format!("https://{host}{path}"),
+    /// The URL a proof for `path` must name: under `dpop.external_url`, else under the
+    /// request's Host, which the caller passes only once it has matched the listener's
+    /// `server_names`; `None` when neither is known (the proof is then refused).
+    pub fn expected_htu(&self, verified_host: Option<&str>, path: &str) -> Option<String> {
+        match (&self.external_url, verified_host) {
+            (Some(base), _) => Some(format!("{base}{path}")),
+            (None, Some(host)) => Some(format!("https://{host}{path}")),
+            (None, None) => None,
         }
     }
 

@@ -28,6 +28,7 @@ pub mod proxy;
 pub mod refusal;
 pub mod reload;
 pub mod resilience;
+pub mod secrets;
 pub mod server;
 pub mod strict_json;
 pub mod tpp;

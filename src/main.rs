@@ -119,13 +119,15 @@ enum Fixture {
         certs: PathBuf,
         #[arg(long, default_value = "fapi-gateway")]
         introspection_client_id: String,
+        /// File holding the gateway's client secret (the gateway's `client_secret_file`).
         #[arg(long)]
-        introspection_secret: String,
+        introspection_secret_file: PathBuf,
         /// The gateway's admin listener, told of revoked consents.
         #[arg(long)]
         gateway_admin: Option<String>,
+        /// File holding the gateway's admin bearer secret (its `bearer_secret_file`).
         #[arg(long)]
-        admin_secret: Option<String>,
+        admin_secret_file: Option<PathBuf>,
         #[arg(long)]
         consent_storage_secret: Option<String>,
     },
@@ -296,12 +298,19 @@ fn run_fixture(fixture: Fixture) -> Result<(), String> {
                 listen,
                 certs,
                 introspection_client_id,
-                introspection_secret,
+                introspection_secret_file,
                 gateway_admin,
-                admin_secret,
+                admin_secret_file,
                 consent_storage_secret,
             } => {
                 let pki = DevPki::at(&certs);
+                let read = |p: &std::path::Path| {
+                    std::fs::read_to_string(p)
+                        .map(|s| s.trim_end().to_string())
+                        .map_err(|e| format!("cannot read {}: {e}", p.display()))
+                };
+                let introspection_secret = read(&introspection_secret_file)?;
+                let admin_secret = admin_secret_file.as_deref().map(read).transpose()?;
                 let revocation_hook = match (gateway_admin, admin_secret) {
                     (Some(url), Some(secret)) => Some(RevocationHook {
                         url: format!("{}/revocations", url.trim_end_matches('/')),

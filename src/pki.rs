@@ -54,6 +54,15 @@ impl DevPki {
         self.dir.join("other-tpp-revoked.crl.pem")
     }
 
+    /// The admin listener's bearer secret (random, written with the PKI).
+    pub fn admin_secret(&self) -> PathBuf {
+        self.dir.join("admin-secret")
+    }
+    /// The gateway's client secret at the mock authorization server (random, written with the PKI).
+    pub fn introspection_secret(&self) -> PathBuf {
+        self.dir.join("introspection-secret")
+    }
+
     /// Whether every file is already there.
     pub fn is_complete(&self) -> bool {
         [
@@ -66,6 +75,8 @@ impl DevPki {
             self.other_tpp_key(),
             self.gateway_client_cert(),
             self.gateway_client_key(),
+            self.admin_secret(),
+            self.introspection_secret(),
         ]
         .iter()
         .all(|p| p.is_file())
@@ -121,7 +132,13 @@ impl DevPki {
         }
         .signed_by(&ca_cert, &ca_key)
         .map_err(err)?;
-        self.write("other-tpp-revoked.crl.pem", &crl.pem().map_err(err)?)
+        self.write("other-tpp-revoked.crl.pem", &crl.pem().map_err(err)?)?;
+        // Secrets of this installation alone: nobody else's demo has the same ones.
+        for name in ["admin-secret", "introspection-secret"] {
+            let secret: String = rand::random::<[u8; 24]>().iter().map(|b| format!("{b:02x}")).collect();
+            self.write_secret(name, &format!("{secret}\n"))?;
+        }
+        Ok(())
     }
 
     fn leaf(&self, name: &str, mut p: CertificateParams, ca: &Certificate, ca_key: &KeyPair) -> Result<(), String> {
@@ -138,7 +155,12 @@ impl DevPki {
     }
 
     fn write_key(&self, name: &str, key: &KeyPair) -> Result<(), String> {
-        self.write(name, &key.serialize_pem())?;
+        self.write_secret(name, &key.serialize_pem())
+    }
+
+    /// Writes a file only its owner may read.
+    fn write_secret(&self, name: &str, contents: &str) -> Result<(), String> {
+        self.write(name, contents)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use http::Method;
 use async_trait::async_trait;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::Result;
@@ -31,6 +32,8 @@ pub struct ForwardingSettings {
     pub forward_authorization: bool,
     pub client_certificates: ClientCertificateSource,
     pub limits: Limits,
+    /// Hosts the gateway serves (`host` or `host:port`, lower case); empty: any.
+    pub server_names: Vec<String>,
     pub upstream_connect_timeout: Duration,
     pub upstream_read_timeout: Duration,
 }
@@ -79,7 +82,12 @@ impl Gateway {
     }
 
     /// Verifies the request's DPoP proof for `token`; returns the proof key's thumbprint.
-    fn verify_dpop(&self, session: &Session, token: &str) -> std::result::Result<String, Refusal> {
+    fn verify_dpop(
+        &self,
+        session: &Session,
+        token: &str,
+        verified_host: Option<&str>,
+    ) -> std::result::Result<String, Refusal> {
         let req = session.req_header();
         let invalid = |d: &str| Refusal::InvalidDpopProof { description: d.to_string() };
         let mut proofs = req.headers.get_all("dpop").iter();
@@ -88,13 +96,11 @@ impl Gateway {
             (None, _) => return Err(invalid("no DPoP header")),
             (Some(_), Some(_)) => return Err(invalid("more than one DPoP header")),
         };
-        let host = req
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| req.headers.get("host").and_then(|h| h.to_str().ok()))
-            .unwrap_or("");
-        let htu = self.dpop.expected_htu(host, req.uri.path());
+        // Never the client's Host unless it matched `server_names` (config requires one of the two).
+        let htu = self
+            .dpop
+            .expected_htu(verified_host, req.uri.path())
+            .ok_or_else(|| invalid("the gateway's external URL is not configured"))?;
         self.dpop.verify(proof, req.method.as_str(), &htu, Some(token), unix_now()).map_err(|e| match e {
             ProofError::Invalid(d) => Refusal::InvalidDpopProof { description: d },
             ProofError::UseNonce(nonce) => Refusal::UseDpopNonce { nonce },
@@ -142,6 +148,7 @@ impl Gateway {
         ctx.live = Some(live.clone());
         let req = session.req_header();
         check_limits(req, &live.settings.limits)?;
+        let verified_host = served_host(req, &live.settings.server_names)?;
         let matched = live.policies.route(&req.method, req.uri.path(), req.uri.query())?;
         ctx.api = Some(matched.api.name.clone());
         ctx.route = Some(matched.route.path.clone());
@@ -152,6 +159,13 @@ impl Gateway {
         if declared.is_some_and(|n| n > ctx.body_limit) {
             return Err(Refusal::BodyTooLarge);
         }
+        // A body on a route that takes none (a GET with a body) is refused before anything
+        // is forwarded: the bank might read it, or fail on it mid-request.
+        let takes_body = matched.route.request_body.unwrap_or(matches!(req.method, Method::POST | Method::PUT | Method::PATCH));
+        if !takes_body && !session.as_downstream_mut().is_body_empty() {
+            return Err(Refusal::InvalidRequest { description: "this route takes no request body", field: "body" });
+        }
+        let req = session.req_header();
         if matched.route.public {
             return Ok(matched.public_grant());
         }
@@ -160,7 +174,7 @@ impl Gateway {
         let token = token.as_str();
         // Proofs are checked before anything costs a call.
         let dpop_thumbprint = match scheme {
-            Scheme::Dpop => Some(self.verify_dpop(session, token)?),
+            Scheme::Dpop => Some(self.verify_dpop(session, token, verified_host.as_deref())?),
             Scheme::Bearer => None,
         };
         let Some(server) = self.servers.get(&matched.api.authorization_server) else {
@@ -175,11 +189,6 @@ impl Gateway {
             Refusal::AuthorizationServerUnavailable { retry_after_seconds: server.retry_after_seconds }
         })?;
         ctx.cache = Some(outcome);
-        if outcome == CacheOutcome::Miss {
-            if let Some(consent) = matched.api.claims.consent_id.string(&cached.info.claims) {
-                server.cache.index_consent(consent, key, &cached);
-            }
-        }
         let body = match matched.route.body_consent {
             Some(_) => Some(read_json_body(session, matched.route.max_body_bytes).await?),
             None => None,
@@ -232,6 +241,40 @@ fn check_limits(req: &RequestHeader, limits: &Limits) -> std::result::Result<(),
         return Err(Refusal::HeadersTooLarge);
     }
     Ok(())
+}
+
+/// The request's host when the listener names the hosts it serves: every `Host` (and the
+/// HTTP/2 `:authority`) must be one of them. `None` when any host is served.
+fn served_host(req: &RequestHeader, names: &[String]) -> std::result::Result<Option<String>, Refusal> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let mut hosts = req.headers.get_all("host").iter().map(|h| h.to_str().ok());
+    let header = match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => {
+            return Err(Refusal::InvalidRequest { description: "more than one Host header", field: "Host" });
+        }
+        (Some(None), _) => return Err(Refusal::MisdirectedRequest),
+        (Some(Some(h)), None) => Some(h),
+        (None, _) => None,
+    };
+    let authority = req.uri.authority().map(|a| a.as_str());
+    let host = match (authority, header) {
+        (Some(a), Some(h)) if !a.eq_ignore_ascii_case(h) => return Err(Refusal::MisdirectedRequest),
+        (Some(a), _) => a,
+        (None, Some(h)) => h,
+        (None, None) => return Err(Refusal::MisdirectedRequest),
+    };
+    let host = host.to_ascii_lowercase();
+    let without_port = match host.rsplit_once(':') {
+        Some((h, port)) if !h.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
+        _ => host.as_str(),
+    };
+    if names.iter().any(|n| *n == host || *n == without_port) {
+        Ok(Some(host))
+    } else {
+        Err(Refusal::MisdirectedRequest)
+    }
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): for this connection only, never forwarded.
@@ -374,6 +417,13 @@ impl ProxyHttp for Gateway {
             .collect();
         for name in named.iter().map(String::as_str).chain(HOP_BY_HOP) {
             while upstream.remove_header(name).is_some() {}
+        }
+        // Header names with `_` are dropped (as nginx does by default): CGI, WSGI and PHP
+        // stacks read `X_Consent_Id` as `X-Consent-Id`, an identity header.
+        let underscored: Vec<http::HeaderName> =
+            upstream.headers.keys().filter(|n| n.as_str().contains('_')).cloned().collect();
+        for name in underscored {
+            while upstream.remove_header(&name).is_some() {}
         }
         // The proxy's certificate headers were for the gateway.
         for name in ["client-cert", "client-cert-chain", "x-ssl-client-cert"] {

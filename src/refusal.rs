@@ -38,6 +38,8 @@ pub enum Refusal {
     NoRoute,
     /// A route has this path, for other methods.
     MethodNotAllowed,
+    /// The request's Host is not one of the listener's `server_names`.
+    MisdirectedRequest,
     /// The authorization server could not answer; nothing unverified passes.
     AuthorizationServerUnavailable { retry_after_seconds: u64 },
     /// The bank's backend could not be reached or failed mid-response.
@@ -60,6 +62,12 @@ pub enum ConsentRefusal {
     },
     /// The request names another consent than the token's.
     Mismatch,
+    /// The consent is of another kind than the route needs (an account-access consent
+    /// on a payment route).
+    Kind {
+        kind: String,
+        needed: String,
+    },
 }
 
 /// A refusal as it goes on the wire (the interaction id header is added by the proxy).
@@ -93,8 +101,10 @@ impl Refusal {
             Refusal::Consent(ConsentRefusal::Permission { .. }) => "permission_missing",
             Refusal::Consent(ConsentRefusal::AccountNotGranted { .. }) => "account_not_granted",
             Refusal::Consent(ConsentRefusal::Mismatch) => "consent_mismatch",
+            Refusal::Consent(ConsentRefusal::Kind { .. }) => "consent_kind",
             Refusal::NoRoute => "no_route",
             Refusal::MethodNotAllowed => "method_not_allowed",
+            Refusal::MisdirectedRequest => "misdirected_request",
             Refusal::AuthorizationServerUnavailable { .. } => "as_unavailable",
             Refusal::UpstreamUnavailable => "upstream_unavailable",
         }
@@ -115,6 +125,7 @@ impl Refusal {
             Refusal::HeadersTooLarge => 431,
             Refusal::NoRoute => 404,
             Refusal::MethodNotAllowed => 405,
+            Refusal::MisdirectedRequest => 421,
             Refusal::UpstreamUnavailable => 502,
             Refusal::AuthorizationServerUnavailable { .. } => 503,
         }
@@ -236,10 +247,22 @@ impl Refusal {
                     "the request names another consent than the access token's".into(),
                     "Data.ConsentId",
                 ),
+                ConsentRefusal::Kind { kind, needed } => (
+                    "UK.OBIE.Resource.ConsentMismatch",
+                    format!(
+                        "the access token's consent is of kind `{}`; this API needs {}",
+                        truncate(kind),
+                        truncate(needed)
+                    ),
+                    "Authorization",
+                ),
             },
             Refusal::NoRoute => ("UK.OBIE.Resource.NotFound", "no API is served at this path".into(), "path"),
             Refusal::MethodNotAllowed => {
                 ("UK.OBIE.Resource.NotFound", "this path is not served for this method".into(), "method")
+            }
+            Refusal::MisdirectedRequest => {
+                ("UK.OBIE.Header.Invalid", "this gateway does not serve the requested host".into(), "Host")
             }
             Refusal::AuthorizationServerUnavailable { .. } => (
                 "UK.OBIE.UnexpectedError",

@@ -90,7 +90,7 @@ pub struct Reloader {
     config_path: PathBuf,
     overrides: crate::config::AddressOverrides,
     /// Authorization servers built at start; policies may name only these.
-    servers: Vec<String>,
+    servers: Arc<crate::cache::ServerLinks>,
     live: Arc<ArcSwap<Live>>,
     server_certificate: Option<Arc<ServerCertificate>>,
     client_verifier: Arc<ClientVerifier>,
@@ -109,7 +109,7 @@ pub struct ReloadReport {
 impl Reloader {
     pub fn new(
         config: &GatewayConfig,
-        servers: Vec<String>,
+        servers: Arc<crate::cache::ServerLinks>,
         live: Arc<ArcSwap<Live>>,
         server_certificate: Option<Arc<ServerCertificate>>,
         client_verifier: Arc<ClientVerifier>,
@@ -160,7 +160,7 @@ impl Reloader {
         let config =
             GatewayConfig::load(&self.config_path).map_err(|e| e.to_string())?.with_overrides(self.overrides)?;
         for api in config.policies.apis() {
-            if !self.servers.contains(&api.authorization_server) {
+            if !self.servers.contains_key(&api.authorization_server) {
                 return Err(format!(
                     "API `{}` names authorization server `{}`, which is not running: adding a server needs a restart",
                     api.name, api.authorization_server
@@ -188,6 +188,7 @@ impl Reloader {
         self.client_verifier.replace(verifier);
         let tls = tls_files(&config);
         let policies_dir = config.policies_dir.clone();
+        crate::cache::set_consent_paths(&self.servers, &config.policies);
         self.live.store(Arc::new(Live { policies: config.policies, settings }));
         applied.generation += 1;
         applied.policies_dir = policies_dir;
@@ -253,6 +254,7 @@ pub fn forwarding_settings(config: &GatewayConfig) -> ForwardingSettings {
         forward_authorization: config.forward_authorization,
         client_certificates: config.listener.client_certificates.clone(),
         limits: config.limits,
+        server_names: config.listener.server_names.clone(),
         upstream_connect_timeout: Duration::from_secs(2),
         upstream_read_timeout: Duration::from_secs(30),
     }

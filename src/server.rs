@@ -90,15 +90,15 @@ pub fn build(config: GatewayConfig) -> Result<GatewayServices, String> {
     let address = config.listener.address.to_string();
     let live =
         Arc::new(ArcSwap::from_pointee(Live { settings: forwarding_settings(&config), policies: Default::default() }));
-    let running: Vec<String> = servers.keys().cloned().collect();
     let reloader = Arc::new(Reloader::new(
         &config,
-        running,
+        servers.clone(),
         live.clone(),
         server_certificate,
         client_verifier.clone(),
         metrics.clone(),
     ));
+    crate::cache::set_consent_paths(&servers, &config.policies);
     live.store(Arc::new(Live { settings: forwarding_settings(&config), policies: config.policies }));
     let dpop = crate::dpop::DpopVerifier::new(&config.dpop);
     let gateway = Gateway::new(live, servers.clone(), client_verifier, dpop, metrics.clone());

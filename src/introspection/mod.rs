@@ -42,6 +42,8 @@ pub struct TokenInfo {
     pub certificate_thumbprint: Option<Arc<str>>,
     /// RFC 9449 `cnf.jkt`: thumbprint of the bound DPoP key.
     pub dpop_thumbprint: Option<Arc<str>>,
+    /// RFC 7662 `aud` (a string or an array of strings): whom the token is meant for.
+    pub audiences: Arc<[Arc<str>]>,
     /// The extension claims (consent and the like), compact: every member but the standard ones.
     pub claims: Claim,
 }
@@ -57,6 +59,7 @@ impl TokenInfo {
             subject: None,
             certificate_thumbprint: None,
             dpop_thumbprint: None,
+            audiences: Arc::from([]),
             claims: Claim::Null,
         }
     }
@@ -84,6 +87,16 @@ impl TokenInfo {
             Some(Value::String(s)) => share_list(s),
             Some(_) => return Err(IntrospectionError::Malformed("`scope` is not a string")),
         };
+        let audiences: Arc<[Arc<str>]> = match body.get("aud") {
+            None | Some(Value::Null) => Arc::from([]),
+            Some(Value::String(s)) => Arc::from([share(s)]),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| i.as_str().map(share))
+                .collect::<Option<_>>()
+                .ok_or(IntrospectionError::Malformed("`aud` is not a string or an array of strings"))?,
+            Some(_) => return Err(IntrospectionError::Malformed("`aud` is not a string or an array of strings")),
+        };
         let string = |v: Option<&Value>| v.and_then(Value::as_str).map(share);
         let cnf = body.get("cnf");
         Ok(TokenInfo {
@@ -94,6 +107,7 @@ impl TokenInfo {
             subject: string(body.get("sub")),
             certificate_thumbprint: string(cnf.and_then(|c| c.get("x5t#S256"))),
             dpop_thumbprint: string(cnf.and_then(|c| c.get("jkt"))),
+            audiences,
             claims: Claim::compact_except(&body, &STANDARD_MEMBERS),
         })
     }
@@ -175,6 +189,10 @@ mod tests {
         assert!(info.expired_at(100));
         assert!(!info.expired_at(99));
         assert_eq!(info.claims.to_value()["ConsentId"], "k");
+        let one = TokenInfo::from_response(json!({"active": true, "aud": "https://api.gobank"})).unwrap();
+        assert_eq!(one.audiences.iter().map(|s| &**s).collect::<Vec<_>>(), vec!["https://api.gobank"]);
+        let many = TokenInfo::from_response(json!({"active": true, "aud": ["a", "b"]})).unwrap();
+        assert_eq!(many.audiences.len(), 2);
     }
 
     #[test]
@@ -191,6 +209,8 @@ mod tests {
             json!({"active": 1}),
             json!({"active": true, "exp": "x"}),
             json!({"active": true, "scope": ["a"]}),
+            json!({"active": true, "aud": 7}),
+            json!({"active": true, "aud": ["a", 7]}),
         ] {
             assert!(matches!(TokenInfo::from_response(body), Err(IntrospectionError::Malformed(_))));
         }

@@ -324,6 +324,9 @@ impl ClaimPath {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimMapping {
     pub consent_id: ClaimPath,
+    /// The consent's kind (`account-access-consent`, `domestic-payment-consent`, …), which
+    /// routes with `consent_types` check; `None` where the spec has one kind of consent.
+    pub consent_type: Option<ClaimPath>,
     /// `None` where the spec has no status claim (CDR): presence of the consent suffices.
     pub status: Option<ClaimPath>,
     pub granting_status: Vec<String>,
@@ -344,6 +347,7 @@ impl ClaimMapping {
         let m = match name {
             "obuk" => ClaimMapping {
                 consent_id: p("ConsentId"),
+                consent_type: Some(p("ConsentType")),
                 status: Some(p("Status")),
                 granting_status: vec!["Authorised".into()],
                 permissions: Some(p("Permissions")),
@@ -352,6 +356,7 @@ impl ClaimMapping {
             },
             "obbr" => ClaimMapping {
                 consent_id: p("consentId"),
+                consent_type: Some(p("consentType")),
                 status: Some(p("status")),
                 granting_status: vec!["AUTHORISED".into()],
                 permissions: Some(p("permissions")),
@@ -360,6 +365,7 @@ impl ClaimMapping {
             },
             "cdr" => ClaimMapping {
                 consent_id: p("cdr_arrangement_id"),
+                consent_type: None,
                 status: None,
                 granting_status: vec![],
                 permissions: None,
@@ -368,6 +374,7 @@ impl ClaimMapping {
             },
             "fdx" => ClaimMapping {
                 consent_id: p("fdx_consent.id"),
+                consent_type: None,
                 status: Some(p("fdx_consent.status")),
                 granting_status: vec!["ACTIVE".into()],
                 permissions: None,
@@ -376,6 +383,7 @@ impl ClaimMapping {
             },
             "generic" => ClaimMapping {
                 consent_id: p("consent_id"),
+                consent_type: Some(p("consent_type")),
                 status: Some(p("status")),
                 granting_status: vec!["authorized".into()],
                 permissions: None,

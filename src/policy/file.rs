@@ -85,6 +85,28 @@ fn permission_vocabulary(profile: &str) -> Option<&'static [&'static str]> {
     }
 }
 
+/// Every kind of consent of a profile that has a kind claim.
+fn consent_kinds(profile: &str) -> Option<&'static [&'static str]> {
+    match profile {
+        // The consent resources of the Read/Write, Funds Confirmation and VRP APIs.
+        "obuk" => Some(&[
+            "account-access-consent",
+            "domestic-payment-consent",
+            "domestic-scheduled-payment-consent",
+            "domestic-standing-order-consent",
+            "international-payment-consent",
+            "international-scheduled-payment-consent",
+            "international-standing-order-consent",
+            "file-payment-consent",
+            "funds-confirmation-consent",
+            "domestic-vrp-consent",
+        ]),
+        // Data sharing (`/consents`), payments (`/payments/.../consents`), automatic payments.
+        "obbr" => Some(&["data-sharing-consent", "payment-consent", "recurring-payment-consent"]),
+        _ => None,
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
@@ -107,6 +129,9 @@ struct ApiSection {
     /// Start from the profile's ready-made routes.
     #[serde(default)]
     profile_routes: bool,
+    /// The token's `aud` must name one of these.
+    #[serde(default)]
+    audiences: Vec<Spanned<String>>,
 }
 
 /// Overrides of the profile's claim mapping.
@@ -114,6 +139,7 @@ struct ApiSection {
 #[serde(deny_unknown_fields)]
 struct ClaimsSection {
     consent_id: Option<Spanned<String>>,
+    consent_type: Option<Spanned<String>>,
     status: Option<Spanned<String>>,
     granting_status: Option<Vec<String>>,
     permissions: Option<Spanned<String>>,
@@ -146,6 +172,13 @@ struct RouteSection {
     #[serde(default)]
     acr_values: Vec<String>,
     consent_status: Option<Vec<String>>,
+    /// Kinds of consent that grant the route (the profile's, else any).
+    consent_types: Option<Vec<String>>,
+    /// Whether the route takes a request body (default: for POST, PUT and PATCH only).
+    request_body: Option<bool>,
+    /// Whether `;` path parameters (`/a;v=1/b`) are passed to the bank (default: refused).
+    #[serde(default)]
+    path_parameters: bool,
     body_consent: Option<String>,
     max_body_bytes: Option<usize>,
     /// `false` removes the profile's route with this path and methods.
@@ -237,6 +270,7 @@ impl PolicySet {
                 Err(mut e) => errors.append(&mut e),
             }
         }
+        shared_server_warnings(&mut apis);
         if errors.is_empty() {
             Ok(PolicySet::new(apis))
         } else {
@@ -252,6 +286,32 @@ impl PolicySet {
         servers: &[String],
     ) -> Result<Api, ConfigErrors> {
         parse_api(file, source, upstreams, servers).map_err(ConfigErrors)
+    }
+}
+
+/// Two APIs that take tokens of one authorization server tell them apart only by `aud`:
+/// without `audiences`, a token meant for one is accepted by the other.
+fn shared_server_warnings(apis: &mut [Api]) {
+    let servers: Vec<(String, String)> =
+        apis.iter().map(|a| (a.name.clone(), a.authorization_server.clone())).collect();
+    for api in apis.iter_mut().filter(|a| a.audiences.is_empty()) {
+        let others: Vec<&str> = servers
+            .iter()
+            .filter(|(name, server)| *name != api.name && *server == api.authorization_server)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if !others.is_empty() {
+            api.warnings.push(ConfigError::new(
+                &api.file,
+                None,
+                format!(
+                    "API `{}` shares authorization server `{}` with {} but sets no [api] audiences: a token issued for those APIs is accepted here",
+                    api.name,
+                    api.authorization_server,
+                    others.join(", ")
+                ),
+            ));
+        }
     }
 }
 
@@ -312,6 +372,14 @@ fn parse_api(
             None
         }
     };
+    let mut audiences = Vec::new();
+    for a in &api.audiences {
+        if a.get_ref().trim().is_empty() || a.get_ref().trim() != a.get_ref() {
+            problem(&mut errors, at(a.span()), format!("audience `{}` is empty or has spaces around it", a.get_ref()));
+        } else {
+            audiences.push(a.get_ref().clone());
+        }
+    }
     let mut claims = ClaimMapping::profile(api.profile.get_ref());
     if claims.is_none() {
         problem(
@@ -340,6 +408,9 @@ fn parse_api(
         if let Some(p) = path(&mut errors, &c.consent_id) {
             mapping.consent_id = p;
         }
+        if let Some(p) = path(&mut errors, &c.consent_type) {
+            mapping.consent_type = Some(p);
+        }
         if let Some(p) = path(&mut errors, &c.status) {
             mapping.status = Some(p);
         }
@@ -362,7 +433,9 @@ fn parse_api(
 
     // The profile's ready-made routes first (when asked for); a file route with the same
     // path replaces them for the methods it names (`enabled = false` just removes them).
-    let mut sources: Vec<(&Path, &str, &Spanned<RouteSection>)> = Vec::new();
+    // The third member: the consent kinds of the profile route a file route replaces, which
+    // it keeps unless it names its own (an override must not drop the kind check).
+    let mut sources: Vec<(&Path, &str, &Spanned<RouteSection>, Option<Vec<String>>)> = Vec::new();
     let profile_file;
     let profile_routes: Option<PolicyRoutes> = match (api.profile_routes, profile_source(api.profile.get_ref())) {
         (true, Some((name, text))) => {
@@ -382,13 +455,17 @@ fn parse_api(
                     && own.get_ref().methods.iter().any(|m| r.get_ref().methods.contains(m))
             });
             if !overridden {
-                sources.push((&profile_file, profile_text, r));
+                sources.push((&profile_file, profile_text, r, None));
             }
         }
     }
     for r in &parsed.route {
         if r.get_ref().enabled {
-            sources.push((file, source, r));
+            let replaced = profile_routes.iter().flat_map(|b| &b.route).find(|p| {
+                p.get_ref().path.get_ref() == r.get_ref().path.get_ref()
+                    && r.get_ref().methods.iter().any(|m| p.get_ref().methods.contains(m))
+            });
+            sources.push((file, source, r, replaced.and_then(|p| p.get_ref().consent_types.clone())));
         }
     }
     if sources.is_empty() && claims.is_some() {
@@ -402,7 +479,7 @@ fn parse_api(
     let mut warnings = Vec::new();
     let mut routes: Vec<Route> = Vec::new();
     let mut router = Router::default();
-    for (origin, text, spanned) in sources {
+    for (origin, text, spanned, inherited_kinds) in sources {
         let line = line_of(text, spanned.span().start);
         let r = spanned.get_ref();
         let route_problem = |errors: &mut Vec<ConfigError>, msg: String| {
@@ -498,6 +575,33 @@ fn parse_api(
         if body_consent.is_some() && !r.consent {
             route_problem(&mut errors, "body_consent needs `consent = true`".into());
         }
+        let consent_types = r.consent_types.clone().or(inherited_kinds).unwrap_or_default();
+        if !consent_types.is_empty() {
+            if !r.consent {
+                route_problem(&mut errors, "consent_types need `consent = true`".into());
+            }
+            if claims.as_ref().is_some_and(|c| c.consent_type.is_none()) {
+                route_problem(
+                    &mut errors,
+                    format!(
+                        "consent_types: profile {} has no consent kind claim; set [claims] consent_type",
+                        api.profile.get_ref()
+                    ),
+                );
+            }
+            if let Some(known) = consent_kinds(api.profile.get_ref()) {
+                for k in consent_types.iter().filter(|k| !known.contains(&k.as_str())) {
+                    route_problem(
+                        &mut errors,
+                        format!(
+                            "unknown consent kind `{k}` for profile {} (known: {})",
+                            api.profile.get_ref(),
+                            known.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
         if r.consent_status.as_ref().is_some_and(|s| s.is_empty()) {
             route_problem(&mut errors, "consent_status is empty: no consent could ever pass".into());
         }
@@ -536,6 +640,9 @@ fn parse_api(
             permissions: r.permissions.clone(),
             permissions_any,
             require_consent: r.consent,
+            consent_types,
+            request_body: r.request_body,
+            path_parameters: r.path_parameters,
             account_param: r.account_param.clone(),
             binding,
             cache_ttl,
@@ -552,9 +659,18 @@ fn parse_api(
     }
 
     match (errors.is_empty(), upstream, claims, authorization_server) {
-        (true, Some(upstream), Some(claims), Some(authorization_server)) => {
-            Ok(Api { name, prefix, upstream, authorization_server, claims, routes, warnings, router })
-        }
+        (true, Some(upstream), Some(claims), Some(authorization_server)) => Ok(Api {
+            name,
+            file: file.to_path_buf(),
+            prefix,
+            upstream,
+            authorization_server,
+            audiences,
+            claims,
+            routes,
+            warnings,
+            router,
+        }),
         _ => Err(errors),
     }
 }

@@ -47,6 +47,12 @@ pub struct Route {
     /// Each group needs one of its permissions.
     pub permissions_any: Vec<Vec<String>>,
     pub require_consent: bool,
+    /// Kinds of consent that grant this route (e.g. `account-access-consent`); empty: any.
+    pub consent_types: Vec<String>,
+    /// Whether the route takes a request body; `None`: for POST, PUT and PATCH only.
+    pub request_body: Option<bool>,
+    /// Whether `;` path parameters are passed to the bank (else refused as not normal form).
+    pub path_parameters: bool,
     pub account_param: Option<String>,
     pub binding: Binding,
     /// Introspection results older than this are fetched again for this route
@@ -75,10 +81,15 @@ pub struct Route {
 #[derive(Debug)]
 pub struct Api {
     pub name: String,
+    /// The policy file it was read from.
+    pub file: PathBuf,
     pub prefix: String,
     pub upstream: Upstream,
     /// Name of the authorization server whose tokens this API takes.
     pub authorization_server: String,
+    /// The token's `aud` must name one of these (RFC 8707 resource indicators); empty:
+    /// not checked (`check` warns when another API shares the authorization server).
+    pub audiences: Vec<String>,
     pub claims: ClaimMapping,
     pub routes: Vec<Route>,
     /// Not errors, but worth an operator's look (`check` prints them).
@@ -128,15 +139,29 @@ impl PolicySet {
     }
 
     /// Finds the route for a request. Paths that are not in normal form (`.`/`..`
-    /// segments, empty segments, encoded `/`, `\` or `.`) are refused rather than guessed
-    /// at, since the bank might resolve them differently.
+    /// segments, empty segments, encoded `/`, `\`, `.` or `;`) are refused rather than
+    /// guessed at, since the bank might resolve them differently; so are `;` path
+    /// parameters (`/statements/..;/transactions`, which Tomcat resolves) unless the
+    /// route allows them.
     pub fn route<'a>(&'a self, method: &Method, path: &str, query: Option<&str>) -> Result<RouteMatch<'a>, Refusal> {
-        if !is_normal_path(path) {
+        let form = path_form(path);
+        if form == PathForm::NotNormal {
             return Err(Refusal::InvalidRequest {
                 description: "the request path is not in normal form",
                 field: "path",
             });
         }
+        let found = self.find(method, path, query)?;
+        if form == PathForm::WithParameters && !found.route.path_parameters {
+            return Err(Refusal::InvalidRequest {
+                description: "path parameters (`;`) are not accepted on this route",
+                field: "path",
+            });
+        }
+        Ok(found)
+    }
+
+    fn find<'a>(&'a self, method: &Method, path: &str, query: Option<&str>) -> Result<RouteMatch<'a>, Refusal> {
         let mut method_mismatch = false;
         for api in &self.apis {
             let Some(rest) = strip_prefix(path, &api.prefix) else {
@@ -164,21 +189,43 @@ fn strip_prefix<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
     (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 
-fn is_normal_path(path: &str) -> bool {
+/// How a request path reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathForm {
+    /// Refused: the bank might resolve it to another path than the gateway matched.
+    NotNormal,
+    /// Every segment non-empty, no dot segments, nothing encoded that changes the path.
+    Normal,
+    /// Normal, with `;` parameters in some segment (`/accounts;v=1`).
+    WithParameters,
+}
+
+/// Classifies a path: encoded `/`, `\`, `.` and `;` (which some servers decode before
+/// routing), `\` itself, empty segments and `.`/`..` segments (also before a `;`, as
+/// `..;`) are not normal form.
+pub fn path_form(path: &str) -> PathForm {
     let Some(rest) = path.strip_prefix('/') else {
-        return false;
+        return PathForm::NotNormal;
     };
     if rest.is_empty() {
-        return true;
+        return PathForm::Normal;
     }
-    // Encoded `/`, `\` and `.` could mean another path to the bank; `\` itself too.
     let b = rest.as_bytes();
-    let encoded = b.windows(3).any(|w| w[0] == b'%' && w[1] == b'2' && matches!(w[2] | 0x20, b'f' | b'e'))
-        || b.windows(3).any(|w| w[0] == b'%' && w[1] == b'5' && (w[2] | 0x20) == b'c');
+    let encoded = b.windows(3).any(|w| {
+        w[0] == b'%' && matches!((w[1], w[2] | 0x20), (b'2', b'f' | b'e') | (b'5', b'c') | (b'3', b'b'))
+    });
     if encoded || rest.contains('\\') {
-        return false;
+        return PathForm::NotNormal;
     }
-    rest.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+    let normal = rest.split('/').all(|seg| {
+        let base = seg.split(';').next().unwrap_or("");
+        !base.is_empty() && base != "." && base != ".."
+    });
+    match (normal, rest.contains(';')) {
+        (false, _) => PathForm::NotNormal,
+        (true, false) => PathForm::Normal,
+        (true, true) => PathForm::WithParameters,
+    }
 }
 
 /// The checks a route makes, in the order they run.
@@ -186,11 +233,13 @@ fn is_normal_path(path: &str) -> bool {
 pub enum Check {
     Active,
     NotExpired,
+    Audience,
     Binding,
     Client,
     Acr,
     Scopes,
     ConsentPresent,
+    ConsentType,
     ConsentStatus,
     ConsentNotExpired,
     Permissions,
@@ -203,11 +252,13 @@ impl Check {
         match self {
             Check::Active => "token active",
             Check::NotExpired => "token not expired",
+            Check::Audience => "token meant for this API (aud)",
             Check::Binding => "certificate binding (RFC 8705)",
             Check::Client => "client allowed",
             Check::Acr => "authentication context (acr)",
             Check::Scopes => "scopes",
             Check::ConsentPresent => "consent present",
+            Check::ConsentType => "consent kind",
             Check::ConsentStatus => "consent status",
             Check::ConsentNotExpired => "consent not expired",
             Check::Permissions => "consent permissions",
@@ -345,6 +396,17 @@ impl RouteMatch<'_> {
                 Ok(detail(&|| format!("exp {:?}, now {now}", token.exp.map(|e| e.get()))))
             }
         );
+        let audiences = &self.api.audiences;
+        check!(
+            Check::Audience,
+            if audiences.is_empty() {
+                Ok(detail(&|| "not checked (no audiences for this API)".into()))
+            } else if token.audiences.iter().any(|a| audiences.iter().any(|w| **a == **w)) {
+                Ok(detail(&|| format!("aud [{}] names this API", token.audiences.join(" "))))
+            } else {
+                Err(Refusal::InvalidToken { description: "the access token is not meant for this API (aud)" })
+            }
+        );
         let mtls = || match (&token.certificate_thumbprint, presented.certificate_thumbprint) {
             (Some(bound), Some(p)) if thumbprints_equal(bound, p) => {
                 Ok(detail(&|| format!("cnf.x5t#S256 {bound} matches")))
@@ -421,6 +483,22 @@ impl RouteMatch<'_> {
                     None => Err(Refusal::Consent(ConsentRefusal::Missing)),
                 }
             );
+            if !route.consent_types.is_empty() {
+                // A consent of another kind (an account-access consent on a payment route)
+                // never grants, whatever scopes the token carries; no kind claim: refused.
+                let kind = claims.consent_type.as_ref().and_then(|p| p.string(root)).unwrap_or("");
+                check!(
+                    Check::ConsentType,
+                    if route.consent_types.iter().any(|k| k == kind) {
+                        Ok(detail(&|| format!("{kind} is one of [{}]", route.consent_types.join(" "))))
+                    } else {
+                        Err(Refusal::Consent(ConsentRefusal::Kind {
+                            kind: kind.to_string(),
+                            needed: route.consent_types.join(", "),
+                        }))
+                    }
+                );
+            }
             if let Some(status_path) = &claims.status {
                 let status = status_path.string(root).unwrap_or("");
                 let granting = route.consent_status.as_ref().unwrap_or(&claims.granting_status);
@@ -467,7 +545,9 @@ impl RouteMatch<'_> {
             );
         }
         if let Some(param) = &route.account_param {
-            let account = self.params.iter().find(|(n, _)| n == param).map(|(_, v)| v.as_str()).unwrap_or("");
+            let raw = self.params.iter().find(|(n, _)| n == param).map(|(_, v)| v.as_str()).unwrap_or("");
+            // The account as the bank's router reads the segment (the router decoded it).
+            let account = account_in_segment(raw);
             check!(
                 Check::Account,
                 if accounts.iter().any(|a| a == account) {
@@ -506,6 +586,12 @@ impl RouteMatch<'_> {
             accounts,
         })
     }
+}
+
+/// An account id as a bank's router extracts it from a (percent-decoded) path segment:
+/// the part before any `;` parameters (an encoded `;` is refused before routing).
+fn account_in_segment(segment: &str) -> &str {
+    segment.split(';').next().unwrap_or("")
 }
 
 /// Thumbprints compare as base64url without padding; some servers pad.

@@ -252,7 +252,7 @@ fn outcome(r: Result<Grant, Refusal>) -> &'static str {
 fn obuk_profile_table() {
     let s = profile_set("obuk");
     // As a UK server answers: ConsentId, Status, Permissions, AccountIDs at the top level.
-    let uk = |perms: &[&str]| json!({"scope": "openid accounts", "ConsentId": "urn-alphabank-intent-88379", "Status": "Authorised", "Permissions": perms, "AccountIDs": ["22289"]});
+    let uk = |perms: &[&str]| json!({"scope": "openid accounts", "ConsentId": "urn-alphabank-intent-88379", "ConsentType": "account-access-consent", "Status": "Authorised", "Permissions": perms, "AccountIDs": ["22289"]});
     let table: Vec<(&str, &[&str], &str)> = vec![
         ("/accounts", &["ReadAccountsBasic"], "allow"),
         ("/accounts", &["ReadAccountsDetail"], "allow"),
@@ -299,7 +299,7 @@ fn obuk_profile_table() {
 #[test]
 fn obuk_payments_need_the_tokens_consent_in_the_body() {
     let s = profile_set("obuk");
-    let payment = |status: &str| json!({"scope": "openid payments", "ConsentId": "pc-1", "Status": status});
+    let payment = |status: &str| json!({"scope": "openid payments", "ConsentId": "pc-1", "ConsentType": "domestic-payment-consent", "Status": status});
     let body = |id: &str| json!({"Data": {"ConsentId": id, "Initiation": {"InstructedAmount": {"Amount": "10.00", "Currency": "GBP"}}}, "Risk": {}});
     assert_eq!(
         outcome(decide_with(&s, "POST", "/domestic-payments", payment("Authorised"), Some(&body("pc-1")))),
@@ -324,6 +324,30 @@ fn obuk_payments_need_the_tokens_consent_in_the_body() {
         "insufficient_scope"
     );
     assert_eq!(outcome(decide_with(&s, "GET", "/domestic-payments/P1", payment("Consumed"), None)), "allow");
+    // An account-access consent never pays, whatever scopes its token was given.
+    let mut ais = payment("Authorised");
+    ais["ConsentType"] = json!("account-access-consent");
+    ais["Permissions"] = json!(["ReadAccountsBasic"]);
+    assert_eq!(outcome(decide_with(&s, "POST", "/domestic-payments", ais.clone(), Some(&body("pc-1")))), "consent_kind");
+    ais.as_object_mut().unwrap().remove("ConsentType");
+    assert_eq!(outcome(decide_with(&s, "POST", "/domestic-payments", ais, Some(&body("pc-1")))), "consent_kind");
+    // Nor does a payment consent of another kind, or a payment consent read accounts.
+    let mut scheduled = payment("Authorised");
+    scheduled["ConsentType"] = json!("domestic-scheduled-payment-consent");
+    assert_eq!(
+        outcome(decide_with(&s, "POST", "/domestic-payments", scheduled.clone(), Some(&body("pc-1")))),
+        "consent_kind"
+    );
+    assert_eq!(
+        outcome(decide_with(&s, "POST", "/domestic-scheduled-payments", scheduled, Some(&body("pc-1")))),
+        "allow"
+    );
+    let mut reads = payment("Authorised");
+    reads["scope"] = json!("openid accounts payments");
+    reads["Permissions"] = json!(["ReadAccountsBasic"]);
+    assert_eq!(outcome(decide_with(&s, "GET", "/accounts", reads, None)), "consent_kind");
+    // Every obuk route names its kinds.
+    assert!(s.apis()[0].routes.iter().all(|r| !r.consent_types.is_empty()));
     assert_eq!(
         s.apis()[0].routes.iter().find(|r| r.path == "/domestic-payments").unwrap().cache_ttl,
         Some(std::time::Duration::from_secs(5))
@@ -333,7 +357,7 @@ fn obuk_payments_need_the_tokens_consent_in_the_body() {
 #[test]
 fn obbr_profile_table() {
     let s = profile_set("obbr");
-    let br = |perms: &[&str], status: &str| json!({"scope": "openid accounts consent:urn:bank:1", "consentId": "urn:bank:1", "status": status, "permissions": perms, "AccountIDs": ["acc-1"]});
+    let br = |perms: &[&str], status: &str| json!({"scope": "openid accounts consent:urn:bank:1", "consentId": "urn:bank:1", "consentType": "data-sharing-consent", "status": status, "permissions": perms, "AccountIDs": ["acc-1"]});
     assert_eq!(
         outcome(decide_with(&s, "GET", "/accounts/v2/accounts", br(&["ACCOUNTS_READ"], "AUTHORISED"), None)),
         "allow"
@@ -380,6 +404,12 @@ fn obbr_profile_table() {
     );
     let mut pay = br(&[], "AUTHORISED");
     pay["scope"] = json!("openid payments");
+    assert_eq!(
+        outcome(decide_with(&s, "POST", "/payments/v1/pix/payments", pay.clone(), Some(&json!({})))),
+        "consent_kind",
+        "a data-sharing consent does not pay"
+    );
+    pay["consentType"] = json!("payment-consent");
     assert_eq!(outcome(decide_with(&s, "POST", "/payments/v1/pix/payments", pay, Some(&json!({})))), "allow");
 }
 
@@ -455,7 +485,7 @@ fn generic_profile_table() {
 fn files_override_and_remove_profile_routes() {
     let source = "[api]\nprefix = \"\"\nupstream = \"gobank\"\nprofile = \"obuk\"\nprofile_routes = true\n\n[[route]]\npath = \"/accounts\"\nscopes = [\"accounts\"]\npermissions = [\"ReadAccountsDetail\"]\nclient_ids = [\"tpp\"]\nacr_values = [\"urn:openbanking:psd2:sca\"]\n\n[[route]]\npath = \"/offers\"\nenabled = false\n";
     let s = set(source);
-    let uk = json!({"scope": "accounts", "ConsentId": "c", "Status": "Authorised", "Permissions": ["ReadAccountsBasic", "ReadAccountsDetail", "ReadOffers"], "AccountIDs": [], "acr": "urn:openbanking:psd2:sca"});
+    let uk = json!({"scope": "accounts", "ConsentId": "c", "ConsentType": "account-access-consent", "Status": "Authorised", "Permissions": ["ReadAccountsBasic", "ReadAccountsDetail", "ReadOffers"], "AccountIDs": [], "acr": "urn:openbanking:psd2:sca"});
     assert_eq!(outcome(decide_with(&s, "GET", "/accounts", uk.clone(), None)), "allow");
     let mut weak = uk.clone();
     weak["acr"] = json!("urn:openbanking:psd2:ca");
@@ -466,7 +496,83 @@ fn files_override_and_remove_profile_routes() {
     other["client_id"] = json!("someone");
     assert_eq!(outcome(decide_with(&s, "GET", "/accounts", other, None)), "client_not_allowed");
     assert_eq!(outcome(decide_with(&s, "GET", "/offers", uk.clone(), None)), "no_route");
-    assert_eq!(outcome(decide_with(&s, "GET", "/products", uk, None)), "permission_missing");
+    assert_eq!(outcome(decide_with(&s, "GET", "/products", uk.clone(), None)), "permission_missing");
+    // The override keeps the profile route's consent kind.
+    let mut payment = uk;
+    payment["ConsentType"] = json!("domestic-payment-consent");
+    assert_eq!(outcome(decide_with(&s, "GET", "/accounts", payment, None)), "consent_kind");
+}
+
+#[test]
+fn audiences_bind_a_token_to_its_api() {
+    let s = set(&UK.replace("[api]\n", "[api]\naudiences = [\"https://api.gobank.example\"]\n"));
+    let mut t = uk_token();
+    assert_eq!(outcome(decide(&s, "GET", "/gobank/accounts", t.clone())), "invalid_token", "no aud");
+    t["aud"] = json!("https://api.otherbank.example");
+    let refusal = decide(&s, "GET", "/gobank/accounts", t.clone()).unwrap_err();
+    assert_eq!((refusal.reason(), refusal.status()), ("invalid_token", 401));
+    t["aud"] = json!(["https://api.otherbank.example", "https://api.gobank.example"]);
+    assert_eq!(outcome(decide(&s, "GET", "/gobank/accounts", t.clone())), "allow");
+    // Without audiences the API takes any aud (check warns when that matters).
+    t["aud"] = json!("https://api.otherbank.example");
+    assert_eq!(outcome(decide(&set(UK), "GET", "/gobank/accounts", t)), "allow");
+}
+
+#[test]
+fn path_parameters_are_refused_unless_the_route_takes_them() {
+    let s = set(UK);
+    // A literal segment with parameters matches no route.
+    for path in ["/gobank/accounts;x=1", "/gobank/accounts/A1/balances;"] {
+        assert!(matches!(s.route(&Method::GET, path, None), Err(Refusal::NoRoute)), "{path}");
+    }
+    for path in ["/gobank/accounts/A1;v=2/balances", "/gobank/accounts/..;/accounts/A1/balances"] {
+        let r = s.route(&Method::GET, path, None).map(|m| m.route.path.clone());
+        assert!(matches!(r, Err(Refusal::InvalidRequest { field: "path", .. })), "{path}: {r:?}");
+    }
+    for path in ["/gobank/accounts/A1%3B/balances", "/gobank/accounts/A1%3b/balances", "/gobank/..;/x", "/gobank/;/x"] {
+        let r = s.route(&Method::GET, path, None).map(|m| m.route.path.clone());
+        assert!(
+            matches!(r, Err(Refusal::InvalidRequest { description: "the request path is not in normal form", .. })),
+            "{path}: {r:?}"
+        );
+    }
+    let allowing = set(&UK.replace("account_param = \"AccountId\"", "account_param = \"AccountId\"\npath_parameters = true"));
+    let m = allowing.route(&Method::GET, "/gobank/accounts/A1;v=2/balances", None).unwrap();
+    assert_eq!(m.upstream_path, "/accounts/A1;v=2/balances");
+    // The account is what the bank's router reads: the segment before `;`.
+    assert_eq!(
+        outcome(m.evaluate(&token(uk_token()), Presented { certificate_thumbprint: Some("THUMB"), ..Default::default() }, 1_000)),
+        "allow"
+    );
+    assert!(allowing.route(&Method::GET, "/gobank/accounts/..;v=2/balances", None).is_err(), "dot segments still");
+}
+
+#[test]
+fn accounts_compare_as_the_bank_decodes_them() {
+    let s = set(UK);
+    let mut t = uk_token();
+    t["AccountIDs"] = json!(["A1", "GB-1001", "ä"]);
+    for (path, expected) in [
+        ("/gobank/accounts/%41%31/balances", "allow"),
+        ("/gobank/accounts/GB%2D1001/balances", "allow"),
+        ("/gobank/accounts/%C3%A4/balances", "allow"),
+        ("/gobank/accounts/%C3/balances", "no_route"),
+        ("/gobank/accounts/%2541/balances", "account_not_granted"),
+        ("/gobank/accounts/A2/balances", "account_not_granted"),
+        ("/gobank/accounts/A%32/balances", "account_not_granted"),
+    ] {
+        assert_eq!(outcome(decide(&s, "GET", path, t.clone())), expected, "{path}");
+    }
+}
+
+#[test]
+fn consent_kinds_are_checked_against_the_profile_and_need_a_claim() {
+    let with = |kinds: &str| UK.replace("permissions = [\"ReadBalances\"]", &format!("permissions = [\"ReadBalances\"]\nconsent_types = {kinds}"));
+    assert!(errors_of(&with("[\"account-access\"]")).iter().any(|e| e.contains("unknown consent kind `account-access`")));
+    let cdr = "[api]\nprefix = \"\"\nupstream = \"gobank\"\nprofile = \"cdr\"\n[[route]]\npath = \"/x\"\nconsent_types = [\"k\"]\n";
+    assert!(errors_of(cdr).iter().any(|e| e.contains("has no consent kind claim")), "{:?}", errors_of(cdr));
+    let named = cdr.replace("[[route]]", "[claims]\nconsent_type = \"arrangement_kind\"\n[[route]]");
+    assert!(errors_of(&named).is_empty(), "{:?}", errors_of(&named));
 }
 
 #[test]
