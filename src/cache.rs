@@ -99,13 +99,16 @@ impl Lifetime {
     }
 }
 
+/// The consent ids one entry is indexed under (usually one).
+type ConsentIds = Box<[Box<str>]>;
+
 /// Which cached entries belong to which consent, so a revoked consent can be dropped at
 /// once. An entry is indexed when it is stored, under every consent id that any API of
 /// its authorization server can read from it: which API first saw the token is irrelevant.
 #[derive(Default)]
 struct ConsentIndex {
     by_consent: HashMap<Box<str>, HashMap<TokenKey, u64>>,
-    by_key: HashMap<TokenKey, (Box<[Box<str>]>, u64)>,
+    by_key: HashMap<TokenKey, (ConsentIds, u64)>,
     /// Consents revoked lately (revocation number, milliseconds of the cache's clock),
     /// kept for the longest an entry lives: an introspection under way when its consent
     /// was revoked may carry the old status, and is not stored as it is.
@@ -528,8 +531,8 @@ pub fn set_consent_paths(links: &ServerLinks, policies: &crate::policy::PolicySe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
     use crate::policy::Node;
+    use std::sync::atomic::AtomicUsize;
 
     struct Counting {
         calls: AtomicUsize,
@@ -662,10 +665,7 @@ mod tests {
         assert_eq!(cache.revoke_consent("x").await, 0, "consent_id is read by no API yet");
         // Another API of this server reads `consent_id`: the cache starts afresh, then
         // indexes both ids of one entry.
-        cache.set_consent_paths(vec![
-            ClaimPath::parse("consent_id").unwrap(),
-            ClaimPath::parse("ConsentId").unwrap(),
-        ]);
+        cache.set_consent_paths(vec![ClaimPath::parse("consent_id").unwrap(), ClaimPath::parse("ConsentId").unwrap()]);
         assert_eq!(cache.entry_count(), 0);
         cache.lookup(cache.key("t:c1"), "t:c1", None).await.unwrap();
         assert_eq!(cache.revoke_consent("x").await, 1);
@@ -709,7 +709,10 @@ mod tests {
         let answer = call.await.unwrap();
         assert_eq!(answer.info.claims.member("Status").and_then(Node::text), Some("Revoked"), "asked again");
         let (cached, outcome) = cache.lookup(cache.key("t"), "t", None).await.unwrap();
-        assert_eq!((outcome, cached.info.claims.member("Status").and_then(Node::text)), (CacheOutcome::Hit, Some("Revoked")));
+        assert_eq!(
+            (outcome, cached.info.claims.member("Status").and_then(Node::text)),
+            (CacheOutcome::Hit, Some("Revoked"))
+        );
         assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
     }
 

@@ -1065,9 +1065,11 @@ impl GatewayConfig {
         // A DPoP proof names the URL it is for (`htu`); the gateway must know its own URL
         // rather than take it from the client's Host, or a proof made for another server passes.
         if dpop.external_url.is_none() && l.server_names.is_empty() {
-            let dpop_routes = policies.iter().flat_map(|p| p.apis()).flat_map(|a| a.routes.iter()).find(|r| {
-                matches!(r.binding, crate::policy::Binding::Dpop | crate::policy::Binding::MtlsOrDpop)
-            });
+            let dpop_routes = policies
+                .iter()
+                .flat_map(|p| p.apis())
+                .flat_map(|a| a.routes.iter())
+                .find(|r| matches!(r.binding, crate::policy::Binding::Dpop | crate::policy::Binding::MtlsOrDpop));
             if let Some(r) = dpop_routes {
                 errors.push(ConfigError::new(
                     path,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use http::Method;
 use async_trait::async_trait;
+use http::Method;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -161,7 +161,8 @@ impl Gateway {
         }
         // A body on a route that takes none (a GET with a body) is refused before anything
         // is forwarded: the bank might read it, or fail on it mid-request.
-        let takes_body = matched.route.request_body.unwrap_or(matches!(req.method, Method::POST | Method::PUT | Method::PATCH));
+        let takes_body =
+            matched.route.request_body.unwrap_or(matches!(req.method, Method::POST | Method::PUT | Method::PATCH));
         if !takes_body && !session.as_downstream_mut().is_body_empty() {
             return Err(Refusal::InvalidRequest { description: "this route takes no request body", field: "body" });
         }

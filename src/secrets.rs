@@ -71,10 +71,7 @@ mod tests {
         assert!(resolve(None, Some(&dir.path().join("missing")), "x").is_err());
         // SAFETY of set_var: tests of this module are the only readers of this variable.
         std::env::set_var("FAPI_GATEWAY_TEST_SECRET", "from-env");
-        assert_eq!(
-            resolve(Some("${FAPI_GATEWAY_TEST_SECRET}"), None, "x").unwrap().as_deref(),
-            Some("from-env")
-        );
+        assert_eq!(resolve(Some("${FAPI_GATEWAY_TEST_SECRET}"), None, "x").unwrap().as_deref(), Some("from-env"));
         assert!(resolve(Some("${FAPI_GATEWAY_UNSET_VARIABLE}"), None, "x").unwrap_err().contains("not set"));
         assert!(resolve(Some("${oops"), None, "x").is_err());
     }

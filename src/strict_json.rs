@@ -148,10 +148,7 @@ mod tests {
         ] {
             assert!(matches!(parse(text.as_bytes()), Err(StrictJsonError::DuplicateMember(_))), "{text}");
         }
-        assert_eq!(
-            parse(br#"{"a":1,"a":2}"#),
-            Err(StrictJsonError::DuplicateMember("a".into()))
-        );
+        assert_eq!(parse(br#"{"a":1,"a":2}"#), Err(StrictJsonError::DuplicateMember("a".into())));
     }
 
     #[test]

@@ -3,53 +3,18 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rustls::crypto::ring::cipher_suite;
-use rustls::pki_types::ServerName;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A TLS 1.2 or 1.3 handshake with only `suite` offered, presenting the TPP certificate;
 /// on success, the status line of a request.
 async fn handshake(w: &World, suite: rustls::SupportedCipherSuite) -> Result<String, String> {
     raw_request(w, suite, b"GET /gobank/accounts HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await
-}
-
-/// Sends `request` as is over a TLS connection offering only `suite`; the status line.
-async fn raw_request(w: &World, suite: rustls::SupportedCipherSuite, request: &[u8]) -> Result<String, String> {
-    let mut provider = rustls::crypto::ring::default_provider();
-    provider.cipher_suites = vec![suite];
-    let version = match suite {
-        rustls::SupportedCipherSuite::Tls12(_) => &rustls::version::TLS12,
-        rustls::SupportedCipherSuite::Tls13(_) => &rustls::version::TLS13,
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    for c in fapi_gateway::client_identity::read_certificates(&w.pki.ca()).unwrap() {
-        roots.add(c).unwrap();
-    }
-    let certs = fapi_gateway::client_identity::read_certificates(&w.pki.tpp_cert()).unwrap();
-    let key = fapi_gateway::client_identity::read_private_key(&w.pki.tpp_key()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&[version])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .unwrap();
-    let tcp = tokio::net::TcpStream::connect(w.gateway_addr).await.unwrap();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let mut tls =
-        connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.map_err(|e| e.to_string())?;
-    tls.write_all(request).await.map_err(|e| e.to_string())?;
-    let mut response = Vec::new();
-    tls.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&response);
-    Ok(text.lines().next().unwrap_or("").to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,6 +206,8 @@ fn dpop_options(config_extra: &str) -> Options {
             "\n[[route]]\npath = \"/accounts\"\nscopes = [\"accounts\"]\npermissions_any = [\"ReadAccountsBasic\", \"ReadAccountsDetail\"]\nbinding = \"mtls_or_dpop\"\n".into(),
         )],
         config_extra: config_extra.into(),
+        // The URL a proof must name comes from the Host only once it matched these.
+        listener_extra: "server_names = [\"127.0.0.1\"]".into(),
         ..Options::default()
     }
 }
@@ -318,6 +285,20 @@ async fn dpop_proofs_are_checked_as_rfc9449_says() {
     // Missing proof with the DPoP scheme.
     let r = w.tpp.get(&url).header("authorization", format!("DPoP {token}")).send().await.unwrap();
     assert_eq!(refused(r).await.0, 401);
+    // A proof made for another server, sent with that server's Host: the Host is not one
+    // the gateway serves, so it never becomes the expected htu (it did before: 200).
+    let elsewhere = "https://bank.elsewhere.example/gobank/accounts";
+    let r = w
+        .tpp
+        .get(&url)
+        .header("host", "bank.elsewhere.example")
+        .header("authorization", format!("DPoP {token}"))
+        .header("dpop", key.proof("GET", elsewhere, Some(&token), now(), json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 421, "misdirected");
+    assert!(r.headers().get("x-fapi-interaction-id").is_some());
     assert_eq!(w.bank_requests(), before + 1, "only the one valid fresh proof got through");
 
     // RSA keys (RS256, PS256) work too.
@@ -464,4 +445,22 @@ async fn a_route_can_have_its_own_body_limit() {
             raw_request(&w, cipher_suite::TLS13_AES_128_GCM_SHA256, declared(path, n).as_bytes()).await.unwrap();
         assert_eq!(status, "HTTP/1.1 413 Payload Too Large", "{path} with {n} bytes");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_external_url_proofs_name_it_whatever_the_host() {
+    let mut options = dpop_options("[dpop]\nexternal_url = \"https://api.gobank.example\"\n");
+    options.listener_extra = String::new();
+    let w = World::start_with(options).await;
+    let key = DpopKey::es256();
+    let token = dpop_token(&w, &key).await;
+    let call = |htu: String| {
+        w.tpp
+            .get(w.url("/gobank/accounts"))
+            .header("authorization", format!("DPoP {token}"))
+            .header("dpop", key.proof("GET", &htu, Some(&token), now(), json!({})))
+            .send()
+    };
+    assert_eq!(call(w.url("/gobank/accounts")).await.unwrap().status(), 401, "the Host's URL is not the gateway's");
+    assert_eq!(call("https://api.gobank.example/gobank/accounts".into()).await.unwrap().status(), 200);
 }

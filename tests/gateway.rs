@@ -297,7 +297,7 @@ async fn a_revocation_notice_takes_effect_on_the_next_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_must_name_the_tokens_consent() {
     let w = World::start().await;
-    let consent = w.consent(&w.tpp, "gobank", &[], "alice", &["GB-1001"]).await;
+    let consent = w.consent_of_kind(&w.tpp, "gobank", "domestic-payment-consent", &[], "alice", &["GB-1001"]).await;
     let token = w.token(&w.tpp, Some(&consent), "openid payments", None).await;
     let pay = |body: String| {
         w.tpp
@@ -365,7 +365,7 @@ async fn each_api_asks_its_own_authorization_server() {
     assert_eq!((w.introspections(), other.calls()), (1, 0));
     // The same token string at the other API is another server's business: its own call, its own entry.
     let r = w.get(&w.tpp, "/hyperscalebank/accounts", &token).await;
-    assert_eq!(r.status(), 403, "the scripted server's claims are UK-shaped, not generic: no consent_id");
+    assert_eq!(r.status(), 401, "the scripted server's token is meant for Go Bank (aud)");
     assert_eq!((w.introspections(), other.calls()), (1, 1));
     assert_eq!(w.get(&w.tpp, "/gobank/accounts", &token).await.status(), 200);
     assert_eq!((w.introspections(), other.calls()), (1, 1), "both cached, separately");

@@ -163,7 +163,7 @@ async fn an_invalid_reload_keeps_the_old_rules() {
     assert_eq!(w.get(&w.tpp, "/gobank/accounts", &token).await.status(), 200);
     // SIGHUP-style explicit reload reports the same problem, with file and line.
     let e = w.gateway.reloader.reload().unwrap_err();
-    assert!(e.contains("gobank.toml:11: unknown field `surprise`"), "{e}");
+    assert!(e.contains("gobank.toml:12: unknown field `surprise`"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -255,7 +255,8 @@ impl Introspector for HttpIntrospector {
             let jwt = std::str::from_utf8(&body).map_err(|_| IntrospectionError::Malformed("not UTF-8"))?.trim();
             self.signed(endpoints).await?.verify(&self.client, jwt).await?
         } else {
-            crate::strict_json::parse(&body).map_err(|_| IntrospectionError::Malformed("not JSON, or a member named twice"))?
+            crate::strict_json::parse(&body)
+                .map_err(|_| IntrospectionError::Malformed("not JSON, or a member named twice"))?
         };
         if !value.is_object() {
             return Err(IntrospectionError::Malformed("not a JSON object"));

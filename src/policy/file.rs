@@ -315,6 +315,11 @@ fn shared_server_warnings(apis: &mut [Api]) {
     }
 }
 
+/// A route to compile: its file and text, the route, and the consent kinds of the profile
+/// route it replaces, which it keeps unless it names its own (an override must not drop
+/// the kind check).
+type RouteSource<'a> = (&'a Path, &'a str, &'a Spanned<RouteSection>, Option<Vec<String>>);
+
 fn parse_api(
     file: &Path,
     source: &str,
@@ -433,9 +438,7 @@ fn parse_api(
 
     // The profile's ready-made routes first (when asked for); a file route with the same
     // path replaces them for the methods it names (`enabled = false` just removes them).
-    // The third member: the consent kinds of the profile route a file route replaces, which
-    // it keeps unless it names its own (an override must not drop the kind check).
-    let mut sources: Vec<(&Path, &str, &Spanned<RouteSection>, Option<Vec<String>>)> = Vec::new();
+    let mut sources: Vec<RouteSource> = Vec::new();
     let profile_file;
     let profile_routes: Option<PolicyRoutes> = match (api.profile_routes, profile_source(api.profile.get_ref())) {
         (true, Some((name, text))) => {

@@ -211,9 +211,9 @@ pub fn path_form(path: &str) -> PathForm {
         return PathForm::Normal;
     }
     let b = rest.as_bytes();
-    let encoded = b.windows(3).any(|w| {
-        w[0] == b'%' && matches!((w[1], w[2] | 0x20), (b'2', b'f' | b'e') | (b'5', b'c') | (b'3', b'b'))
-    });
+    let encoded = b
+        .windows(3)
+        .any(|w| w[0] == b'%' && matches!((w[1], w[2] | 0x20), (b'2', b'f' | b'e') | (b'5', b'c') | (b'3', b'b')));
     if encoded || rest.contains('\\') {
         return PathForm::NotNormal;
     }

@@ -328,7 +328,10 @@ fn obuk_payments_need_the_tokens_consent_in_the_body() {
     let mut ais = payment("Authorised");
     ais["ConsentType"] = json!("account-access-consent");
     ais["Permissions"] = json!(["ReadAccountsBasic"]);
-    assert_eq!(outcome(decide_with(&s, "POST", "/domestic-payments", ais.clone(), Some(&body("pc-1")))), "consent_kind");
+    assert_eq!(
+        outcome(decide_with(&s, "POST", "/domestic-payments", ais.clone(), Some(&body("pc-1")))),
+        "consent_kind"
+    );
     ais.as_object_mut().unwrap().remove("ConsentType");
     assert_eq!(outcome(decide_with(&s, "POST", "/domestic-payments", ais, Some(&body("pc-1")))), "consent_kind");
     // Nor does a payment consent of another kind, or a payment consent read accounts.
@@ -536,12 +539,17 @@ fn path_parameters_are_refused_unless_the_route_takes_them() {
             "{path}: {r:?}"
         );
     }
-    let allowing = set(&UK.replace("account_param = \"AccountId\"", "account_param = \"AccountId\"\npath_parameters = true"));
+    let allowing =
+        set(&UK.replace("account_param = \"AccountId\"", "account_param = \"AccountId\"\npath_parameters = true"));
     let m = allowing.route(&Method::GET, "/gobank/accounts/A1;v=2/balances", None).unwrap();
     assert_eq!(m.upstream_path, "/accounts/A1;v=2/balances");
     // The account is what the bank's router reads: the segment before `;`.
     assert_eq!(
-        outcome(m.evaluate(&token(uk_token()), Presented { certificate_thumbprint: Some("THUMB"), ..Default::default() }, 1_000)),
+        outcome(m.evaluate(
+            &token(uk_token()),
+            Presented { certificate_thumbprint: Some("THUMB"), ..Default::default() },
+            1_000
+        )),
         "allow"
     );
     assert!(allowing.route(&Method::GET, "/gobank/accounts/..;v=2/balances", None).is_err(), "dot segments still");
@@ -567,8 +575,15 @@ fn accounts_compare_as_the_bank_decodes_them() {
 
 #[test]
 fn consent_kinds_are_checked_against_the_profile_and_need_a_claim() {
-    let with = |kinds: &str| UK.replace("permissions = [\"ReadBalances\"]", &format!("permissions = [\"ReadBalances\"]\nconsent_types = {kinds}"));
-    assert!(errors_of(&with("[\"account-access\"]")).iter().any(|e| e.contains("unknown consent kind `account-access`")));
+    let with = |kinds: &str| {
+        UK.replace(
+            "permissions = [\"ReadBalances\"]",
+            &format!("permissions = [\"ReadBalances\"]\nconsent_types = {kinds}"),
+        )
+    };
+    assert!(errors_of(&with("[\"account-access\"]"))
+        .iter()
+        .any(|e| e.contains("unknown consent kind `account-access`")));
     let cdr = "[api]\nprefix = \"\"\nupstream = \"gobank\"\nprofile = \"cdr\"\n[[route]]\npath = \"/x\"\nconsent_types = [\"k\"]\n";
     assert!(errors_of(cdr).iter().any(|e| e.contains("has no consent kind claim")), "{:?}", errors_of(cdr));
     let named = cdr.replace("[[route]]", "[claims]\nconsent_type = \"arrangement_kind\"\n[[route]]");

@@ -165,7 +165,8 @@ fn body_for(s: &FaultyServer, token: &str) -> Value {
     json!({
         "active": true, "scope": "openid accounts", "client_id": "financroo", "sub": "alice",
         "exp": fapi_gateway::introspection::unix_now() + 3600, "cnf": {"x5t#S256": *s.thumbprint.lock().unwrap()},
-        "ConsentId": format!("consent-{token}"), "Status": "Authorised",
+        "aud": fapi_gateway::fixtures::audience_of("gobank"),
+        "ConsentId": format!("consent-{token}"), "ConsentType": "account-access-consent", "Status": "Authorised",
         "Permissions": ["ReadAccountsBasic", "ReadBalances"], "AccountIDs": ["GB-1001"],
     })
 }

@@ -7,6 +7,7 @@ pub mod faulty;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fapi_gateway::config::GatewayConfig;
@@ -14,7 +15,9 @@ use fapi_gateway::demo::{start_fixtures, FixtureAddresses, FixtureOptions, Fixtu
 use fapi_gateway::fixtures::RevocationHook;
 use fapi_gateway::pki::DevPki;
 use fapi_gateway::server::RunningGateway;
+use rustls::pki_types::ServerName;
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const GO_BANK_PERMISSIONS: [&str; 5] =
     ["ReadAccountsBasic", "ReadBalances", "ReadTransactionsBasic", "ReadTransactionsCredits", "ReadTransactionsDebits"];
@@ -108,7 +111,8 @@ pub fn write_config(dir: &Path, fixtures: &Fixtures, gateway: SocketAddr, admin:
     }
     for (file, text) in &o.policy_appends {
         let path = policies.join(file);
-        let mut all = std::fs::read_to_string(&path).unwrap();
+        // A file not there yet is a new API.
+        let mut all = std::fs::read_to_string(&path).unwrap_or_default();
         all.push_str(text);
         std::fs::write(&path, all).unwrap();
     }
@@ -262,9 +266,22 @@ impl World {
         subject: &str,
         accounts: &[&str],
     ) -> String {
+        self.consent_of_kind(client, bank, "account-access-consent", permissions, subject, accounts).await
+    }
+
+    /// As [`World::consent`], for a consent of another kind (`domestic-payment-consent`, …).
+    pub async fn consent_of_kind(
+        &self,
+        client: &reqwest::Client,
+        bank: &str,
+        kind: &str,
+        permissions: &[&str],
+        subject: &str,
+        accounts: &[&str],
+    ) -> String {
         let created: Value = client
             .post(self.as_url("/consents"))
-            .json(&json!({"bank": bank, "permissions": permissions}))
+            .json(&json!({"bank": bank, "type": kind, "permissions": permissions}))
             .send()
             .await
             .unwrap()
@@ -367,4 +384,35 @@ pub fn metric_value(text: &str, sample: &str) -> f64 {
         .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
         .map(|v| v.trim().parse().unwrap())
         .unwrap_or(0.0)
+}
+
+/// Sends `request` as is over a TLS connection offering only `suite`; the status line.
+pub async fn raw_request(w: &World, suite: rustls::SupportedCipherSuite, request: &[u8]) -> Result<String, String> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = vec![suite];
+    let version = match suite {
+        rustls::SupportedCipherSuite::Tls12(_) => &rustls::version::TLS12,
+        rustls::SupportedCipherSuite::Tls13(_) => &rustls::version::TLS13,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in fapi_gateway::client_identity::read_certificates(&w.pki.ca()).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let certs = fapi_gateway::client_identity::read_certificates(&w.pki.tpp_cert()).unwrap();
+    let key = fapi_gateway::client_identity::read_private_key(&w.pki.tpp_key()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(w.gateway_addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let mut tls =
+        connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.map_err(|e| e.to_string())?;
+    tls.write_all(request).await.map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    tls.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&response);
+    Ok(text.lines().next().unwrap_or("").to_string())
 }

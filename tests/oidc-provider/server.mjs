@@ -100,6 +100,7 @@ const consentClaims = (consentId) => ({
   sub: 'alice',
   consent_id: consentId,
   ConsentId: consentId,
+  ConsentType: 'account-access-consent',
   Status: 'Authorised',
   Permissions: ['ReadAccountsBasic', 'ReadBalances'],
   AccountIDs: ['GB-1001'],
@@ -122,6 +123,18 @@ const provider = new Provider(issuer, {
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
+    // RFC 8707: tokens name the API they are for in `aud`, which the gateway's policies
+    // require (`audiences`). A TPP that names no resource gets Go Bank's.
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => 'https://api.gobank.example',
+      useGrantedResource: () => true,
+      getResourceServerInfo: (ctx, resourceIndicator) => ({
+        scope: 'openid accounts',
+        audience: resourceIndicator,
+        accessTokenFormat: 'opaque',
+      }),
+    },
     revocation: { enabled: true },
     introspection: {
       enabled: true,
@@ -140,9 +153,8 @@ const provider = new Provider(issuer, {
       },
     },
   },
-  // Access tokens stay opaque: v8 makes JWT access tokens only for resource servers
-  // (features.resourceIndicators, left disabled). For opaque tokens these claims are
-  // stored with the token and returned top-level by introspection.
+  // Access tokens stay opaque (accessTokenFormat above). For opaque tokens these claims
+  // are stored with the token and returned top-level by introspection.
   extraTokenClaims: async (ctx, token) => {
     const consentId = ctx?.oidc?.params?.consent_id;
     return token.kind === 'ClientCredentials' && consentId ? consentClaims(consentId) : undefined;
