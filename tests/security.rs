@@ -81,17 +81,23 @@ async fn an_account_access_consent_cannot_pay() {
     assert_eq!(w.get(&w.tpp, "/gobank/accounts", &token).await.status(), 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_bank_never_gets_what_it_might_parse_otherwise() {
+/// A world, a read token for a consent with statement and transaction permissions, and a
+/// payment token.
+async fn parse_world() -> (World, String, String, String, String) {
     let w = World::start().await;
     let permissions = ["ReadAccountsBasic", "ReadStatementsBasic", "ReadTransactionsBasic", "ReadTransactionsDebits"];
     let consent = w.consent(&w.tpp, "gobank", &permissions, "alice", &["GB-1001"]).await;
     let token = w.token(&w.tpp, Some(&consent), "openid accounts", None).await;
     let pay_consent = w.consent_of_kind(&w.tpp, "gobank", "domestic-payment-consent", &[], "alice", &["GB-1001"]).await;
     let pay_token = w.token(&w.tpp, Some(&pay_consent), "openid payments", None).await;
-    let before = w.bank_requests();
+    (w, consent, token, pay_consent, pay_token)
+}
 
-    // A payment body naming the consent twice: the gateway would check one, the bank might pay the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_naming_a_member_twice_is_refused() {
+    let (w, _, _, pay_consent, pay_token) = parse_world().await;
+    let before = w.bank_requests();
+    // The gateway would check one ConsentId, a first-wins bank would pay the other.
     let twice = format!(
         r#"{{"Data": {{"ConsentId": "consent-of-someone-else", "ConsentId": "{pay_consent}", "Initiation": {{}}}}, "Risk": {{}}}}"#
     );
@@ -104,41 +110,55 @@ async fn the_bank_never_gets_what_it_might_parse_otherwise() {
         .send()
         .await
         .unwrap();
-    let (status, _, _, code) = refusal(r).await;
+    let (status, challenge, _, code) = refusal(r).await;
     assert_eq!((status, code.as_str()), (400, "UK.OBIE.Header.Invalid"));
+    assert!(challenge.contains("invalid_request"), "{challenge}");
+    assert_eq!(w.bank_requests(), before, "nothing reached the bank");
+}
 
-    // `;` path parameters, which Tomcat and Spring resolve (`..;` is `..`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_parameters_never_reach_the_bank() {
+    let (w, _, token, _, _) = parse_world().await;
+    let before = w.bank_requests();
+    // Tomcat and Spring resolve `..;` as `..`: this is /accounts/GB-1001/transactions to them.
     for path in [
         "/gobank/accounts/GB-1001/statements/..;/transactions",
         "/gobank/accounts/GB-1001;x=1/statements/S1/transactions",
+        "/gobank/accounts/GB-1001/statements/S1;jsessionid=1/transactions",
         "/gobank/accounts/GB-1001/statements/S1%3B/transactions",
     ] {
         let (status, _, _, _) = refusal(w.get(&w.tpp, path, &token).await).await;
         assert_eq!(status, 400, "{path}");
     }
+    assert_eq!(w.bank_requests(), before, "none of these reached the bank");
+}
 
-    // A body on a route that takes none, sized or chunked, over HTTP/1.1 and HTTP/2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_on_a_route_that_takes_none_is_refused_before_forwarding() {
+    let (w, _, token, _, _) = parse_world().await;
+    let before = w.bank_requests();
+    // Sized, over HTTP/1.1 and HTTP/2.
     for client in [&w.tpp, &client(&w.pki.ca(), Some((&w.pki.tpp_cert(), &w.pki.tpp_key())), true)] {
         let r = client.get(w.url("/gobank/accounts")).bearer_auth(&token).body("{\"x\": 1}").send().await.unwrap();
         assert_eq!(refusal(r).await.0, 400);
     }
-    let chunked = format!(
-        "GET /gobank/accounts HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
-    );
-    assert_eq!(
-        raw_request(&w, TLS13_AES_128_GCM_SHA256, chunked.as_bytes()).await.unwrap(),
-        "HTTP/1.1 400 Bad Request"
-    );
-    let bad_chunks = format!(
-        "GET /gobank/accounts HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n"
-    );
-    assert_eq!(
-        raw_request(&w, TLS13_AES_128_GCM_SHA256, bad_chunks.as_bytes()).await.unwrap(),
-        "HTTP/1.1 400 Bad Request"
-    );
+    // Chunked, well-formed and not.
+    for body in ["5\r\nhello\r\n0\r\n\r\n", "zz\r\n"] {
+        let request = format!(
+            "GET /gobank/accounts HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{body}"
+        );
+        let status = raw_request(&w, TLS13_AES_128_GCM_SHA256, request.as_bytes()).await.unwrap();
+        assert_eq!(status, "HTTP/1.1 400 Bad Request", "{body:?}");
+    }
     assert_eq!(w.bank_requests(), before, "none of these reached the bank");
+    // Without a body the same request passes.
+    assert_eq!(w.get(&w.tpp, "/gobank/accounts", &token).await.status(), 200);
+}
 
-    // Header names with `_` never reach the bank (CGI stacks read `X_Consent_Id` as `X-Consent-Id`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_names_with_underscores_never_reach_the_bank() {
+    let (w, consent, token, _, _) = parse_world().await;
+    // CGI, WSGI and PHP stacks read `X_Consent_Id` as the identity header `X-Consent-Id`.
     let r = w
         .tpp
         .get(w.url("/gobank/accounts"))
