@@ -83,7 +83,7 @@ fn pieces(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let config =
         CacheConfig { max_ttl: Duration::from_secs(300), inactive_ttl: Duration::from_secs(5), capacity: 100_000 };
-    let cache = IntrospectionCache::new("demo-as", &config, Arc::new(Never), Arc::new(Metrics::new()));
+    let cache = Arc::new(IntrospectionCache::new("demo-as", &config, Arc::new(Never), Arc::new(Metrics::new())));
     let key = cache.key(opaque);
     runtime.block_on(cache.lookup(key, opaque, None)).unwrap();
     c.bench_function("cache_hit", |b| {

@@ -586,8 +586,12 @@ pub async fn memory_per_cached_token(n: usize) -> f64 {
         inactive_ttl: Duration::from_secs(5),
         capacity: n as u64 * 2,
     };
-    let cache =
-        IntrospectionCache::new("bench", &config, Arc::new(Synthetic(AtomicU64::new(0))), Arc::new(Metrics::new()));
+    let cache = Arc::new(IntrospectionCache::new(
+        "bench",
+        &config,
+        Arc::new(Synthetic(AtomicU64::new(0))),
+        Arc::new(Metrics::new()),
+    ));
     let tokens: Vec<String> = (0..n).map(|i| format!("bench-token-{i:016}-{}", "x".repeat(22))).collect();
     let before = rss();
     for t in &tokens {

@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
-use tokio::sync::OnceCell;
+use tokio::sync::watch;
 
 use crate::config::CacheConfig;
 use crate::introspection::{IntrospectionError, Introspector, TokenInfo};
@@ -188,19 +188,26 @@ struct Shard {
     order: VecDeque<(TokenKey, u64)>,
 }
 
-/// The one introspection call under way for a token; concurrent lookups await it.
-type InFlight = OnceCell<Result<Arc<Cached>, IntrospectionError>>;
+/// The answer of the one introspection call under way for a token, once there is one;
+/// concurrent lookups wait on it.
+type InFlight = watch::Receiver<Option<Result<Arc<Cached>, IntrospectionError>>>;
 
-/// Removes a token's in-flight call when the call ends, however it ends.
-struct InFlightGuard<'a> {
-    cache: &'a IntrospectionCache,
+/// Removes a token's in-flight call when the call's task ends, however it ends.
+struct InFlightGuard {
+    cache: Arc<IntrospectionCache>,
     key: TokenKey,
 }
 
-impl Drop for InFlightGuard<'_> {
+impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.cache.inflight.lock().unwrap().remove(&self.key);
+        lock(&self.cache.inflight).remove(&self.key);
     }
+}
+
+/// A lock that a panic elsewhere does not make unusable for every later request: the
+/// store's maps stay valid between statements, so the data is still good.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Why an entry left the store.
@@ -221,7 +228,7 @@ pub struct IntrospectionCache {
     shard_capacity: usize,
     lifetime: Lifetime,
     /// One in-flight introspection per token: concurrent misses wait on it.
-    inflight: Mutex<HashMap<TokenKey, Arc<InFlight>>>,
+    inflight: Mutex<HashMap<TokenKey, InFlight>>,
     introspector: Arc<dyn Introspector>,
     index: Mutex<ConsentIndex>,
     /// Where the APIs of this server read a consent id (set at start and on reload).
@@ -270,7 +277,7 @@ impl IntrospectionCache {
 
     /// Counts a removal and forgets the entry in the consent index.
     fn removed(&self, key: TokenKey, value: &Cached, why: Removal) {
-        self.index.lock().unwrap().remove(key, Some(value.generation));
+        lock(&self.index).remove(key, Some(value.generation));
         self.count_removal(why);
     }
 
@@ -283,7 +290,7 @@ impl IntrospectionCache {
     }
 
     fn get(&self, key: &TokenKey) -> Option<Arc<Cached>> {
-        let mut shard = self.shard(key).lock().unwrap();
+        let mut shard = lock(self.shard(key));
         let slot = shard.entries.get(key)?;
         if slot.expires_ms > self.now_ms() {
             return Some(slot.value.clone());
@@ -321,12 +328,12 @@ impl IntrospectionCache {
         self.consent_paths.store(Arc::new(paths));
         let mut dropped = 0;
         for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap();
+            let mut shard = lock(shard);
             dropped += shard.entries.len() as u64;
             shard.entries.clear();
             shard.order.clear();
         }
-        self.index.lock().unwrap().clear();
+        lock(&self.index).clear();
         self.metrics.cache_evictions.with_label_values(&["reindexed"]).inc_by(dropped);
     }
 
@@ -337,7 +344,7 @@ impl IntrospectionCache {
         let consents = self.consents_of(&value.info);
         // The index lock is held until the entry is in its shard (revocations take it
         // first too): a revocation sees either no entry or an indexed one.
-        let mut index = self.index.lock().unwrap();
+        let mut index = lock(&self.index);
         if index.revoked_since(&consents, started) {
             return false;
         }
@@ -349,7 +356,7 @@ impl IntrospectionCache {
         let now = self.now_ms();
         let mut gone = Vec::new();
         {
-            let mut shard = self.shard(&key).lock().unwrap();
+            let mut shard = lock(self.shard(&key));
             // Expired entries at the front go first; then, if full, the oldest.
             while let Some(&(k, generation)) = shard.order.front() {
                 let stale = shard.entries.get(&k).is_none_or(|s| s.value.generation != generation);
@@ -378,9 +385,11 @@ impl IntrospectionCache {
     }
 
     /// The token's introspection result, from the cache or from the server. An entry
-    /// older than `max_age` (a route's own, shorter limit) is fetched again.
+    /// older than `max_age` (a route's own, shorter limit) is fetched again. A miss makes
+    /// one call in a task of its own, which every concurrent lookup of the token awaits:
+    /// a caller that goes away (a client hanging up) cancels nobody's answer.
     pub async fn lookup(
-        &self,
+        self: &Arc<Self>,
         key: TokenKey,
         token: &str,
         max_age: Option<Duration>,
@@ -393,35 +402,52 @@ impl IntrospectionCache {
             self.remove(&key);
             self.metrics.cache_evictions.with_label_values(&["stale"]).inc();
         }
-        let cell = self.inflight.lock().unwrap().entry(key).or_default().clone();
-        let ran = std::sync::atomic::AtomicBool::new(false);
-        let result = cell
-            .get_or_init(|| async {
-                ran.store(true, Ordering::Relaxed);
-                // Later lookups find the store (or, after an error, call again); the guard
-                // also clears the way if this request is cancelled mid-call.
-                let _done = InFlightGuard { cache: self, key };
-                let started = self.index.lock().unwrap().revocations;
-                let result = self.fetch(token).await;
-                match &result {
-                    Ok(value) if !self.insert(key, value.clone(), started) => {
-                        // Its consent was revoked while the call was under way: the answer
-                        // may predate that, so ask again (and store that answer).
-                        let started = self.index.lock().unwrap().revocations;
-                        let again = self.fetch(token).await;
-                        if let Ok(value) = &again {
-                            self.insert(key, value.clone(), started);
-                        }
-                        again
-                    }
-                    _ => result,
+        let (mut answer, outcome) = {
+            let mut inflight = lock(&self.inflight);
+            match inflight.get(&key) {
+                Some(waiting) => (waiting.clone(), CacheOutcome::Coalesced),
+                None => {
+                    let (tell, answer) = watch::channel(None);
+                    inflight.insert(key, answer.clone());
+                    let cache = self.clone();
+                    let token = token.to_string();
+                    tokio::spawn(async move {
+                        // Removed before the answer is told: later lookups find the store
+                        // (or, after an error, call again).
+                        let done = InFlightGuard { cache: cache.clone(), key };
+                        let result = cache.fetch_and_store(key, &token).await;
+                        drop(done);
+                        let _ = tell.send(Some(result));
+                    });
+                    (answer, CacheOutcome::Miss)
                 }
-            })
-            .await
-            .clone();
-        let outcome = if ran.load(Ordering::Relaxed) { CacheOutcome::Miss } else { CacheOutcome::Coalesced };
+            }
+        };
+        let result = match answer.wait_for(Option::is_some).await {
+            Ok(told) => told.clone().expect("waited for an answer"),
+            Err(_) => Err(IntrospectionError::Unreachable("the introspection call ended without an answer".into())),
+        };
         self.metrics.cache_lookups.with_label_values(&[outcome.as_str()]).inc();
         result.map(|v| (v, outcome))
+    }
+
+    /// One introspection call, stored if it may be.
+    async fn fetch_and_store(&self, key: TokenKey, token: &str) -> Result<Arc<Cached>, IntrospectionError> {
+        let started = lock(&self.index).revocations;
+        let result = self.fetch(token).await;
+        match &result {
+            Ok(value) if !self.insert(key, value.clone(), started) => {
+                // Its consent was revoked while the call was under way: the answer may
+                // predate that, so ask again (and store that answer).
+                let started = lock(&self.index).revocations;
+                let again = self.fetch(token).await;
+                if let Ok(value) = &again {
+                    self.insert(key, value.clone(), started);
+                }
+                again
+            }
+            _ => result,
+        }
     }
 
     async fn fetch(&self, token: &str) -> Result<Arc<Cached>, IntrospectionError> {
@@ -446,18 +472,18 @@ impl IntrospectionCache {
     }
 
     fn remove(&self, key: &TokenKey) -> Option<Arc<Cached>> {
-        let slot = self.shard(key).lock().unwrap().entries.remove(key)?;
-        self.index.lock().unwrap().remove(*key, Some(slot.value.generation));
+        let slot = lock(self.shard(key)).entries.remove(key)?;
+        lock(&self.index).remove(*key, Some(slot.value.generation));
         Some(slot.value)
     }
 
     /// Drops every entry of a consent at once; returns how many there were.
     pub async fn revoke_consent(&self, consent: &str) -> usize {
         let remember_ms = self.lifetime.max_ttl.max(self.lifetime.inactive_ttl).as_millis() as u64;
-        let mut index = self.index.lock().unwrap();
+        let mut index = lock(&self.index);
         let keys = index.take(consent, self.now_ms(), remember_ms);
         for k in &keys {
-            self.shard(k).lock().unwrap().entries.remove(k);
+            lock(self.shard(k)).entries.remove(k);
         }
         drop(index);
         self.metrics.cache_evictions.with_label_values(&["revoked"]).inc_by(keys.len() as u64);
@@ -475,7 +501,7 @@ impl IntrospectionCache {
 
     /// Entries currently held (expired ones included until swept).
     pub fn entry_count(&self) -> u64 {
-        self.shards.iter().map(|s| s.lock().unwrap().entries.len() as u64).sum()
+        self.shards.iter().map(|s| lock(s).entries.len() as u64).sum()
     }
 
     /// Sweeps expired entries now (before a metrics scrape, so counts are exact).
@@ -484,7 +510,7 @@ impl IntrospectionCache {
         for shard in self.shards.iter() {
             let mut gone = Vec::new();
             {
-                let mut shard = shard.lock().unwrap();
+                let mut shard = lock(shard);
                 shard.entries.retain(|k, slot| {
                     let keep = slot.expires_ms > now;
                     if !keep {
@@ -552,14 +578,14 @@ mod tests {
         TokenInfo { active: true, exp: exp.and_then(std::num::NonZeroU64::new), ..TokenInfo::inactive() }
     }
 
-    fn cache(answer: Result<TokenInfo, IntrospectionError>, max_ttl: f64) -> (IntrospectionCache, Arc<Counting>) {
+    fn cache(answer: Result<TokenInfo, IntrospectionError>, max_ttl: f64) -> (Arc<IntrospectionCache>, Arc<Counting>) {
         let fake = Arc::new(Counting { calls: AtomicUsize::new(0), answer });
         let config = CacheConfig {
             max_ttl: Duration::from_secs_f64(max_ttl),
             inactive_ttl: Duration::from_millis(100),
             capacity: 100,
         };
-        (IntrospectionCache::new("as", &config, fake.clone(), Arc::new(Metrics::new())), fake)
+        (Arc::new(IntrospectionCache::new("as", &config, fake.clone(), Arc::new(Metrics::new()))), fake)
     }
 
     #[tokio::test]
@@ -635,10 +661,10 @@ mod tests {
         }
     }
 
-    fn consent_cache() -> (IntrospectionCache, Arc<ConsentPerToken>) {
+    fn consent_cache() -> (Arc<IntrospectionCache>, Arc<ConsentPerToken>) {
         let fake = Arc::new(ConsentPerToken { calls: AtomicUsize::new(0) });
         let config = CacheConfig { max_ttl: Duration::from_secs(60), inactive_ttl: Duration::ZERO, capacity: 100 };
-        let cache = IntrospectionCache::new("as", &config, fake.clone(), Arc::new(Metrics::new()));
+        let cache = Arc::new(IntrospectionCache::new("as", &config, fake.clone(), Arc::new(Metrics::new())));
         cache.set_consent_paths(vec![ClaimPath::parse("ConsentId").unwrap()]);
         (cache, fake)
     }
@@ -732,7 +758,7 @@ mod tests {
             let fake = Arc::new(Counting { calls: AtomicUsize::new(0), answer: Ok(active(None)) });
             let metrics = Arc::new(Metrics::new());
             let config = CacheConfig { max_ttl: ttl, inactive_ttl: Duration::ZERO, capacity };
-            (IntrospectionCache::new("as", &config, fake, metrics.clone()), metrics)
+            (Arc::new(IntrospectionCache::new("as", &config, fake, metrics.clone())), metrics)
         };
         let evicted = |m: &Metrics, cause: &str| m.cache_evictions.with_label_values(&[cause]).get();
 
@@ -760,14 +786,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_cancelled_call_leaves_nothing_in_flight() {
+    async fn a_cancelled_caller_does_not_cancel_the_call() {
         let (cache, fake) = cache(Ok(active(None)), 60.0);
         let key = cache.key("tok");
-        // The introspector takes 50 ms; give up after 10.
+        // The introspector takes 50 ms; the first caller gives up after 10, while a second waits.
+        let waiter = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                cache.lookup(key, "tok", None).await.unwrap().1
+            })
+        };
         assert!(tokio::time::timeout(Duration::from_millis(10), cache.lookup(key, "tok", None)).await.is_err());
-        assert!(cache.inflight.lock().unwrap().is_empty());
-        assert_eq!(cache.lookup(key, "tok", None).await.unwrap().1, CacheOutcome::Miss);
-        assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(waiter.await.unwrap(), CacheOutcome::Coalesced, "the waiter got the first call's answer");
+        assert!(lock(&cache.inflight).is_empty());
+        assert_eq!(cache.lookup(key, "tok", None).await.unwrap().1, CacheOutcome::Hit);
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 1, "one call in all");
     }
 
     #[test]
