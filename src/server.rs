@@ -59,6 +59,9 @@ pub struct BoundListeners {
 pub fn bind_listeners(config: &GatewayConfig, inherited: Option<&Fds>) -> Result<BoundListeners, String> {
     let proxy_addr = config.listener.address;
     let admin_addr = config.admin.as_ref().map(|a| a.address);
+    if admin_addr == Some(proxy_addr) {
+        return Err(format!("cannot listen on {proxy_addr}: listener.address and admin.address are the same"));
+    }
     let take = |addr: std::net::SocketAddr| -> Option<std::net::TcpListener> {
         let fds = inherited?;
         let fd = *fds.get(&addr.to_string())?;
