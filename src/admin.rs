@@ -4,8 +4,13 @@
 //! With `admin.bearer_secret` set, `/metrics` and `/revocations` require
 //! `Authorization: Bearer <secret>`; the probes stay open. Without it the revocation
 //! endpoint is off (it changes what the gateway lets through).
+//!
+//! The listening socket is bound before the gateway starts ([`crate::server`]) and put in
+//! pingora's table of listening sockets, so a graceful upgrade hands it over.
 
 use std::net::SocketAddr;
+use std::os::unix::io::AsRawFd;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -20,6 +25,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::cache::ServerLinks;
+use crate::connections::Accepting;
 use crate::metrics::Metrics;
 use crate::resilience::CircuitState;
 
@@ -28,22 +34,27 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub servers: Arc<ServerLinks>,
     pub bearer_secret: Option<String>,
+    /// Whether the proxy listener is accepting connections.
+    pub accepting: Accepting,
 }
 
 pub struct AdminService {
     address: SocketAddr,
+    /// Bound already; `None` only in an upgrade whose old process kept the socket (it is
+    /// then bound once the old process lets go of the port).
+    listener: Option<std::net::TcpListener>,
     router: Option<Router>,
 }
 
 impl AdminService {
-    pub fn new(address: SocketAddr, state: Arc<AdminState>) -> AdminService {
+    pub fn new(address: SocketAddr, listener: Option<std::net::TcpListener>, state: Arc<AdminState>) -> AdminService {
         let router = Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .route("/revocations", post(revoke))
             .with_state(state);
-        AdminService { address, router: Some(router) }
+        AdminService { address, listener, router: Some(router) }
     }
 }
 
@@ -72,9 +83,13 @@ fn unauthorized() -> Response {
         .into_response()
 }
 
-/// Ready unless the circuit to an authorization server is open (the configuration is
-/// loaded before the listener starts).
+/// Ready while the proxy listener accepts connections and no circuit to an authorization
+/// server is open (the configuration is loaded before the listeners start).
 async fn readyz(State(s): Shared) -> Response {
+    if !s.accepting.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: the proxy listener is not accepting connections\n")
+            .into_response();
+    }
     let mut open: Vec<&str> =
         s.servers.values().filter(|l| l.breaker.state() == CircuitState::Open).map(|l| l.name.as_str()).collect();
     if open.is_empty() {
@@ -150,29 +165,43 @@ async fn revoke(State(s): Shared, headers: HeaderMap, body: axum::body::Bytes) -
 
 #[async_trait]
 impl Service for AdminService {
-    async fn start_service(&mut self, _fds: Option<ListenFds>, mut shutdown: ShutdownWatch, _listeners_per_fd: usize) {
+    async fn start_service(&mut self, fds: Option<ListenFds>, mut shutdown: ShutdownWatch, _listeners_per_fd: usize) {
         let Some(router) = self.router.take() else { return };
-        // During a graceful upgrade the old process still holds the port for a moment.
-        let mut attempts = 0;
-        let listener = loop {
-            match tokio::net::TcpListener::bind(self.address).await {
-                Ok(l) => break l,
-                Err(e) if attempts < 100 => {
-                    if attempts == 0 {
-                        tracing::warn!(address = %self.address, error = %e, "admin listener cannot bind yet; retrying for 30 s");
+        let bound = match self.listener.take() {
+            Some(l) => l.set_nonblocking(true).and_then(|()| tokio::net::TcpListener::from_std(l)),
+            None => {
+                // An upgrade from a process that did not hand this socket over: it still
+                // holds the port for a moment.
+                let mut attempts = 0;
+                loop {
+                    match tokio::net::TcpListener::bind(self.address).await {
+                        Ok(l) => break Ok(l),
+                        Err(e) if attempts < 100 => {
+                            if attempts == 0 {
+                                tracing::warn!(address = %self.address, error = %e, "admin listener cannot bind yet; retrying for 30 s");
+                            }
+                            attempts += 1;
+                            tokio::select! {
+                                _ = shutdown.changed() => return,
+                                _ = tokio::time::sleep(std::time::Duration::from_millis(300)) => {}
+                            }
+                        }
+                        Err(e) => break Err(e),
                     }
-                    attempts += 1;
-                    tokio::select! {
-                        _ = shutdown.changed() => return,
-                        _ = tokio::time::sleep(std::time::Duration::from_millis(300)) => {}
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(address = %self.address, error = %e, "admin listener cannot bind");
-                    return;
                 }
             }
         };
+        let listener = match bound {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(address = %self.address, error = %e, "admin listener cannot listen");
+                return;
+            }
+        };
+        // In pingora's table, the socket goes to the next process on a graceful upgrade.
+        if let Some(fds) = &fds {
+            fds.lock().add(self.address.to_string(), listener.as_raw_fd());
+        }
         let stop = async move {
             let _ = shutdown.changed().await;
         };
@@ -187,6 +216,10 @@ impl Service for AdminService {
 
     fn threads(&self) -> Option<usize> {
         Some(1)
+    }
+
+    fn listen_addresses(&self) -> Option<Vec<String>> {
+        Some(vec![self.address.to_string()])
     }
 }
 

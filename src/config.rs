@@ -104,6 +104,8 @@ struct ConfigFile {
     limits: LimitsSection,
     #[serde(default)]
     dpop: DpopSection,
+    #[serde(default)]
+    connections: ConnectionsSection,
 }
 
 fn default_policies() -> Spanned<String> {
@@ -211,6 +213,116 @@ fn default_dpop_age() -> u64 {
 }
 fn default_replay_capacity() -> u64 {
     1_000_000
+}
+
+// ---- [connections]: what one client may hold open, and for how long ------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectionsSection {
+    #[serde(default = "default_handshake_timeout")]
+    handshake_timeout_seconds: f64,
+    #[serde(default = "default_request_head_timeout")]
+    request_head_timeout_seconds: f64,
+    #[serde(default = "default_idle_timeout")]
+    idle_timeout_seconds: f64,
+    /// Default: derived from the open-files limit at start (see [`ConnectionLimits`]).
+    max_connections: Option<Spanned<usize>>,
+    #[serde(default = "default_max_connections_per_ip")]
+    max_connections_per_ip: Spanned<usize>,
+}
+
+impl Default for ConnectionsSection {
+    fn default() -> Self {
+        ConnectionsSection {
+            handshake_timeout_seconds: default_handshake_timeout(),
+            request_head_timeout_seconds: default_request_head_timeout(),
+            idle_timeout_seconds: default_idle_timeout(),
+            max_connections: None,
+            max_connections_per_ip: default_max_connections_per_ip(),
+        }
+    }
+}
+
+fn default_handshake_timeout() -> f64 {
+    10.0
+}
+fn default_request_head_timeout() -> f64 {
+    10.0
+}
+fn default_idle_timeout() -> f64 {
+    60.0
+}
+fn default_max_connections_per_ip() -> Spanned<usize> {
+    Spanned::new(0..0, 256)
+}
+
+/// Limits on downstream connections (`[connections]`), enforced by
+/// [`crate::connections`]. Fixed per process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// From accept to the end of the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// To the complete request head: from the end of the handshake for a connection's
+    /// first request, from the request's first byte for the next ones.
+    pub request_head_timeout: Duration,
+    /// How long a connection may wait for its next request (HTTP/1.1 keep-alive; HTTP/2
+    /// with no stream open).
+    pub idle_timeout: Duration,
+    /// Open downstream connections at most (handshakes included); `None`: derived at start
+    /// from the open-files limit.
+    pub max_connections: Option<usize>,
+    /// Concurrent connections from one client address (IPv6: one /64) at most, counted at
+    /// accept; trusted proxies (`listener.trusted_proxies`) are exempt.
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionsSection::default().validate(Path::new(""), "", &mut Vec::new())
+    }
+}
+
+impl ConnectionsSection {
+    fn validate(&self, path: &Path, source: &str, errors: &mut Vec<ConfigError>) -> ConnectionLimits {
+        let mut seconds = |name: &str, v: f64, default: f64| {
+            if v.is_finite() && v > 0.0 && v <= 3600.0 {
+                Duration::from_secs_f64(v)
+            } else {
+                errors.push(ConfigError::new(
+                    path,
+                    None,
+                    format!("connections.{name} must be above 0 and at most 3600"),
+                ));
+                Duration::from_secs_f64(default)
+            }
+        };
+        let handshake_timeout =
+            seconds("handshake_timeout_seconds", self.handshake_timeout_seconds, default_handshake_timeout());
+        let request_head_timeout =
+            seconds("request_head_timeout_seconds", self.request_head_timeout_seconds, default_request_head_timeout());
+        let idle_timeout = seconds("idle_timeout_seconds", self.idle_timeout_seconds, default_idle_timeout());
+        for (name, v) in [
+            ("max_connections", self.max_connections.as_ref()),
+            ("max_connections_per_ip", Some(&self.max_connections_per_ip)),
+        ] {
+            if let Some(v) = v.filter(|v| *v.get_ref() == 0) {
+                errors.push(ConfigError::at(
+                    path,
+                    source,
+                    Some(v.span()),
+                    format!("connections.{name} must be above 0"),
+                ));
+            }
+        }
+        ConnectionLimits {
+            handshake_timeout,
+            request_head_timeout,
+            idle_timeout,
+            max_connections: self.max_connections.as_ref().map(|v| *v.get_ref()).filter(|v| *v > 0),
+            max_connections_per_ip: (*self.max_connections_per_ip.get_ref()).max(1),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -662,6 +774,7 @@ pub struct GatewayConfig {
     pub logging: LoggingConfig,
     pub limits: Limits,
     pub dpop: DpopConfig,
+    pub connections: ConnectionLimits,
     /// Not errors, but worth an operator's look (`check` prints them).
     pub warnings: Vec<ConfigError>,
     /// At least one; policies name theirs (or use the only one).
@@ -1084,6 +1197,8 @@ impl GatewayConfig {
             }
         }
 
+        let connections = file.connections.validate(path, source, &mut errors);
+
         if file.server.threads == 0 {
             errors.push(ConfigError::new(path, None, "server.threads must be above 0"));
         }
@@ -1106,6 +1221,7 @@ impl GatewayConfig {
             },
             limits,
             dpop,
+            connections,
             warnings,
             admin,
             logging: LoggingConfig { format: log_format, level: file.logging.level.get_ref().clone() },

@@ -176,6 +176,17 @@ pub fn run(config: Option<&Path>) -> Result<std::convert::Infallible, String> {
         hyperscale_bank: upstream("hyperscalebank", HYPERSCALE_BANK),
         consent_storage: Some(CONSENT_STORAGE.parse().expect("valid")),
     };
+    let banner = format!(
+        "fapi-gateway demo\n  gateway (mTLS)          https://{}\n  authorization server    https://{AUTHORIZATION_SERVER}\n  consent storage         http://{CONSENT_STORAGE}/\n  Go Bank                 http://{}\n  Hyperscale Bank         http://{}\n  admin                   {}\n  TPP certificate         {}, {}\nSee README.md for the walk-through. Ctrl-C stops.",
+        config.listener.address,
+        addresses_of(&config, "gobank"),
+        addresses_of(&config, "hyperscalebank"),
+        config.admin.as_ref().map(|a| format!("http://{}/healthz", a.address)).unwrap_or_else(|| "off".into()),
+        pki.tpp_cert().display(),
+        pki.tpp_key().display(),
+    );
+    // The gateway's listeners first: a taken port ends the demo before anything starts.
+    let gateway = crate::server::prepare(config, false)?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let fixture_pki = pki.clone();
     std::thread::Builder::new()
@@ -205,16 +216,8 @@ pub fn run(config: Option<&Path>) -> Result<std::convert::Infallible, String> {
         })
         .map_err(|e| e.to_string())?;
     ready_rx.recv().map_err(|e| e.to_string())??;
-    println!(
-        "fapi-gateway demo\n  gateway (mTLS)          https://{}\n  authorization server    https://{AUTHORIZATION_SERVER}\n  consent storage         http://{CONSENT_STORAGE}/\n  Go Bank                 http://{}\n  Hyperscale Bank         http://{}\n  admin                   {}\n  TPP certificate         {}, {}\nSee README.md for the walk-through. Ctrl-C stops.",
-        config.listener.address,
-        addresses_of(&config, "gobank"),
-        addresses_of(&config, "hyperscalebank"),
-        config.admin.as_ref().map(|a| format!("http://{}/healthz", a.address)).unwrap_or_else(|| "off".into()),
-        pki.tpp_cert().display(),
-        pki.tpp_key().display(),
-    );
-    crate::server::run(config, false)
+    println!("{banner}");
+    gateway.run()
 }
 
 fn addresses_of(config: &GatewayConfig, name: &str) -> String {

@@ -15,6 +15,7 @@ pub mod bench_nginx;
 pub mod cache;
 pub mod client_identity;
 pub mod config;
+pub mod connections;
 pub mod credentials;
 pub mod demo;
 pub mod dpop;

@@ -2,8 +2,8 @@
 //! gateways in one test process keep separate counts); the admin listener renders it.
 
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric the gateway exports. Names follow Prometheus conventions: `_total` for
@@ -32,6 +32,16 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     pub config_reloads: IntCounterVec,
     pub config_last_reload_success: IntGauge,
+    /// Downstream connections open (from accept, TLS handshakes included, to close).
+    pub connections_open: IntGauge,
+    /// The cap on open downstream connections in force.
+    pub connections_max: IntGauge,
+    /// Connections closed at accept, before TLS: `max_connections`, `per_ip`.
+    pub connections_refused: IntCounterVec,
+    /// Connections closed at a deadline: `handshake`, `request_head`, `idle`.
+    pub connection_timeouts: IntCounterVec,
+    /// TLS handshakes that failed (no or a refused client certificate, protocol errors).
+    pub tls_handshake_failures: IntCounter,
 }
 
 fn seconds_buckets() -> Vec<f64> {
@@ -73,6 +83,10 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(circuit_state.clone())).expect("unique metric");
+        let tls_handshake_failures =
+            IntCounter::new("fapi_gateway_tls_handshake_failures_total", "Failed downstream TLS handshakes")
+                .expect("valid metric");
+        registry.register(Box::new(tls_handshake_failures.clone())).expect("unique metric");
         Metrics {
             requests: counter(
                 "fapi_gateway_requests_total",
@@ -122,6 +136,19 @@ impl Metrics {
                 "fapi_gateway_config_last_reload_success",
                 "1 if the last reload was applied, 0 if it was refused",
             ),
+            connections_open: gauge("fapi_gateway_connections_open", "Downstream connections open"),
+            connections_max: gauge("fapi_gateway_connections_max", "Cap on open downstream connections"),
+            connections_refused: counter(
+                "fapi_gateway_connections_refused_total",
+                "Downstream connections closed at accept, by reason",
+                &["reason"],
+            ),
+            connection_timeouts: counter(
+                "fapi_gateway_connection_timeouts_total",
+                "Downstream connections closed at a deadline, by phase",
+                &["phase"],
+            ),
+            tls_handshake_failures,
             registry,
         }
     }

@@ -5,7 +5,7 @@
 //!
 //! Live: policies, identity headers and forwarding options, the server certificate and
 //! the client CA bundle. The listener and admin addresses, the authorization server, the
-//! cache's size and lifetimes, threads and logging take effect on restart (a reload that
+//! cache's size and lifetimes, connection limits, threads and logging take effect on restart (a reload that
 //! changes them says so in the log).
 
 use std::path::{Path, PathBuf};
@@ -48,6 +48,7 @@ fn restart_only(c: &GatewayConfig) -> Vec<(&'static str, String)> {
         ("server", format!("{:?}", c.server)),
         ("logging", format!("{:?}", c.logging)),
         ("dpop", format!("{:?}", c.dpop)),
+        ("connections", format!("{:?}", c.connections)),
     ]
 }
 

@@ -1,36 +1,107 @@
 //! Assembling the gateway from a configuration, and running it: under pingora's
 //! [`Server`](pingora_core::server::Server) in production (signals, graceful shutdown,
 //! upgrades), or as tasks on the current tokio runtime for tests and benchmarks.
+//!
+//! Every listening socket is bound (or taken over from the running instance, with
+//! `run --upgrade`) before anything starts or is announced, so a taken address ends the
+//! start at once with `cannot listen on ADDRESS: address in use`.
 
+use std::collections::HashSet;
+use std::os::unix::io::FromRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::Server;
-use pingora_core::services::listening::Service as ListeningService;
+use pingora_core::server::{Fds, Server};
 use pingora_core::services::Service;
-use pingora_proxy::{http_proxy_service_with_name, HttpProxy};
+use pingora_proxy::HttpProxy;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{AdminService, AdminState};
 use crate::cache::{IntrospectionCache, ServerLink, ServerLinks};
 use crate::client_identity::{install_crypto_provider, tls_settings, ClientVerifier, ServerCertificate};
-use crate::config::GatewayConfig;
+use crate::config::{ClientCertificateSource, GatewayConfig};
+use crate::connections::{self, Accepting, ConnectionTracker, DeadlineApp, HeadRead, ProxyListener};
 use crate::introspection::HttpIntrospector;
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, Live};
 use crate::reload::{forwarding_settings, ReloadService, Reloader};
 use crate::resilience::{CircuitBreaker, Guarded};
 
+/// The proxy as pingora serves it: under connection deadlines.
+pub type ProxyApp = DeadlineApp<HttpProxy<Gateway>>;
+
 /// The services of one gateway, ready to start, and handles on its state.
 pub struct GatewayServices {
-    pub proxy: ListeningService<HttpProxy<Gateway>>,
+    pub proxy: ProxyListener<ProxyApp>,
     pub admin: Option<AdminService>,
     pub reloader: Arc<Reloader>,
     pub servers: Arc<ServerLinks>,
     pub metrics: Arc<Metrics>,
+    pub connections: Arc<ConnectionTracker>,
+    /// Whether the proxy listener accepts connections (`/readyz`).
+    pub accepting: Accepting,
+}
+
+/// The gateway's listening sockets, bound before anything starts.
+pub struct BoundListeners {
+    proxy: std::net::TcpListener,
+    /// `None` only in an upgrade whose old process kept the admin socket to itself.
+    admin: Option<std::net::TcpListener>,
+}
+
+/// Binds the proxy and admin listeners of `config`, or takes them from `inherited` (the
+/// sockets a running instance handed over for `run --upgrade`).
+pub fn bind_listeners(config: &GatewayConfig, inherited: Option<&Fds>) -> Result<BoundListeners, String> {
+    let proxy_addr = config.listener.address;
+    let admin_addr = config.admin.as_ref().map(|a| a.address);
+    if admin_addr == Some(proxy_addr) {
+        return Err(format!("cannot listen on {proxy_addr}: listener.address and admin.address are the same"));
+    }
+    let take = |addr: std::net::SocketAddr| -> Option<std::net::TcpListener> {
+        let fds = inherited?;
+        let fd = *fds.get(&addr.to_string())?;
+        // SAFETY: the descriptor came over the upgrade socket and is owned by nobody else
+        // in this process (`Fds` only records its number).
+        Some(unsafe { std::net::TcpListener::from_raw_fd(fd) })
+    };
+    let upgrading = inherited.is_some();
+    let proxy = match take(proxy_addr) {
+        Some(l) => l,
+        None => connections::bind_listener(proxy_addr)?,
+    };
+    let admin = match admin_addr {
+        None => None,
+        Some(addr) => match take(addr) {
+            Some(l) => Some(l),
+            // The old process may hold it until it exits: the admin service binds it then.
+            None if upgrading => connections::bind_listener(addr).ok(),
+            None => Some(connections::bind_listener(addr)?),
+        },
+    };
+    Ok(BoundListeners { proxy, admin })
+}
+
+/// Receives the listening sockets of the running instance (it sends them on SIGQUIT),
+/// closing those this configuration does not listen on.
+fn take_over(socket: &Path, config: &GatewayConfig) -> Result<Fds, String> {
+    let path = socket.to_str().ok_or_else(|| format!("upgrade socket {} is not UTF-8", socket.display()))?;
+    tracing::info!(socket = path, "waiting for the running instance's listening sockets (send it SIGQUIT)");
+    let mut fds = Fds::new();
+    fds.get_from_sock(path).map_err(|e| format!("cannot take the listening sockets over at {path}: {e}"))?;
+    let keep: HashSet<String> = std::iter::once(config.listener.address)
+        .chain(config.admin.as_ref().map(|a| a.address))
+        .map(|a| a.to_string())
+        .collect();
+    let closed = fds.close_unclaimed(&keep);
+    if !closed.is_empty() {
+        tracing::warn!(?closed, "closed inherited listening sockets this configuration does not use");
+    }
+    Ok(fds)
 }
 
 fn server_conf(config: &GatewayConfig) -> ServerConf {
@@ -66,8 +137,8 @@ fn server_links(config: &GatewayConfig, metrics: &Arc<Metrics>) -> Result<Server
     Ok(links)
 }
 
-/// Builds the proxy (with its TLS listener), the admin service and the reloader.
-pub fn build(config: GatewayConfig) -> Result<GatewayServices, String> {
+/// Builds the proxy (on its bound listener), the admin service and the reloader.
+pub fn build(config: GatewayConfig, listeners: BoundListeners) -> Result<GatewayServices, String> {
     // Before any TLS (the introspection clients included) is set up.
     install_crypto_provider(config.listener.tls_profile)?;
     let metrics = Arc::new(Metrics::new());
@@ -82,12 +153,24 @@ pub fn build(config: GatewayConfig) -> Result<GatewayServices, String> {
         None => None,
     };
     let conf = Arc::new(server_conf(&config));
+    let accepting: Accepting = Arc::new(AtomicBool::new(false));
+    let admin_listener = listeners.admin;
     let admin = config.admin.as_ref().map(|a| {
-        let state =
-            AdminState { metrics: metrics.clone(), servers: servers.clone(), bearer_secret: a.bearer_secret.clone() };
-        AdminService::new(a.address, Arc::new(state))
+        let state = AdminState {
+            metrics: metrics.clone(),
+            servers: servers.clone(),
+            bearer_secret: a.bearer_secret.clone(),
+            accepting: accepting.clone(),
+        };
+        AdminService::new(a.address, admin_listener, Arc::new(state))
     });
-    let address = config.listener.address.to_string();
+    // Behind a load balancer, its addresses carry everyone's connections.
+    let exempt = match &config.listener.client_certificates {
+        ClientCertificateSource::ProxyHeader { trusted, .. } => trusted.clone(),
+        ClientCertificateSource::Handshake => Vec::new(),
+    };
+    let connections = ConnectionTracker::new(&config.connections, exempt, metrics.clone());
+    let limits = config.connections.clone();
     let live =
         Arc::new(ArcSwap::from_pointee(Live { settings: forwarding_settings(&config), policies: Default::default() }));
     let reloader = Arc::new(Reloader::new(
@@ -102,29 +185,58 @@ pub fn build(config: GatewayConfig) -> Result<GatewayServices, String> {
     live.store(Arc::new(Live { settings: forwarding_settings(&config), policies: config.policies }));
     let dpop = crate::dpop::DpopVerifier::new(&config.dpop);
     let gateway = Gateway::new(live, servers.clone(), client_verifier, dpop, metrics.clone());
-    let mut proxy = http_proxy_service_with_name(&conf, gateway, "fapi-gateway");
-    match tls {
-        Some(tls) => proxy.add_tls_with_settings(&address, None, tls),
-        // Behind a TLS-terminating proxy, on the bank's internal network.
-        None => proxy.add_tcp(&address),
-    }
-    Ok(GatewayServices { proxy, admin, reloader, servers, metrics })
+    let mut http = HttpProxy::new(gateway, conf);
+    http.handle_init_modules();
+    http.downstream_modules.add_module(Box::new(HeadRead));
+    http.server_options = Some(connections::server_options(&limits));
+    // `tls` is absent behind a TLS-terminating proxy, on the bank's internal network.
+    let proxy = ProxyListener::new(
+        "fapi-gateway",
+        listeners.proxy,
+        tls,
+        DeadlineApp::new(http, &limits),
+        connections.clone(),
+        accepting.clone(),
+    )?;
+    Ok(GatewayServices { proxy, admin, reloader, servers, metrics, connections, accepting })
 }
 
-/// Runs the gateway under pingora's server until SIGTERM (graceful) or SIGINT (fast).
-/// `upgrade` takes the listening sockets over from a running instance (see README).
-pub fn run(config: GatewayConfig, upgrade: bool) -> Result<std::convert::Infallible, String> {
+/// A gateway with its listeners bound, ready to run.
+pub struct Prepared {
+    server: Server,
+}
+
+/// Raises the open-files limit, binds the listeners (or, with `upgrade`, takes them over
+/// from the running instance: see README) and builds the services.
+pub fn prepare(config: GatewayConfig, upgrade: bool) -> Result<Prepared, String> {
+    let open_files = connections::raise_open_files_limit();
+    tracing::info!(open_files, "open-files limit");
+    let inherited = if upgrade { Some(take_over(&config.server.upgrade_socket, &config)?) } else { None };
+    let listeners = bind_listeners(&config, inherited.as_ref())?;
     let conf = server_conf(&config);
-    let services = build(config)?;
-    let opt = Opt { upgrade, ..Opt::default() };
-    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    let services = build(config, listeners)?;
+    // The sockets were taken over above: pingora's own bootstrap has nothing to wait for.
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
     server.add_service(services.proxy);
     if let Some(admin) = services.admin {
         server.add_service(admin);
     }
     server.add_service(ReloadService(services.reloader));
-    server.run_forever()
+    Ok(Prepared { server })
+}
+
+impl Prepared {
+    /// Runs until SIGTERM (graceful), SIGINT (fast) or SIGQUIT (hand the listeners over).
+    pub fn run(self) -> ! {
+        self.server.run_forever()
+    }
+}
+
+/// Runs the gateway under pingora's server until SIGTERM (graceful) or SIGINT (fast).
+/// `upgrade` takes the listening sockets over from a running instance (see README).
+pub fn run(config: GatewayConfig, upgrade: bool) -> Result<std::convert::Infallible, String> {
+    prepare(config, upgrade)?.run()
 }
 
 /// A gateway running on the current tokio runtime; stops when dropped.
@@ -134,14 +246,16 @@ pub struct RunningGateway {
     pub servers: Arc<ServerLinks>,
     pub metrics: Arc<Metrics>,
     pub reloader: Arc<Reloader>,
+    pub connections: Arc<ConnectionTracker>,
 }
 
 impl RunningGateway {
-    /// Starts the services and waits until the listeners accept connections.
+    /// Binds the listeners (an error at once if an address is taken), starts the services
+    /// and waits until the proxy listener accepts connections.
     pub async fn start(config: GatewayConfig) -> Result<RunningGateway, String> {
-        let address = config.listener.address;
-        let admin_address = config.admin.as_ref().map(|a| a.address);
-        let services = build(config)?;
+        let listeners = bind_listeners(&config, None)?;
+        let services = build(config, listeners)?;
+        let accepting = services.accepting.clone();
         let (shutdown, watch) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut proxy = services.proxy;
@@ -158,11 +272,15 @@ impl RunningGateway {
             servers: services.servers,
             metrics: services.metrics,
             reloader: services.reloader,
+            connections: services.connections,
         };
-        for addr in std::iter::once(address).chain(admin_address) {
-            wait_for_listener(addr).await?;
+        for _ in 0..200 {
+            if accepting.load(Ordering::SeqCst) {
+                return Ok(running);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(running)
+        Err("the proxy listener did not start accepting within 10 s".into())
     }
 }
 

@@ -178,3 +178,89 @@ async fn a_graceful_upgrade_hands_the_listener_to_a_new_process() {
     let new_log = std::fs::read_to_string(dir.join("new.log")).unwrap();
     assert!(!new_log.contains(&token));
 }
+
+/// Waits (at most `limit`) for `child` to exit; its status, or `None` (then it is killed).
+async fn exit_within(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+fn listening(addr: SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_exits_at_once_when_a_listener_port_is_taken_and_is_ready_once_listening() {
+    let w = World::start().await; // its fixtures and PKI; its in-process gateway is not used
+    let dir = w.dir.path().join("taken");
+    for which in ["listener", "admin"] {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let busy = taken.local_addr().unwrap();
+        let free = free_port();
+        let (gateway, admin) = if which == "listener" { (busy, free) } else { (free, busy) };
+        let config = child_config(&w, &dir, gateway, admin, "");
+        let log = dir.join(format!("{which}.log"));
+        let started = Instant::now();
+        let mut child = spawn_gateway(&config, &log, &[]);
+        let status = exit_within(&mut child, Duration::from_secs(5)).await;
+        let stderr = std::fs::read_to_string(&log).unwrap();
+        let status = status.unwrap_or_else(|| panic!("{which} taken: still running after 5 s\n{stderr}"));
+        assert_eq!(status.code(), Some(1), "{which} taken\n{stderr}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{which} taken: took {:?}", started.elapsed());
+        assert!(stderr.contains(&format!("cannot listen on {busy}: address in use")), "{which} taken\n{stderr}");
+        assert!(!listening(free), "{which} taken: the other listener is up");
+    }
+    // Both free: it serves, and /readyz says so.
+    let (gateway, admin) = (free_port(), free_port());
+    let config = child_config(&w, &dir, gateway, admin, "");
+    let mut child = spawn_gateway(&config, &dir.join("ready.log"), &[]);
+    fapi_gateway::server::wait_for_listener(admin).await.unwrap();
+    let probe = reqwest::Client::new();
+    let mut ready = (0, String::new());
+    for _ in 0..50 {
+        let r = probe.get(format!("http://{admin}/readyz")).send().await.unwrap();
+        ready = (r.status().as_u16(), r.text().await.unwrap());
+        if ready.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready, (200, "ready\n".to_string()));
+    assert!(listening(gateway));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_exits_at_once_when_the_gateway_port_is_taken() {
+    let w = World::start().await; // its fixtures and PKI
+    let dir = w.dir.path().join("demo");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap();
+    let config = child_config(&w, &dir, busy, free_port(), "");
+    let log = dir.join("demo.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fapi-gateway"))
+        .args(["demo", "--config"])
+        .arg(&config)
+        .current_dir(&dir)
+        .env_remove("RUST_LOG")
+        .stdout(std::fs::File::create(dir.join("demo.out")).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let status = exit_within(&mut child, Duration::from_secs(10)).await;
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    let stdout = std::fs::read_to_string(dir.join("demo.out")).unwrap();
+    let status = status.unwrap_or_else(|| panic!("still running after 10 s\n{stderr}"));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("cannot listen on {busy}: address in use")), "{stderr}");
+    assert!(!stdout.contains("fapi-gateway demo"), "the banner was printed: {stdout}");
+}
