@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
-use fapi_gateway::cache::{IntrospectionCache, TokenKey};
-use fapi_gateway::config::{CacheConfig, Upstream};
-use fapi_gateway::introspection::{IntrospectionError, Introspector, TokenInfo};
-use fapi_gateway::metrics::Metrics;
-use fapi_gateway::policy::{PolicySet, Presented};
-use fapi_gateway::refusal::{ConsentRefusal, Refusal};
+use fapi_enforcement::cache::{IntrospectionCache, TokenKey};
+use fapi_enforcement::config::{CacheConfig, Upstream};
+use fapi_enforcement::introspection::{IntrospectionError, Introspector, TokenInfo};
+use fapi_enforcement::metrics::Metrics;
+use fapi_enforcement::policy::{PolicySet, Presented};
+use fapi_enforcement::refusal::{ConsentRefusal, Refusal};
 use serde_json::json;
 
 /// A UK API with `n` account routes (each under its own first segment, like a bank with
@@ -93,7 +93,7 @@ fn pieces(c: &mut Criterion) {
     let bound = "hYzMMLDCbS4kSt3vjmYlgh_28ywpqFhrLbYGh4Lvztg";
     let der = vec![7u8; 600];
     c.bench_function("thumbprint_of_certificate", |b| {
-        b.iter(|| black_box(fapi_gateway::client_identity::thumbprint(black_box(&der))))
+        b.iter(|| black_box(fapi_enforcement::client_identity::thumbprint(black_box(&der))))
     });
     c.bench_function("thumbprint_compare", |b| {
         b.iter(|| black_box(black_box(bound).trim_end_matches('=') == black_box(bound).trim_end_matches('=')))

@@ -2,8 +2,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use fapi_gateway::config::{GatewayConfig, LogFormat, LoggingConfig};
-use fapi_gateway::pki::DevPki;
+use fapi_devkit::pki::DevPki;
+use fapi_enforcement::config::{GatewayConfig, LogFormat, LoggingConfig};
 
 /// An mTLS gateway that lets through only what a FAPI authorization server and the
 /// customer's consent allow.
@@ -156,24 +156,26 @@ fn main() -> ExitCode {
     // First: one crypto provider for pingora, reqwest and the fixtures alike. `run` and
     // `demo` install the one of the configured TLS profile once the configuration is read.
     if !matches!(cli.command, Command::Run { .. } | Command::Demo { .. }) {
-        fapi_gateway::install_crypto_provider();
+        fapi_enforcement::install_crypto_provider();
     }
     let result = match cli.command {
         Command::Run { config, upgrade, listen, admin_listen } => GatewayConfig::load(&config)
             .map_err(|e| e.to_string())
-            .and_then(|config| config.with_overrides(fapi_gateway::config::AddressOverrides { listen, admin_listen }))
+            .and_then(|config| {
+                config.with_overrides(fapi_enforcement::config::AddressOverrides { listen, admin_listen })
+            })
             .and_then(|config| {
                 init_logging(Some(&config.logging));
-                fapi_gateway::server::run(config, upgrade)
+                fapi_gateway_server::server::run(config, upgrade)
             })
             .map(|never| match never {}),
         Command::Demo { config } => {
             init_logging(None);
-            fapi_gateway::demo::run(config.as_deref()).map(|never| match never {})
+            fapi_devkit::demo::run(config.as_deref()).map(|never| match never {})
         }
         Command::Check { config } => check(&config),
         Command::Bench { concurrency, duration, requests, hot_tokens, cold_tokens, scenarios, memory, json } => {
-            init_logging(Some(&fapi_gateway::config::LoggingConfig {
+            init_logging(Some(&fapi_enforcement::config::LoggingConfig {
                 format: LogFormat::Pretty,
                 level: "warn".into(),
             }));
@@ -184,9 +186,9 @@ fn main() -> ExitCode {
             run_fixture(fixture)
         }
         Command::Tpp { gateway, authorization_server, certs, subject, keep } => {
-            let journey = fapi_gateway::tpp::Journey { gateway, authorization_server, subject, keep };
+            let journey = fapi_devkit::tpp::Journey { gateway, authorization_server, subject, keep };
             runtime()
-                .and_then(|rt| rt.block_on(fapi_gateway::tpp::run(journey, &certs)))
+                .and_then(|rt| rt.block_on(fapi_devkit::tpp::run(journey, &certs)))
                 .map(|r| print!("{}", r.transcript))
         }
         Command::Explain { config, claims, certificate, body, request } => {
@@ -225,18 +227,18 @@ fn explain(
     };
     let certificate_thumbprint = match certificate {
         Some(p) => {
-            let der = fapi_gateway::client_identity::read_certificates(p)?.remove(0);
-            Some(fapi_gateway::client_identity::thumbprint(&der))
+            let der = fapi_enforcement::client_identity::read_certificates(p)?.remove(0);
+            Some(fapi_enforcement::client_identity::thumbprint(&der))
         }
         None => None,
     };
-    let question = fapi_gateway::explain::Question {
+    let question = fapi_enforcement::explain::Question {
         request,
         claims: json(claims)?,
         certificate_thumbprint,
         body: body.map(json).transpose()?,
     };
-    fapi_gateway::explain::explain(&config.policies, question)
+    fapi_enforcement::explain::explain(&config.policies, question)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -250,7 +252,7 @@ fn bench(
     memory: &str,
     json: Option<PathBuf>,
 ) -> Result<(), String> {
-    use fapi_gateway::bench::{BenchOptions, Scenario};
+    use fapi_devkit::bench::{BenchOptions, Scenario};
     let scenarios = match scenarios {
         None => Scenario::ALL.to_vec(),
         Some(list) => list
@@ -273,7 +275,7 @@ fn bench(
         memory,
         binary: std::env::current_exe().map_err(|e| e.to_string())?,
     };
-    let report = runtime()?.block_on(fapi_gateway::bench::run(options))?;
+    let report = runtime()?.block_on(fapi_devkit::bench::run(options))?;
     print!("{}", report.table());
     if let Some(path) = json {
         std::fs::write(&path, serde_json::to_string_pretty(&report.json()).unwrap_or_default())
@@ -288,7 +290,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 
 /// Runs a fixture until SIGTERM or SIGINT.
 fn run_fixture(fixture: Fixture) -> Result<(), String> {
-    use fapi_gateway::fixtures::{
+    use fapi_devkit::fixtures::{
         AuthorizationServer, AuthorizationServerSettings, Bank, BankData, ConsentShape, ConsentStorage,
         RegisteredClient, RevocationHook,
     };

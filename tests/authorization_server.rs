@@ -20,8 +20,8 @@ async fn world_with(server: &FaultyServer, extra: &str, capacity: u64) -> World 
 
 /// A scripted server whose active tokens are bound to the world's TPP certificate.
 async fn bound(w: &World, server: &FaultyServer) {
-    let cert = fapi_gateway::client_identity::read_certificates(&w.pki.tpp_cert()).unwrap().remove(0);
-    server.bind_to(fapi_gateway::client_identity::thumbprint(&cert));
+    let cert = fapi_enforcement::client_identity::read_certificates(&w.pki.tpp_cert()).unwrap().remove(0);
+    server.bind_to(fapi_enforcement::client_identity::thumbprint(&cert));
 }
 
 async fn bound_world(extra: &str, capacity: u64) -> (World, Arc<FaultyServer>) {

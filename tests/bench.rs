@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use fapi_gateway::bench::{BenchOptions, Scenario};
+use fapi_devkit::bench::{BenchOptions, Scenario};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_benchmark_runs_every_gateway_scenario() {
-    fapi_gateway::install_crypto_provider();
+    fapi_enforcement::install_crypto_provider();
     let options = BenchOptions {
         concurrency: 2,
         duration: Duration::from_millis(700),
@@ -24,7 +24,7 @@ async fn the_load_benchmark_runs_every_gateway_scenario() {
         memory: vec![2_000],
         binary: env!("CARGO_BIN_EXE_fapi-gateway").into(),
     };
-    let report = fapi_gateway::bench::run(options).await.unwrap();
+    let report = fapi_devkit::bench::run(options).await.unwrap();
     let table = report.table();
     assert_eq!(report.scenarios.len(), 5, "{table}");
     for m in &report.scenarios {

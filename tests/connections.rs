@@ -21,11 +21,11 @@ fn with_connections(section: &str) -> Options {
 /// A TLS connection to the gateway presenting the TPP's certificate, offering `alpn`.
 async fn tls(w: &World, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
-    for c in fapi_gateway::client_identity::read_certificates(&w.pki.ca()).unwrap() {
+    for c in fapi_enforcement::client_identity::read_certificates(&w.pki.ca()).unwrap() {
         roots.add(c).unwrap();
     }
-    let certs = fapi_gateway::client_identity::read_certificates(&w.pki.tpp_cert()).unwrap();
-    let key = fapi_gateway::client_identity::read_private_key(&w.pki.tpp_key()).unwrap();
+    let certs = fapi_enforcement::client_identity::read_certificates(&w.pki.tpp_cert()).unwrap();
+    let key = fapi_enforcement::client_identity::read_private_key(&w.pki.tpp_key()).unwrap();
     let mut config =
         rustls::ClientConfig::builder().with_root_certificates(roots).with_client_auth_cert(certs, key).unwrap();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -226,10 +226,10 @@ async fn the_gateway_does_not_start_on_a_taken_port() {
     let config = write_config(&dir, &w.fixtures, addr, free_port(), &Options::default());
     let text = std::fs::read_to_string(&config).unwrap().replace("\"certs/", "\"../certs/");
     std::fs::write(&config, text).unwrap();
-    let config = fapi_gateway::config::GatewayConfig::load(&config).unwrap();
+    let config = fapi_enforcement::config::GatewayConfig::load(&config).unwrap();
     let started = Instant::now();
     let result =
-        tokio::time::timeout(Duration::from_secs(5), fapi_gateway::server::RunningGateway::start(config)).await;
+        tokio::time::timeout(Duration::from_secs(5), fapi_gateway_server::server::RunningGateway::start(config)).await;
     let error = match result {
         Ok(Err(e)) => e,
         Ok(Ok(_)) => panic!("started on a taken port"),
@@ -252,7 +252,7 @@ async fn the_connections_section_is_validated() {
     let config = write_config(&dir, &w.fixtures, free_port(), free_port(), &options);
     let text = std::fs::read_to_string(&config).unwrap().replace("\"certs/", "\"../certs/");
     std::fs::write(&config, &text).unwrap();
-    let problems = fapi_gateway::config::GatewayConfig::load(&config).unwrap_err().to_string();
+    let problems = fapi_enforcement::config::GatewayConfig::load(&config).unwrap_err().to_string();
     for expected in [
         "connections.handshake_timeout_seconds must be above 0 and at most 3600",
         "connections.idle_timeout_seconds must be above 0 and at most 3600",
@@ -263,10 +263,10 @@ async fn the_connections_section_is_validated() {
     }
     // Unknown keys are errors, as everywhere.
     std::fs::write(&config, format!("{text}max_requests = 1\n")).unwrap();
-    let problems = fapi_gateway::config::GatewayConfig::load(&config).unwrap_err().to_string();
+    let problems = fapi_enforcement::config::GatewayConfig::load(&config).unwrap_err().to_string();
     assert!(problems.contains("unknown field `max_requests`"), "{problems}");
     // The defaults.
-    let defaults = fapi_gateway::config::ConnectionLimits::default();
+    let defaults = fapi_enforcement::config::ConnectionLimits::default();
     assert_eq!(defaults.handshake_timeout, Duration::from_secs(10));
     assert_eq!(defaults.request_head_timeout, Duration::from_secs(10));
     assert_eq!(defaults.idle_timeout, Duration::from_secs(60));

@@ -7,8 +7,8 @@ use std::process::Command;
 
 use common::*;
 
-fn journey(w: &World, keep: bool) -> fapi_gateway::tpp::Journey {
-    fapi_gateway::tpp::Journey {
+fn journey(w: &World, keep: bool) -> fapi_devkit::tpp::Journey {
+    fapi_devkit::tpp::Journey {
         gateway: format!("https://{}", w.gateway_addr),
         authorization_server: format!("https://{}", w.fixtures.authorization_server_addr),
         subject: "alice".into(),
@@ -19,7 +19,7 @@ fn journey(w: &World, keep: bool) -> fapi_gateway::tpp::Journey {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tpp_journey_crosses_both_banks_and_ends_refused() {
     let w = World::start().await;
-    let report = fapi_gateway::tpp::run(journey(&w, false), &w.pki.dir).await.unwrap();
+    let report = fapi_devkit::tpp::run(journey(&w, false), &w.pki.dir).await.unwrap();
     let t = &report.transcript;
     assert!(
         t.contains("  GET /gobank/accounts -> 200: GB-1001 (Alice's current account), GB-1002 (Alice's savings)"),
@@ -36,7 +36,7 @@ async fn the_tpp_journey_crosses_both_banks_and_ends_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_on_the_consent_page_stops_the_tpp_at_once() {
     let w = World::start().await;
-    let report = fapi_gateway::tpp::run(journey(&w, true), &w.pki.dir).await.unwrap();
+    let report = fapi_devkit::tpp::run(journey(&w, true), &w.pki.dir).await.unwrap();
     let (consent, token) = report.kept.unwrap();
     assert_eq!(w.get(&w.tpp, "/gobank/accounts", &token).await.status(), 200);
 

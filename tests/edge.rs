@@ -67,7 +67,7 @@ fn behind_proxy(trusted: &str, header: &str) -> Options {
 }
 
 fn der(path: &std::path::Path) -> Vec<u8> {
-    fapi_gateway::client_identity::read_certificates(path).unwrap().remove(0).to_vec()
+    fapi_enforcement::client_identity::read_certificates(path).unwrap().remove(0).to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,7 +91,7 @@ async fn behind_a_load_balancer_the_certificate_comes_in_rfc9440_headers() {
     assert_eq!(refusal(send(None).await.unwrap()).await.0, 401, "no certificate: unbound");
     let other = format!(":{}:", STANDARD.encode(der(&w.pki.other_tpp_cert())));
     assert_eq!(refusal(send(Some(other)).await.unwrap()).await.0, 401, "another TPP's certificate");
-    let stranger_pki = fapi_gateway::pki::DevPki::at(&w.dir.path().join("stranger"));
+    let stranger_pki = fapi_devkit::pki::DevPki::at(&w.dir.path().join("stranger"));
     stranger_pki.generate().unwrap();
     let stranger = format!(":{}:", STANDARD.encode(der(&stranger_pki.tpp_cert())));
     assert_eq!(
@@ -195,7 +195,7 @@ impl DpopKey {
 }
 
 fn now() -> u64 {
-    fapi_gateway::introspection::unix_now()
+    fapi_enforcement::introspection::unix_now()
 }
 
 /// Go Bank's /accounts open to DPoP-bound tokens too.

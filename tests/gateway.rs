@@ -73,7 +73,7 @@ async fn handshakes_without_a_trusted_client_certificate_are_refused() {
     let e = anonymous.get(w.url("/gobank/accounts")).bearer_auth(&token).send().await;
     assert!(e.is_err(), "no client certificate must fail the handshake: {e:?}");
 
-    let stranger_pki = fapi_gateway::pki::DevPki::at(&w.dir.path().join("stranger"));
+    let stranger_pki = fapi_devkit::pki::DevPki::at(&w.dir.path().join("stranger"));
     stranger_pki.generate().unwrap();
     let stranger = client(&w.pki.ca(), Some((&stranger_pki.tpp_cert(), &stranger_pki.tpp_key())), false);
     let e = stranger.get(w.url("/gobank/accounts")).bearer_auth(&token).send().await;
@@ -357,8 +357,8 @@ async fn each_api_asks_its_own_authorization_server() {
         ..Options::default()
     };
     let w = World::start_with_servers(options).await;
-    let cert = fapi_gateway::client_identity::read_certificates(&w.pki.tpp_cert()).unwrap().remove(0);
-    other.bind_to(fapi_gateway::client_identity::thumbprint(&cert));
+    let cert = fapi_enforcement::client_identity::read_certificates(&w.pki.tpp_cert()).unwrap().remove(0);
+    other.bind_to(fapi_enforcement::client_identity::thumbprint(&cert));
 
     let (_, token) = w.go_bank_token().await;
     assert_eq!(w.get(&w.tpp, "/gobank/accounts", &token).await.status(), 200);

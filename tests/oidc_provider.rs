@@ -101,15 +101,15 @@ async fn provider_token(p: &Provider, client: &reqwest::Client, client_id: &str)
 /// A dev PKI, the gateway's JWT keys, and oidc-provider running with them.
 struct Setup {
     dir: tempfile::TempDir,
-    pki: fapi_gateway::pki::DevPki,
+    pki: fapi_devkit::pki::DevPki,
     provider: Provider,
 }
 
 impl Setup {
     fn new() -> Setup {
-        fapi_gateway::install_crypto_provider();
+        fapi_enforcement::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
-        let pki = fapi_gateway::pki::DevPki::at(&dir.path().join("pki"));
+        let pki = fapi_devkit::pki::DevPki::at(&dir.path().join("pki"));
         pki.generate().unwrap();
         let jwks = jwt_keys(dir.path());
         let provider = Provider::start(&pki.dir, &jwks);

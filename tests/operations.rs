@@ -169,7 +169,7 @@ async fn an_invalid_reload_keeps_the_old_rules() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_certificate_and_client_ca_rotate_without_restart() {
     let w = World::start().await;
-    let next = fapi_gateway::pki::DevPki::at(&w.dir.path().join("next"));
+    let next = fapi_devkit::pki::DevPki::at(&w.dir.path().join("next"));
     next.generate().unwrap();
     let next_client = || client(&next.ca(), Some((&next.tpp_cert(), &next.tpp_key())), false);
     let old_client = || client(&w.pki.ca(), Some((&w.pki.tpp_cert(), &w.pki.tpp_key())), false);

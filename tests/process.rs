@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use fapi_gateway::cache::TokenKey;
+use fapi_enforcement::cache::TokenKey;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_carry_no_token_and_sigterm_drains() {
@@ -31,7 +31,7 @@ async fn logs_carry_no_token_and_sigterm_drains() {
     let (listen, admin_listen) = (gateway_addr.to_string(), admin_addr.to_string());
     let mut child =
         spawn_gateway(&config, &dir.join("stderr.log"), &["--listen", &listen, "--admin-listen", &admin_listen]);
-    fapi_gateway::server::wait_for_listener(gateway_addr).await.unwrap();
+    fapi_gateway_server::server::wait_for_listener(gateway_addr).await.unwrap();
     let (tpp, other) = (&w.tpp, &w.other_tpp);
     let url = |p: &str| format!("https://{gateway_addr}{p}");
     let interaction = "0b4c9f0e-2f7e-4c59-9a53-6d3f1f0f5a11";
@@ -148,7 +148,7 @@ async fn a_graceful_upgrade_hands_the_listener_to_a_new_process() {
     let config = child_config(&w, &dir, gateway_addr, admin_addr, &extra);
 
     let mut old = spawn_gateway(&config, &dir.join("old.log"), &[]);
-    fapi_gateway::server::wait_for_listener(gateway_addr).await.unwrap();
+    fapi_gateway_server::server::wait_for_listener(gateway_addr).await.unwrap();
     let url = format!("https://{gateway_addr}/gobank/accounts");
     assert_eq!(w.tpp.get(&url).bearer_auth(&token).send().await.unwrap().status(), 200);
 
@@ -172,7 +172,7 @@ async fn a_graceful_upgrade_hands_the_listener_to_a_new_process() {
     let r = fresh.get(&url).bearer_auth(&token).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(new.try_wait().unwrap().is_none(), "the new process is serving");
-    fapi_gateway::server::wait_for_listener(admin_addr).await.unwrap();
+    fapi_gateway_server::server::wait_for_listener(admin_addr).await.unwrap();
     let _ = new.kill();
     let _ = new.wait();
     let new_log = std::fs::read_to_string(dir.join("new.log")).unwrap();
@@ -222,7 +222,7 @@ async fn run_exits_at_once_when_a_listener_port_is_taken_and_is_ready_once_liste
     let (gateway, admin) = (free_port(), free_port());
     let config = child_config(&w, &dir, gateway, admin, "");
     let mut child = spawn_gateway(&config, &dir.join("ready.log"), &[]);
-    fapi_gateway::server::wait_for_listener(admin).await.unwrap();
+    fapi_gateway_server::server::wait_for_listener(admin).await.unwrap();
     let probe = reqwest::Client::new();
     let mut ready = (0, String::new());
     for _ in 0..50 {

@@ -164,8 +164,8 @@ fn body_for(s: &FaultyServer, token: &str) -> Value {
     }
     json!({
         "active": true, "scope": "openid accounts", "client_id": "financroo", "sub": "alice",
-        "exp": fapi_gateway::introspection::unix_now() + 3600, "cnf": {"x5t#S256": *s.thumbprint.lock().unwrap()},
-        "aud": fapi_gateway::fixtures::audience_of("gobank"),
+        "exp": fapi_enforcement::introspection::unix_now() + 3600, "cnf": {"x5t#S256": *s.thumbprint.lock().unwrap()},
+        "aud": fapi_devkit::fixtures::audience_of("gobank"),
         "ConsentId": format!("consent-{token}"), "ConsentType": "account-access-consent", "Status": "Authorised",
         "Permissions": ["ReadAccountsBasic", "ReadBalances"], "AccountIDs": ["GB-1001"],
     })
@@ -175,7 +175,7 @@ fn signed(s: &FaultyServer, body: Value, key: &Key, kid: &str, issuer: &str) -> 
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some(kid.into());
     header.typ = Some("token-introspection+jwt".into());
-    let claims = json!({"iss": issuer, "aud": "fapi-gateway", "iat": fapi_gateway::introspection::unix_now(), "token_introspection": body});
+    let claims = json!({"iss": issuer, "aud": "fapi-gateway", "iat": fapi_enforcement::introspection::unix_now(), "token_introspection": body});
     let jwt = jsonwebtoken::encode(&header, &claims, &key.encoding).unwrap();
     let _ = s;
     ([("content-type", "application/token-introspection+jwt")], jwt).into_response()

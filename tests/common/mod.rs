@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fapi_gateway::config::GatewayConfig;
-use fapi_gateway::demo::{start_fixtures, FixtureAddresses, FixtureOptions, Fixtures};
-use fapi_gateway::fixtures::RevocationHook;
-use fapi_gateway::pki::DevPki;
-use fapi_gateway::server::RunningGateway;
+use fapi_devkit::demo::{start_fixtures, FixtureAddresses, FixtureOptions, Fixtures};
+use fapi_devkit::fixtures::RevocationHook;
+use fapi_devkit::pki::DevPki;
+use fapi_enforcement::config::GatewayConfig;
+use fapi_gateway_server::server::RunningGateway;
 use rustls::pki_types::ServerName;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -200,7 +200,7 @@ impl World {
     }
 
     pub async fn start_with(options: Options) -> World {
-        fapi_gateway::install_crypto_provider();
+        fapi_enforcement::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let pki = DevPki::at(&dir.path().join("certs"));
         match &options.pki {
@@ -219,7 +219,7 @@ impl World {
             introspection_client_id: "fapi-gateway".into(),
             introspection_client_secret: "test-secret".into(),
             token_lifetime: Duration::from_secs(3600),
-            consent_storage_secret: Some(fapi_gateway::demo::CONSENT_STORAGE_SECRET.into()),
+            consent_storage_secret: Some(fapi_devkit::demo::CONSENT_STORAGE_SECRET.into()),
             revocation_hook: options.revocation_hook.then(|| RevocationHook {
                 url: format!("http://{admin_addr}/revocations"),
                 bearer_secret: ADMIN_SECRET.into(),
@@ -395,11 +395,11 @@ pub async fn raw_request(w: &World, suite: rustls::SupportedCipherSuite, request
         rustls::SupportedCipherSuite::Tls13(_) => &rustls::version::TLS13,
     };
     let mut roots = rustls::RootCertStore::empty();
-    for c in fapi_gateway::client_identity::read_certificates(&w.pki.ca()).unwrap() {
+    for c in fapi_enforcement::client_identity::read_certificates(&w.pki.ca()).unwrap() {
         roots.add(c).unwrap();
     }
-    let certs = fapi_gateway::client_identity::read_certificates(&w.pki.tpp_cert()).unwrap();
-    let key = fapi_gateway::client_identity::read_private_key(&w.pki.tpp_key()).unwrap();
+    let certs = fapi_enforcement::client_identity::read_certificates(&w.pki.tpp_cert()).unwrap();
+    let key = fapi_enforcement::client_identity::read_private_key(&w.pki.tpp_key()).unwrap();
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[version])
         .unwrap()

@@ -51,8 +51,8 @@ use pingora_http::RequestHeader;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::config::{Cidr, ConnectionLimits};
-use crate::metrics::Metrics;
+use fapi_enforcement::config::{Cidr, ConnectionLimits};
+use fapi_enforcement::metrics::Metrics;
 
 // ---- the open-files limit ---------------------------------------------------------------
 

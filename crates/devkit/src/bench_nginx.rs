@@ -41,7 +41,7 @@ pub async fn start(
     authorization_server: SocketAddr,
     work: &Path,
 ) -> Result<Nginx, String> {
-    let root = [std::env::current_dir().unwrap_or_default(), Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()]
+    let root = [std::env::current_dir().unwrap_or_default(), Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")]
         .into_iter()
         .find(|d| d.join("benches/nginx/nginx.conf.template").is_file())
         .ok_or("benches/nginx/nginx.conf.template not found (run from the repository)")?;

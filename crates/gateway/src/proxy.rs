@@ -13,15 +13,15 @@ use pingora_core::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::cache::{CacheOutcome, ServerLinks};
-use crate::client_identity::{certificate_from_header, ClientCertificate, ClientVerifier};
-use crate::config::{ClientCertificateSource, IdentityHeaderNames, Limits};
-use crate::credentials::{credentials, Scheme};
-use crate::dpop::{DpopVerifier, ProofError};
-use crate::introspection::unix_now;
-use crate::metrics::Metrics;
-use crate::policy::{Grant, PolicySet, Presented};
-use crate::refusal::Refusal;
+use fapi_enforcement::cache::{CacheOutcome, ServerLinks};
+use fapi_enforcement::client_identity::{certificate_from_header, ClientCertificate, ClientVerifier};
+use fapi_enforcement::config::{ClientCertificateSource, IdentityHeaderNames, Limits};
+use fapi_enforcement::credentials::{credentials, Scheme};
+use fapi_enforcement::dpop::{DpopVerifier, ProofError};
+use fapi_enforcement::introspection::unix_now;
+use fapi_enforcement::metrics::Metrics;
+use fapi_enforcement::policy::{Grant, PolicySet, Presented};
+use fapi_enforcement::refusal::Refusal;
 
 pub const INTERACTION_ID: &str = "x-fapi-interaction-id";
 
@@ -299,7 +299,7 @@ async fn read_json_body(session: &mut Session, limit: usize) -> std::result::Res
         return Err(Refusal::BodyTooLarge);
     }
     // Duplicate members are refused: the bank's parser might read the other one.
-    crate::strict_json::parse(&body).map_err(|_| Refusal::InvalidRequest {
+    fapi_enforcement::strict_json::parse(&body).map_err(|_| Refusal::InvalidRequest {
         description: "the request body is not JSON, or names a member twice",
         field: "body",
     })

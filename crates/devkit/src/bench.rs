@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::cache::IntrospectionCache;
-use crate::config::{CacheConfig, GatewayConfig};
 use crate::demo::{start_fixtures, FixtureAddresses, FixtureOptions, Fixtures, EMBEDDED_POLICIES};
 use crate::fixtures::RevocationHook;
-use crate::introspection::{IntrospectionError, Introspector, TokenInfo};
-use crate::metrics::Metrics;
 use crate::pki::DevPki;
+use fapi_enforcement::cache::IntrospectionCache;
+use fapi_enforcement::config::{CacheConfig, GatewayConfig};
+use fapi_enforcement::introspection::{IntrospectionError, Introspector, TokenInfo};
+use fapi_enforcement::metrics::Metrics;
 
 /// The scenarios, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -397,7 +397,7 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
         &["fixture", "bank", "--bank", "gobank", "--listen", &bank_addr.to_string()],
         &logs.join("bank.log"),
     )?;
-    crate::server::wait_for_listener(bank_addr).await?;
+    fapi_gateway_server::server::wait_for_listener(bank_addr).await?;
     let (config_path, gateway_addr) = gateway_config(&gateway_dir, &fixtures, bank_addr, false, admin_addr)?;
     GatewayConfig::load(&config_path).map_err(|e| e.to_string())?;
     let config_arg = config_path.display().to_string();
@@ -406,12 +406,12 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
     let public_arg = public_path.display().to_string();
     let _public_gateway = spawn(&options.binary, &["run", "--config", &public_arg], &logs.join("public-gateway.log"))?;
     for addr in [gateway_addr, admin_addr, public_addr] {
-        crate::server::wait_for_listener(addr).await?;
+        fapi_gateway_server::server::wait_for_listener(addr).await?;
     }
 
     let thumbprint = {
-        let der = crate::client_identity::read_certificates(&pki.tpp_cert())?.remove(0);
-        crate::client_identity::thumbprint(&der)
+        let der = fapi_enforcement::client_identity::read_certificates(&pki.tpp_cert())?.remove(0);
+        fapi_enforcement::client_identity::thumbprint(&der)
     };
     let authz = fixtures.authorization_server.clone();
     let mint = |n: usize| -> Vec<(String, String)> {

@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{ClientAuth, GatewayConfig};
 use crate::fixtures::{
     AuthorizationServer, AuthorizationServerSettings, Bank, BankData, ConsentShape, RegisteredClient, RevocationHook,
     Running,
 };
 use crate::pki::DevPki;
+use fapi_enforcement::config::{ClientAuth, GatewayConfig};
 
 pub const AUTHORIZATION_SERVER: &str = "127.0.0.1:9443";
 pub const GO_BANK: &str = "127.0.0.1:8070";
@@ -22,10 +22,10 @@ pub const CONSENT_STORAGE: &str = "127.0.0.1:8084";
 pub const CONSENT_STORAGE_SECRET: &str = "dev-consent-storage-secret";
 
 /// The configuration compiled into the binary, for running the demo anywhere.
-pub const EMBEDDED_CONFIG: &str = include_str!("../gateway.toml");
+pub const EMBEDDED_CONFIG: &str = include_str!("../../../gateway.toml");
 pub const EMBEDDED_POLICIES: [(&str, &str); 2] = [
-    ("gobank.toml", include_str!("../policies/gobank.toml")),
-    ("hyperscalebank.toml", include_str!("../policies/hyperscalebank.toml")),
+    ("gobank.toml", include_str!("../../../policies/gobank.toml")),
+    ("hyperscalebank.toml", include_str!("../../../policies/hyperscalebank.toml")),
 ];
 
 /// The fixtures of one demo (or test) world.
@@ -148,7 +148,7 @@ pub fn run(config: Option<&Path>) -> Result<std::convert::Infallible, String> {
         println!("wrote a development PKI to {}", pki.dir.display());
     }
     let config = GatewayConfig::load(&config_path).map_err(|e| e.to_string())?;
-    crate::client_identity::install_crypto_provider(config.listener.tls_profile)?;
+    fapi_enforcement::client_identity::install_crypto_provider(config.listener.tls_profile)?;
     let server = config.authorization_servers.first().ok_or("no authorization server configured")?;
     let options = FixtureOptions {
         consent_storage_secret: Some(CONSENT_STORAGE_SECRET.into()),
@@ -186,7 +186,7 @@ pub fn run(config: Option<&Path>) -> Result<std::convert::Infallible, String> {
         pki.tpp_key().display(),
     );
     // The gateway's listeners first: a taken port ends the demo before anything starts.
-    let gateway = crate::server::prepare(config, false)?;
+    let gateway = fapi_gateway_server::server::prepare(config, false)?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let fixture_pki = pki.clone();
     std::thread::Builder::new()

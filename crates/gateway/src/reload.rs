@@ -17,10 +17,10 @@ use async_trait::async_trait;
 use pingora_core::server::{ListenFds, ShutdownWatch};
 use pingora_core::services::Service;
 
-use crate::client_identity::{client_verifier, ClientVerifier, ServerCertificate};
-use crate::config::GatewayConfig;
-use crate::metrics::Metrics;
 use crate::proxy::{ForwardingSettings, Live};
+use fapi_enforcement::client_identity::{client_verifier, ClientVerifier, ServerCertificate};
+use fapi_enforcement::config::GatewayConfig;
+use fapi_enforcement::metrics::Metrics;
 
 /// How often files are checked for changes.
 const POLL: Duration = Duration::from_secs(1);
@@ -36,7 +36,7 @@ fn restart_only(c: &GatewayConfig) -> Vec<(&'static str, String)> {
                 c.listener.http2,
                 c.listener.tls.is_some(),
                 c.listener.tls_profile,
-                c.listener.client_certificates == crate::config::ClientCertificateSource::Handshake
+                c.listener.client_certificates == fapi_enforcement::config::ClientCertificateSource::Handshake
             ),
         ),
         (
@@ -89,9 +89,9 @@ struct Applied {
 /// Re-reads and applies the configuration.
 pub struct Reloader {
     config_path: PathBuf,
-    overrides: crate::config::AddressOverrides,
+    overrides: fapi_enforcement::config::AddressOverrides,
     /// Authorization servers built at start; policies may name only these.
-    servers: Arc<crate::cache::ServerLinks>,
+    servers: Arc<fapi_enforcement::cache::ServerLinks>,
     live: Arc<ArcSwap<Live>>,
     server_certificate: Option<Arc<ServerCertificate>>,
     client_verifier: Arc<ClientVerifier>,
@@ -110,7 +110,7 @@ pub struct ReloadReport {
 impl Reloader {
     pub fn new(
         config: &GatewayConfig,
-        servers: Arc<crate::cache::ServerLinks>,
+        servers: Arc<fapi_enforcement::cache::ServerLinks>,
         live: Arc<ArcSwap<Live>>,
         server_certificate: Option<Arc<ServerCertificate>>,
         client_verifier: Arc<ClientVerifier>,
@@ -189,7 +189,7 @@ impl Reloader {
         self.client_verifier.replace(verifier);
         let tls = tls_files(&config);
         let policies_dir = config.policies_dir.clone();
-        crate::cache::set_consent_paths(&self.servers, &config.policies);
+        fapi_enforcement::cache::set_consent_paths(&self.servers, &config.policies);
         self.live.store(Arc::new(Live { policies: config.policies, settings }));
         applied.generation += 1;
         applied.policies_dir = policies_dir;

@@ -22,15 +22,15 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{AdminService, AdminState};
-use crate::cache::{IntrospectionCache, ServerLink, ServerLinks};
-use crate::client_identity::{install_crypto_provider, tls_settings, ClientVerifier, ServerCertificate};
-use crate::config::{ClientCertificateSource, GatewayConfig};
 use crate::connections::{self, Accepting, ConnectionTracker, DeadlineApp, HeadRead, ProxyListener};
-use crate::introspection::HttpIntrospector;
-use crate::metrics::Metrics;
 use crate::proxy::{Gateway, Live};
 use crate::reload::{forwarding_settings, ReloadService, Reloader};
-use crate::resilience::{CircuitBreaker, Guarded};
+use fapi_enforcement::cache::{IntrospectionCache, ServerLink, ServerLinks};
+use fapi_enforcement::client_identity::{install_crypto_provider, tls_settings, ClientVerifier, ServerCertificate};
+use fapi_enforcement::config::{ClientCertificateSource, GatewayConfig};
+use fapi_enforcement::introspection::HttpIntrospector;
+use fapi_enforcement::metrics::Metrics;
+use fapi_enforcement::resilience::{CircuitBreaker, Guarded};
 
 /// The proxy as pingora serves it: under connection deadlines.
 pub type ProxyApp = DeadlineApp<HttpProxy<Gateway>>;
@@ -181,9 +181,9 @@ pub fn build(config: GatewayConfig, listeners: BoundListeners) -> Result<Gateway
         client_verifier.clone(),
         metrics.clone(),
     ));
-    crate::cache::set_consent_paths(&servers, &config.policies);
+    fapi_enforcement::cache::set_consent_paths(&servers, &config.policies);
     live.store(Arc::new(Live { settings: forwarding_settings(&config), policies: config.policies }));
-    let dpop = crate::dpop::DpopVerifier::new(&config.dpop);
+    let dpop = fapi_enforcement::dpop::DpopVerifier::new(&config.dpop);
     let gateway = Gateway::new(live, servers.clone(), client_verifier, dpop, metrics.clone());
     let mut http = HttpProxy::new(gateway, conf);
     http.handle_init_modules();

@@ -24,10 +24,10 @@ use pingora_core::services::Service;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::cache::ServerLinks;
 use crate::connections::Accepting;
-use crate::metrics::Metrics;
-use crate::resilience::CircuitState;
+use fapi_enforcement::cache::ServerLinks;
+use fapi_enforcement::metrics::Metrics;
+use fapi_enforcement::resilience::CircuitState;
 
 /// What the admin endpoints read and act on.
 pub struct AdminState {
@@ -155,7 +155,7 @@ async fn revoke(State(s): Shared, headers: HeaderMap, body: axum::body::Bytes) -
                 evicted += usize::from(link.cache.revoke_token(&token).await);
             }
             s.metrics.revocations.with_label_values(&["token"]).inc();
-            let tag = crate::cache::TokenKey::new("", &token).short();
+            let tag = fapi_enforcement::cache::TokenKey::new("", &token).short();
             tracing::info!(token = %tag, evicted, "token revoked: cached results dropped");
         }
         _ => return bad("give exactly one of consent_id and token"),

@@ -1,0 +1,12 @@
+//! The fapi-gateway development kit: what the demo, the tests and the benchmark run
+//! around the gateway, never in front of a real bank. [`fixtures`] holds the mock
+//! authorization server, the mock banks and the consent storage page; [`pki`] writes a
+//! development PKI; [`demo`] starts it all on loopback; [`tpp`] walks a TPP's journey;
+//! [`bench`] and [`bench_nginx`] measure the gateway against its baselines.
+
+pub mod bench;
+pub mod bench_nginx;
+pub mod demo;
+pub mod fixtures;
+pub mod pki;
+pub mod tpp;
