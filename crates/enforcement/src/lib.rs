@@ -14,6 +14,7 @@ pub mod client_identity;
 pub mod config;
 pub mod credentials;
 pub mod dpop;
+pub mod enforcer;
 pub mod explain;
 pub mod introspection;
 pub mod metrics;

@@ -17,9 +17,9 @@ use async_trait::async_trait;
 use pingora_core::server::{ListenFds, ShutdownWatch};
 use pingora_core::services::Service;
 
-use crate::proxy::{ForwardingSettings, Live};
 use fapi_enforcement::client_identity::{client_verifier, ClientVerifier, ServerCertificate};
 use fapi_enforcement::config::GatewayConfig;
+use fapi_enforcement::enforcer::{ForwardingSettings, Live};
 use fapi_enforcement::metrics::Metrics;
 
 /// How often files are checked for changes.

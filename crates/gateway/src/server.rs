@@ -23,11 +23,12 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{AdminService, AdminState};
 use crate::connections::{self, Accepting, ConnectionTracker, DeadlineApp, HeadRead, ProxyListener};
-use crate::proxy::{Gateway, Live};
+use crate::proxy::Gateway;
 use crate::reload::{forwarding_settings, ReloadService, Reloader};
 use fapi_enforcement::cache::{IntrospectionCache, ServerLink, ServerLinks};
 use fapi_enforcement::client_identity::{install_crypto_provider, tls_settings, ClientVerifier, ServerCertificate};
 use fapi_enforcement::config::{ClientCertificateSource, GatewayConfig};
+use fapi_enforcement::enforcer::{Enforcer, Live};
 use fapi_enforcement::introspection::HttpIntrospector;
 use fapi_enforcement::metrics::Metrics;
 use fapi_enforcement::resilience::{CircuitBreaker, Guarded};
@@ -184,7 +185,8 @@ pub fn build(config: GatewayConfig, listeners: BoundListeners) -> Result<Gateway
     fapi_enforcement::cache::set_consent_paths(&servers, &config.policies);
     live.store(Arc::new(Live { settings: forwarding_settings(&config), policies: config.policies }));
     let dpop = fapi_enforcement::dpop::DpopVerifier::new(&config.dpop);
-    let gateway = Gateway::new(live, servers.clone(), client_verifier, dpop, metrics.clone());
+    let enforcer = Arc::new(Enforcer::new(live, servers.clone(), client_verifier, dpop));
+    let gateway = Gateway::new(enforcer, metrics.clone());
     let mut http = HttpProxy::new(gateway, conf);
     http.handle_init_modules();
     http.downstream_modules.add_module(Box::new(HeadRead));
