@@ -174,7 +174,7 @@ impl Reloader {
             None => None,
         };
         let verifier = client_verifier(&config.listener.client_ca, &config.listener.crls)?;
-        let settings = forwarding_settings(&config);
+        let settings = ForwardingSettings::of(&config);
         let mut applied = self.applied.lock().unwrap();
         let new_restart_only = restart_only(&config);
         let needs_restart = new_restart_only
@@ -246,19 +246,6 @@ fn tls_files(c: &GatewayConfig) -> Vec<PathBuf> {
     files.push(c.listener.client_ca.clone());
     files.extend(c.listener.crls.iter().cloned());
     files
-}
-
-/// The forwarding options of a configuration.
-pub fn forwarding_settings(config: &GatewayConfig) -> ForwardingSettings {
-    ForwardingSettings {
-        identity_headers: config.identity_headers.clone(),
-        forward_authorization: config.forward_authorization,
-        client_certificates: config.listener.client_certificates.clone(),
-        limits: config.limits,
-        server_names: config.listener.server_names.clone(),
-        upstream_connect_timeout: Duration::from_secs(2),
-        upstream_read_timeout: Duration::from_secs(30),
-    }
 }
 
 /// Runs the reloader's watch as a pingora service.

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{Fds, Server};
 use pingora_core::services::Service;
@@ -24,14 +23,12 @@ use tokio::task::JoinHandle;
 use crate::admin::{AdminService, AdminState};
 use crate::connections::{self, Accepting, ConnectionTracker, DeadlineApp, HeadRead, ProxyListener};
 use crate::proxy::Gateway;
-use crate::reload::{forwarding_settings, ReloadService, Reloader};
-use fapi_enforcement::cache::{IntrospectionCache, ServerLink, ServerLinks};
-use fapi_enforcement::client_identity::{install_crypto_provider, tls_settings, ClientVerifier, ServerCertificate};
+use crate::reload::{ReloadService, Reloader};
+use fapi_enforcement::cache::ServerLinks;
+use fapi_enforcement::client_identity::{install_crypto_provider, tls_settings, ServerCertificate};
 use fapi_enforcement::config::{ClientCertificateSource, GatewayConfig};
-use fapi_enforcement::enforcer::{Enforcer, Live};
-use fapi_enforcement::introspection::HttpIntrospector;
+use fapi_enforcement::enforcer::Enforcer;
 use fapi_enforcement::metrics::Metrics;
-use fapi_enforcement::resilience::{CircuitBreaker, Guarded};
 
 /// The proxy as pingora serves it: under connection deadlines.
 pub type ProxyApp = DeadlineApp<HttpProxy<Gateway>>;
@@ -115,40 +112,18 @@ fn server_conf(config: &GatewayConfig) -> ServerConf {
     }
 }
 
-/// The introspection path to each authorization server: client, call limit, breaker, cache.
-fn server_links(config: &GatewayConfig, metrics: &Arc<Metrics>) -> Result<ServerLinks, String> {
-    let mut links = ServerLinks::new();
-    for server in &config.authorization_servers {
-        let circuit = metrics.circuit_state.with_label_values(&[&server.name]);
-        circuit.set(0);
-        let breaker = Arc::new(CircuitBreaker::new(
-            server.circuit_failure_threshold,
-            server.circuit_open,
-            Box::new(move |state| circuit.set(state as i64)),
-        ));
-        let client =
-            HttpIntrospector::new(server).map_err(|e| format!("authorization server `{}`: {e}", server.name))?;
-        let guarded = Guarded::new(client, server.max_concurrent_calls, server.timeout, breaker.clone());
-        let cache = Arc::new(IntrospectionCache::new(&server.name, &config.cache, Arc::new(guarded), metrics.clone()));
-        links.insert(
-            server.name.clone(),
-            ServerLink { name: server.name.clone(), cache, breaker, retry_after_seconds: server.retry_after.as_secs() },
-        );
-    }
-    Ok(links)
-}
-
 /// Builds the proxy (on its bound listener), the admin service and the reloader.
-pub fn build(config: GatewayConfig, listeners: BoundListeners) -> Result<GatewayServices, String> {
+pub fn build(mut config: GatewayConfig, listeners: BoundListeners) -> Result<GatewayServices, String> {
     // Before any TLS (the introspection clients included) is set up.
     install_crypto_provider(config.listener.tls_profile)?;
     let metrics = Arc::new(Metrics::new());
-    let servers = Arc::new(server_links(&config, &metrics)?);
+    let enforcer = Arc::new(Enforcer::from_config(&mut config, &metrics)?);
+    let servers = enforcer.servers().clone();
     let server_certificate = match &config.listener.tls {
         Some((cert, key)) => Some(Arc::new(ServerCertificate::load(cert, key)?)),
         None => None,
     };
-    let client_verifier = Arc::new(ClientVerifier::load(&config.listener.client_ca, &config.listener.crls)?);
+    let client_verifier = enforcer.client_verifier().clone();
     let tls = match &server_certificate {
         Some(sc) => Some(tls_settings(&config.listener, sc.clone(), client_verifier.clone())?),
         None => None,
@@ -172,20 +147,14 @@ pub fn build(config: GatewayConfig, listeners: BoundListeners) -> Result<Gateway
     };
     let connections = ConnectionTracker::new(&config.connections, exempt, metrics.clone());
     let limits = config.connections.clone();
-    let live =
-        Arc::new(ArcSwap::from_pointee(Live { settings: forwarding_settings(&config), policies: Default::default() }));
     let reloader = Arc::new(Reloader::new(
         &config,
         servers.clone(),
-        live.clone(),
+        enforcer.live_cell().clone(),
         server_certificate,
-        client_verifier.clone(),
+        client_verifier,
         metrics.clone(),
     ));
-    fapi_enforcement::cache::set_consent_paths(&servers, &config.policies);
-    live.store(Arc::new(Live { settings: forwarding_settings(&config), policies: config.policies }));
-    let dpop = fapi_enforcement::dpop::DpopVerifier::new(&config.dpop);
-    let enforcer = Arc::new(Enforcer::new(live, servers.clone(), client_verifier, dpop));
     let gateway = Gateway::new(enforcer, metrics.clone());
     let mut http = HttpProxy::new(gateway, conf);
     http.handle_init_modules();

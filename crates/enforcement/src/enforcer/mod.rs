@@ -22,6 +22,7 @@
 //! # }
 //! ```
 
+mod build;
 pub mod forward;
 pub mod pingora;
 mod request;
@@ -44,6 +45,7 @@ use crate::dpop::{DpopVerifier, ProofError};
 use crate::introspection::unix_now;
 use crate::policy::{Grant, PolicySet, Presented};
 use crate::refusal::Refusal;
+pub use build::server_links;
 pub use request::{interaction_id, INTERACTION_ID};
 
 /// What forwarding needs besides the policy.

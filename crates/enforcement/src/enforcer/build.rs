@@ -1,0 +1,85 @@
+//! An [`Enforcer`] from a configuration: per authorization server an introspection
+//! client behind a call limit and a circuit breaker, and a cache in front; the
+//! client-certificate and DPoP verifiers; the policies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use super::{Enforcer, ForwardingSettings, Live};
+use crate::cache::{set_consent_paths, IntrospectionCache, ServerLink, ServerLinks};
+use crate::client_identity::ClientVerifier;
+use crate::config::GatewayConfig;
+use crate::dpop::DpopVerifier;
+use crate::introspection::HttpIntrospector;
+use crate::metrics::Metrics;
+use crate::resilience::{CircuitBreaker, Guarded};
+
+impl ForwardingSettings {
+    /// The forwarding settings of a configuration.
+    pub fn of(config: &GatewayConfig) -> ForwardingSettings {
+        ForwardingSettings {
+            identity_headers: config.identity_headers.clone(),
+            forward_authorization: config.forward_authorization,
+            client_certificates: config.listener.client_certificates.clone(),
+            limits: config.limits,
+            server_names: config.listener.server_names.clone(),
+            upstream_connect_timeout: Duration::from_secs(2),
+            upstream_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The introspection path to each authorization server: client, call limit, breaker, cache.
+pub fn server_links(config: &GatewayConfig, metrics: &Arc<Metrics>) -> Result<ServerLinks, String> {
+    let mut links = ServerLinks::new();
+    for server in &config.authorization_servers {
+        let circuit = metrics.circuit_state.with_label_values(&[&server.name]);
+        circuit.set(0);
+        let breaker = Arc::new(CircuitBreaker::new(
+            server.circuit_failure_threshold,
+            server.circuit_open,
+            Box::new(move |state| circuit.set(state as i64)),
+        ));
+        let client =
+            HttpIntrospector::new(server).map_err(|e| format!("authorization server `{}`: {e}", server.name))?;
+        let guarded = Guarded::new(client, server.max_concurrent_calls, server.timeout, breaker.clone());
+        let cache = Arc::new(IntrospectionCache::new(&server.name, &config.cache, Arc::new(guarded), metrics.clone()));
+        links.insert(
+            server.name.clone(),
+            ServerLink { name: server.name.clone(), cache, breaker, retry_after_seconds: server.retry_after.as_secs() },
+        );
+    }
+    Ok(links)
+}
+
+impl Enforcer {
+    /// Builds the enforcer of `config`, moving its policies in (they are `config`'s no
+    /// more). Install the process's TLS provider first
+    /// ([`install_crypto_provider`](crate::install_crypto_provider)): the introspection
+    /// clients are TLS clients.
+    pub fn from_config(config: &mut GatewayConfig, metrics: &Arc<Metrics>) -> Result<Enforcer, String> {
+        let servers = Arc::new(server_links(config, metrics)?);
+        let client_verifier = Arc::new(ClientVerifier::load(&config.listener.client_ca, &config.listener.crls)?);
+        let policies = std::mem::take(&mut config.policies);
+        set_consent_paths(&servers, &policies);
+        let live = Arc::new(ArcSwap::from_pointee(Live { settings: ForwardingSettings::of(config), policies }));
+        Ok(Enforcer::new(live, servers, client_verifier, DpopVerifier::new(&config.dpop)))
+    }
+
+    /// The introspection path to each authorization server (its cache takes revocations).
+    pub fn servers(&self) -> &Arc<ServerLinks> {
+        &self.servers
+    }
+
+    /// The live configuration, which a host swaps whole on reload.
+    pub fn live_cell(&self) -> &Arc<ArcSwap<Live>> {
+        &self.live
+    }
+
+    /// The verifier of certificates from a trusted proxy's headers (reloadable CA and CRLs).
+    pub fn client_verifier(&self) -> &Arc<ClientVerifier> {
+        &self.client_verifier
+    }
+}
