@@ -19,10 +19,20 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use crate::config::CacheConfig;
 use crate::introspection::{IntrospectionError, Introspector, TokenInfo};
 use crate::metrics::Metrics;
 use crate::policy::ClaimPath;
+
+/// The cache's bounds.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Longest an active result is kept (never past the token's `exp`).
+    pub max_ttl: Duration,
+    /// How long an inactive result is kept.
+    pub inactive_ttl: Duration,
+    /// Most entries kept.
+    pub capacity: u64,
+}
 
 /// A token's identity in the cache: SHA-256 over the server's name and the token,
 /// truncated to 128 bits (finding another token with the same key takes about 2^128

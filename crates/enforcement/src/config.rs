@@ -5,7 +5,6 @@
 //! its file and line (`ConfigError`), so `fapi-gateway check` can list them all at once.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -14,69 +13,13 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use crate::cache::CacheConfig;
+pub use crate::diagnostics::{line_of, ConfigError, ConfigErrors};
+pub use crate::dpop::DpopConfig;
+pub use crate::introspection::{AuthorizationServerConfig, ClientAuth};
 use crate::policy::PolicySet;
+pub use crate::policy::Upstream;
 use crate::secrets;
-
-/// One problem found in a configuration or policy file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    /// 1-based line, when the problem can be pinned to one.
-    pub line: Option<usize>,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(file: &Path, line: Option<usize>, message: impl Into<String>) -> Self {
-        ConfigError { file: file.to_path_buf(), line, message: message.into() }
-    }
-
-    /// A problem at a byte span of `source`.
-    pub fn at(file: &Path, source: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
-        let line = span.map(|s| line_of(source, s.start));
-        Self::new(file, line, message)
-    }
-
-    /// Turns a TOML parse or schema error into a located problem.
-    pub fn from_toml(file: &Path, source: &str, err: &toml::de::Error) -> Self {
-        Self::at(file, source, err.span(), err.message().trim().to_string())
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.message),
-            None => write!(f, "{}: {}", self.file.display(), self.message),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// Every problem found; loading reports all of them, not just the first.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
-/// 1-based line number of a byte offset.
-pub fn line_of(source: &str, offset: usize) -> usize {
-    let end = offset.min(source.len());
-    source.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
-}
 
 // ---- the file as written -------------------------------------------------------------
 
@@ -258,7 +201,7 @@ fn default_max_connections_per_ip() -> Spanned<usize> {
 }
 
 /// Limits on downstream connections (`[connections]`), enforced by
-/// [`crate::connections`]. Fixed per process.
+/// the gateway application's accept loop. Fixed per process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// From accept to the end of the TLS handshake.
@@ -621,98 +564,6 @@ pub struct Limits {
     pub max_body_bytes: u64,
 }
 
-/// RFC 9449 proof checking.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DpopConfig {
-    pub max_age: Duration,
-    pub external_url: Option<String>,
-    pub require_nonce: bool,
-    pub replay_capacity: u64,
-}
-
-/// How the gateway authenticates to an authorization server.
-#[derive(Clone, PartialEq, Eq)]
-pub enum ClientAuth {
-    SecretBasic {
-        secret: String,
-    },
-    SecretPost {
-        secret: String,
-    },
-    /// RFC 7523 client assertion signed with `private_key` (PEM), `alg` RS256, PS256 or ES256.
-    PrivateKeyJwt {
-        private_key: PathBuf,
-        alg: String,
-        key_id: Option<String>,
-    },
-    /// RFC 8705: the gateway's own client certificate, at the server's mTLS endpoint.
-    TlsClientAuth {
-        certificate: PathBuf,
-        private_key: PathBuf,
-    },
-    /// A bearer token obtained with client_credentials (`client_secret_basic`) at the token endpoint.
-    Bearer {
-        secret: String,
-        scope: String,
-    },
-}
-
-impl ClientAuth {
-    pub fn method(&self) -> &'static str {
-        match self {
-            ClientAuth::SecretBasic { .. } => "client_secret_basic",
-            ClientAuth::SecretPost { .. } => "client_secret_post",
-            ClientAuth::PrivateKeyJwt { .. } => "private_key_jwt",
-            ClientAuth::TlsClientAuth { .. } => "tls_client_auth",
-            ClientAuth::Bearer { .. } => "bearer",
-        }
-    }
-}
-
-/// Secrets are shown as a short hash, so a changed secret is still seen as a change.
-impl fmt::Debug for ClientAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hidden = |s: &str| {
-            use sha2::{Digest, Sha256};
-            format!(
-                "sha256:{}",
-                Sha256::digest(s.as_bytes())[..6].iter().map(|b| format!("{b:02x}")).collect::<String>()
-            )
-        };
-        match self {
-            ClientAuth::SecretBasic { secret } => write!(f, "client_secret_basic({})", hidden(secret)),
-            ClientAuth::SecretPost { secret } => write!(f, "client_secret_post({})", hidden(secret)),
-            ClientAuth::PrivateKeyJwt { private_key, alg, key_id } => {
-                write!(f, "private_key_jwt({}, {alg}, {key_id:?})", private_key.display())
-            }
-            ClientAuth::TlsClientAuth { certificate, private_key } => {
-                write!(f, "tls_client_auth({}, {})", certificate.display(), private_key.display())
-            }
-            ClientAuth::Bearer { secret, scope } => write!(f, "bearer({}, {scope})", hidden(secret)),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct AuthorizationServerConfig {
-    /// Names the server in policies, metrics and cache keys.
-    pub name: String,
-    pub issuer: Option<String>,
-    pub introspection_endpoint: Option<String>,
-    pub token_endpoint: Option<String>,
-    pub jwks_uri: Option<String>,
-    pub client_id: String,
-    pub client_auth: ClientAuth,
-    /// RFC 9701: ask for, and require, signed introspection responses.
-    pub signed_responses: bool,
-    pub ca: Option<PathBuf>,
-    pub timeout: Duration,
-    pub retry_after: Duration,
-    pub max_concurrent_calls: usize,
-    pub circuit_failure_threshold: usize,
-    pub circuit_open: Duration,
-}
-
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -731,20 +582,6 @@ pub struct LoggingConfig {
 pub struct AdminConfig {
     pub address: SocketAddr,
     pub bearer_secret: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct CacheConfig {
-    pub max_ttl: Duration,
-    pub inactive_ttl: Duration,
-    pub capacity: u64,
-}
-
-/// A backend the gateway forwards to. Plain HTTP on the bank's internal network.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
-    pub name: String,
-    pub address: SocketAddr,
 }
 
 #[derive(Debug, Clone)]

@@ -13,7 +13,14 @@ use moka::sync::Cache;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::config::DpopConfig;
+/// RFC 9449 proof checking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpopConfig {
+    pub max_age: Duration,
+    pub external_url: Option<String>,
+    pub require_nonce: bool,
+    pub replay_capacity: u64,
+}
 
 /// The algorithms accepted for proofs (asymmetric only), as announced in challenges.
 pub const ALGORITHMS: &str = "ES256 PS256 RS256 EdDSA";

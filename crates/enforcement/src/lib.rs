@@ -13,6 +13,7 @@ pub mod cache;
 pub mod client_identity;
 pub mod config;
 pub mod credentials;
+pub mod diagnostics;
 pub mod dpop;
 pub mod enforcer;
 pub mod explain;

@@ -5,10 +5,14 @@
 //! the policy can be tested without a network. [`HttpIntrospector`] is the real client
 //! (discovery, client authentication, RFC 9701 signed responses).
 
+pub mod claims;
 mod client;
+mod http;
+mod settings;
 mod signed;
 
 pub use client::HttpIntrospector;
+pub use settings::{AuthorizationServerConfig, ClientAuth};
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,7 +22,7 @@ use serde_json::Value;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-use crate::policy::claims::{share, share_list, Claim};
+use claims::{share, share_list, Claim};
 
 /// The standard RFC 7662 (and RFC 8705/9449) members: the gateway reads the ones it needs
 /// into [`TokenInfo`]'s fields and keeps none of them in `claims`, which policies'

@@ -9,7 +9,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
-use super::client::read_json;
+use super::http::read_json;
 use super::{unix_now, IntrospectionError};
 
 /// Least time between two JWKS fetches for unknown keys (a flood of bad `kid`s must not

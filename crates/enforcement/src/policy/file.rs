@@ -9,8 +9,9 @@ use toml::Spanned;
 use super::claims::{ClaimMapping, ClaimPath, PROFILES};
 
 use super::router::{InsertError, PathTemplate, Router};
+use super::Upstream;
 use super::{Api, Binding, PolicySet, Route};
-use crate::config::{line_of, ConfigError, ConfigErrors, Upstream};
+use crate::diagnostics::{line_of, ConfigError, ConfigErrors};
 
 /// The largest request body the gateway reads to check it (pingora buffers at most this
 /// much for replay to the upstream).

@@ -17,11 +17,17 @@ use std::path::PathBuf;
 use http::Method;
 use serde_json::Value;
 
-use crate::config::Upstream;
 use crate::introspection::TokenInfo;
 use crate::refusal::{ConsentRefusal, Refusal};
 pub use claims::{Claim, ClaimMapping, ClaimPath, Node};
 pub use router::{PathParams, PathTemplate, RouteMiss, Router};
+
+/// A backend the gateway forwards to. Plain HTTP on the bank's internal network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub name: String,
+    pub address: SocketAddr,
+}
 
 /// How a route's token must be sender-constrained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +99,7 @@ pub struct Api {
     pub claims: ClaimMapping,
     pub routes: Vec<Route>,
     /// Not errors, but worth an operator's look (`check` prints them).
-    pub warnings: Vec<crate::config::ConfigError>,
+    pub warnings: Vec<crate::diagnostics::ConfigError>,
     router: Router<usize>,
 }
 

@@ -169,7 +169,7 @@ fn errors_of(source: &str) -> Vec<String> {
     }
 }
 
-use crate::config::ConfigErrors;
+use crate::diagnostics::ConfigErrors;
 
 #[test]
 fn every_kind_of_mistake_is_reported_with_file_and_line() {
