@@ -394,13 +394,37 @@ fn default_capacity() -> u64 {
     100_000
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ForwardingSection {
     #[serde(default)]
     headers: IdentityHeaderNames,
     #[serde(default)]
     forward_authorization: bool,
+    /// Connecting to a bank backend may take this long.
+    #[serde(default = "default_upstream_connect_ms")]
+    upstream_connect_timeout_ms: u64,
+    /// Waiting for a bank backend's next bytes may take this long.
+    #[serde(default = "default_upstream_read_ms")]
+    upstream_read_timeout_ms: u64,
+}
+
+impl Default for ForwardingSection {
+    fn default() -> Self {
+        ForwardingSection {
+            headers: IdentityHeaderNames::default(),
+            forward_authorization: false,
+            upstream_connect_timeout_ms: default_upstream_connect_ms(),
+            upstream_read_timeout_ms: default_upstream_read_ms(),
+        }
+    }
+}
+
+fn default_upstream_connect_ms() -> u64 {
+    2_000
+}
+fn default_upstream_read_ms() -> u64 {
+    30_000
 }
 
 #[derive(Debug, Deserialize)]
@@ -619,6 +643,10 @@ pub struct GatewayConfig {
     pub cache: CacheConfig,
     pub identity_headers: IdentityHeaderNames,
     pub forward_authorization: bool,
+    /// Connecting to a bank backend may take this long.
+    pub upstream_connect_timeout: Duration,
+    /// Waiting for a bank backend's next bytes may take this long.
+    pub upstream_read_timeout: Duration,
     pub upstreams: BTreeMap<String, Upstream>,
     pub policies_dir: PathBuf,
     pub policies: PolicySet,
@@ -979,6 +1007,14 @@ impl GatewayConfig {
             errors.push(ConfigError::new(path, None, "cache.capacity must be above 0"));
         }
 
+        for (name, ms) in [
+            ("upstream_connect_timeout_ms", file.forwarding.upstream_connect_timeout_ms),
+            ("upstream_read_timeout_ms", file.forwarding.upstream_read_timeout_ms),
+        ] {
+            if ms == 0 {
+                errors.push(ConfigError::new(path, None, format!("forwarding.{name} must be above 0")));
+            }
+        }
         for name in file.forwarding.headers.all() {
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 errors.push(ConfigError::new(
@@ -1070,6 +1106,8 @@ impl GatewayConfig {
             },
             identity_headers: file.forwarding.headers,
             forward_authorization: file.forwarding.forward_authorization,
+            upstream_connect_timeout: Duration::from_millis(file.forwarding.upstream_connect_timeout_ms),
+            upstream_read_timeout: Duration::from_millis(file.forwarding.upstream_read_timeout_ms),
             upstreams,
             policies_dir,
             policies: policies.expect("checked above"),
@@ -1166,6 +1204,10 @@ gobank = "http://127.0.0.1:8070"
         assert_eq!(c.identity_headers, IdentityHeaderNames::default());
         assert_eq!(c.policies.apis().len(), 1);
         assert!(c.admin.is_none() && !c.forward_authorization);
+        assert_eq!(
+            (c.upstream_connect_timeout, c.upstream_read_timeout),
+            (Duration::from_secs(2), Duration::from_secs(30))
+        );
     }
 
     #[test]
@@ -1195,6 +1237,10 @@ gobank = "http://127.0.0.1:8070"
                 "`x subject` is not a valid header name",
             ),
             (VALID.replace("gobank = ", "otherbank = "), "unknown upstream `gobank`"),
+            (
+                VALID.replace("[upstreams]", "[forwarding]\nupstream_read_timeout_ms = 0\n[upstreams]"),
+                "forwarding.upstream_read_timeout_ms must be above 0",
+            ),
             (VALID.replace("client_id = \"gw\"\n", ""), "missing field `client_id`"),
         ];
         for (source, expected) in cases {

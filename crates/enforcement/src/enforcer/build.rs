@@ -3,7 +3,6 @@
 //! client-certificate and DPoP verifiers; the policies.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
@@ -25,8 +24,8 @@ impl ForwardingSettings {
             client_certificates: config.listener.client_certificates.clone(),
             limits: config.limits,
             server_names: config.listener.server_names.clone(),
-            upstream_connect_timeout: Duration::from_secs(2),
-            upstream_read_timeout: Duration::from_secs(30),
+            upstream_connect_timeout: config.upstream_connect_timeout,
+            upstream_read_timeout: config.upstream_read_timeout,
         }
     }
 }
