@@ -45,116 +45,134 @@ pub enum Claim {
     Object(Box<[(Arc<str>, Claim)]>),
 }
 
-/// The shared strings. Strings no token holds any more are dropped when the set has
-/// doubled since the last sweep, so it stays proportional to what is cached.
-struct Strings {
-    set: HashSet<Arc<str>>,
+/// Shards of the sharing pools: a miss locks one shard for one string, list or array,
+/// so misses for many tokens (of every authorization server) do not wait on each other.
+const SHARDS: usize = 16;
+
+fn shard_of(key: &str) -> usize {
+    use std::hash::BuildHasher;
+    static SEED: LazyLock<std::collections::hash_map::RandomState> = LazyLock::new(Default::default);
+    SEED.hash_one(key) as usize % SHARDS
+}
+
+/// Shared values by text. Values no token holds any more are dropped when a shard has
+/// doubled since its last sweep, so the pool stays proportional to what is cached.
+struct Pool<V> {
+    shards: [Mutex<PoolShard<V>>; SHARDS],
+}
+
+struct PoolShard<V> {
+    map: HashMap<Box<str>, V>,
     swept_at: usize,
-    /// Arrays by their JSON text.
-    arrays: HashMap<String, Arc<[Claim]>>,
-    arrays_swept_at: usize,
-    /// Space-separated lists (scopes) by their text.
-    lists: HashMap<Box<str>, Arc<[Arc<str>]>>,
-    lists_swept_at: usize,
 }
 
-static STRINGS: LazyLock<Mutex<Strings>> = LazyLock::new(|| {
-    Mutex::new(Strings {
-        set: HashSet::new(),
-        swept_at: 1024,
-        arrays: HashMap::new(),
-        arrays_swept_at: 1024,
-        lists: HashMap::new(),
-        lists_swept_at: 1024,
-    })
-});
+impl<V: Clone> Pool<V> {
+    fn new() -> Pool<V> {
+        Pool { shards: std::array::from_fn(|_| Mutex::new(PoolShard { map: HashMap::new(), swept_at: 256 })) }
+    }
 
-fn shared_array(items: &[Value], strings: &mut Strings) -> Arc<[Claim]> {
+    /// The shared value for `key`; `make` runs without the shard's lock (it may share
+    /// values itself), and `held` tells a value some token still holds.
+    fn get_or_make(&self, key: &str, make: impl FnOnce() -> V, held: impl Fn(&V) -> bool) -> V {
+        let shard = &self.shards[shard_of(key)];
+        if let Some(found) = lock(shard).map.get(key) {
+            return found.clone();
+        }
+        let made = make();
+        let mut shard = lock(shard);
+        if let Some(found) = shard.map.get(key) {
+            return found.clone();
+        }
+        if shard.map.len() >= shard.swept_at * 2 {
+            shard.map.retain(|_, v| held(v));
+            shard.swept_at = shard.map.len().max(256);
+        }
+        shard.map.insert(key.into(), made.clone());
+        made
+    }
+}
+
+/// A lock that a panic elsewhere does not make unusable: the maps stay valid.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The shared strings (a set: the key is the value).
+struct StringPool {
+    shards: [Mutex<(HashSet<Arc<str>>, usize)>; SHARDS],
+}
+
+impl StringPool {
+    fn share(&self, s: &str) -> Arc<str> {
+        let mut shard = lock(&self.shards[shard_of(s)]);
+        if let Some(found) = shard.0.get(s) {
+            return found.clone();
+        }
+        let (set, swept_at) = &mut *shard;
+        if set.len() >= *swept_at * 2 {
+            set.retain(|a| Arc::strong_count(a) > 1);
+            *swept_at = set.len().max(256);
+        }
+        let new: Arc<str> = s.into();
+        set.insert(new.clone());
+        new
+    }
+}
+
+static STRINGS: LazyLock<StringPool> =
+    LazyLock::new(|| StringPool { shards: std::array::from_fn(|_| Mutex::new((HashSet::new(), 256))) });
+/// Arrays by their JSON text (permission lists repeat across a consent's tokens).
+static ARRAYS: LazyLock<Pool<Arc<[Claim]>>> = LazyLock::new(Pool::new);
+/// Space-separated lists (scopes) by their text.
+static LISTS: LazyLock<Pool<Arc<[Arc<str>]>>> = LazyLock::new(Pool::new);
+
+fn shared_array(items: &[Value]) -> Arc<[Claim]> {
     let text = serde_json::to_string(items).unwrap_or_default();
-    if let Some(found) = strings.arrays.get(&text) {
-        return found.clone();
-    }
-    if strings.arrays.len() >= strings.arrays_swept_at * 2 {
-        strings.arrays.retain(|_, a| Arc::strong_count(a) > 1);
-        strings.arrays_swept_at = strings.arrays.len().max(1024);
-    }
-    let new: Arc<[Claim]> = items.iter().map(|i| Claim::compact(i, strings)).collect();
-    strings.arrays.insert(text, new.clone());
-    new
-}
-
-fn shared(s: &str, strings: &mut Strings) -> Arc<str> {
-    if let Some(found) = strings.set.get(s) {
-        return found.clone();
-    }
-    if strings.set.len() >= strings.swept_at * 2 {
-        strings.set.retain(|a| Arc::strong_count(a) > 1);
-        strings.swept_at = strings.set.len().max(1024);
-    }
-    let new: Arc<str> = s.into();
-    strings.set.insert(new.clone());
-    new
+    ARRAYS.get_or_make(&text, || items.iter().map(Claim::compact).collect(), |a| Arc::strong_count(a) > 1)
 }
 
 impl Claim {
-    fn compact(v: &Value, strings: &mut Strings) -> Claim {
+    fn compact(v: &Value) -> Claim {
         match v {
             Value::Null => Claim::Null,
             Value::Bool(b) => Claim::Bool(*b),
             Value::Number(n) => Claim::Number(n.clone()),
-            Value::String(s) => Claim::String(shared(s, strings)),
-            Value::Array(items) => Claim::Array(shared_array(items, strings)),
+            Value::String(s) => Claim::String(share(s)),
+            Value::Array(items) => Claim::Array(shared_array(items)),
             // serde_json's map iterates in key order: the slice is sorted for binary search.
-            Value::Object(map) => {
-                Claim::Object(map.iter().map(|(k, v)| (shared(k, strings), Claim::compact(v, strings))).collect())
-            }
+            Value::Object(map) => Claim::Object(map.iter().map(|(k, v)| (share(k), Claim::compact(v))).collect()),
+        }
+    }
+
+    /// An object's members but the `skipped` ones, compact.
+    pub fn compact_except(v: &Value, skipped: &[&str]) -> Claim {
+        match v {
+            Value::Object(map) => Claim::Object(
+                map.iter()
+                    .filter(|(k, _)| !skipped.contains(&k.as_str()))
+                    .map(|(k, v)| (share(k), Claim::compact(v)))
+                    .collect(),
+            ),
+            other => Claim::compact(other),
         }
     }
 }
 
 impl From<&Value> for Claim {
     fn from(v: &Value) -> Claim {
-        let mut strings = STRINGS.lock().unwrap_or_else(|e| e.into_inner());
-        Claim::compact(v, &mut strings)
-    }
-}
-
-impl Claim {
-    /// An object's members but the `skipped` ones, compact.
-    pub fn compact_except(v: &Value, skipped: &[&str]) -> Claim {
-        let mut strings = STRINGS.lock().unwrap_or_else(|e| e.into_inner());
-        match v {
-            Value::Object(map) => Claim::Object(
-                map.iter()
-                    .filter(|(k, _)| !skipped.contains(&k.as_str()))
-                    .map(|(k, v)| (shared(k, &mut strings), Claim::compact(v, &mut strings)))
-                    .collect(),
-            ),
-            other => Claim::compact(other, &mut strings),
-        }
+        Claim::compact(v)
     }
 }
 
 /// The words of a space-separated list (a `scope`), shared with every other holder of the
 /// same list.
 pub fn share_list(text: &str) -> Arc<[Arc<str>]> {
-    let mut strings = STRINGS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(found) = strings.lists.get(text) {
-        return found.clone();
-    }
-    if strings.lists.len() >= strings.lists_swept_at * 2 {
-        strings.lists.retain(|_, l| Arc::strong_count(l) > 1);
-        strings.lists_swept_at = strings.lists.len().max(1024);
-    }
-    let list: Arc<[Arc<str>]> = text.split_whitespace().map(|w| shared(w, &mut strings)).collect();
-    strings.lists.insert(text.into(), list.clone());
-    list
+    LISTS.get_or_make(text, || text.split_whitespace().map(share).collect(), |l| Arc::strong_count(l) > 1)
 }
 
 /// A string shared with every other holder of the same text.
 pub fn share(s: &str) -> Arc<str> {
-    let mut strings = STRINGS.lock().unwrap_or_else(|e| e.into_inner());
-    shared(s, &mut strings)
+    STRINGS.share(s)
 }
 
 impl Claim {
