@@ -79,29 +79,7 @@ enum Command {
     },
     /// The load benchmark: bank direct, the gateway without and with authorization (hot and
     /// cold tokens, a revocation storm) and nginx's auth_request pattern, in one run.
-    Bench {
-        #[arg(long, default_value_t = 16)]
-        concurrency: usize,
-        /// Seconds per scenario.
-        #[arg(long, default_value_t = 10)]
-        duration: u64,
-        /// At most this many requests per scenario.
-        #[arg(long, default_value_t = 1_000_000)]
-        requests: u64,
-        #[arg(long, default_value_t = 100)]
-        hot_tokens: usize,
-        #[arg(long, default_value_t = 20_000)]
-        cold_tokens: usize,
-        /// Comma-separated: bank, no-auth, hot, cold, storm, nginx (default: all).
-        #[arg(long)]
-        scenarios: Option<String>,
-        /// Cached-token counts for the memory measurement (comma-separated; empty to skip).
-        #[arg(long, default_value = "100000,1000000")]
-        memory: String,
-        /// Also write the report as JSON here.
-        #[arg(long)]
-        json: Option<PathBuf>,
-    },
+    Bench(fapi_devkit::bench::BenchArgs),
     /// Write a development PKI (CA, gateway server certificate, two TPP client certificates).
     Certs {
         #[arg(long, default_value = "certs")]
@@ -174,12 +152,12 @@ fn main() -> ExitCode {
             fapi_devkit::demo::run(config.as_deref()).map(|never| match never {})
         }
         Command::Check { config } => check(&config),
-        Command::Bench { concurrency, duration, requests, hot_tokens, cold_tokens, scenarios, memory, json } => {
+        Command::Bench(args) => {
             init_logging(Some(&fapi_enforcement::config::LoggingConfig {
                 format: LogFormat::Pretty,
                 level: "warn".into(),
             }));
-            bench(concurrency, duration, requests, hot_tokens, cold_tokens, scenarios, &memory, json)
+            bench(args)
         }
         Command::Fixture { fixture } => {
             init_logging(None);
@@ -242,39 +220,9 @@ fn explain(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn bench(
-    concurrency: usize,
-    duration: u64,
-    requests: u64,
-    hot_tokens: usize,
-    cold_tokens: usize,
-    scenarios: Option<String>,
-    memory: &str,
-    json: Option<PathBuf>,
-) -> Result<(), String> {
-    use fapi_devkit::bench::{BenchOptions, Scenario};
-    let scenarios = match scenarios {
-        None => Scenario::ALL.to_vec(),
-        Some(list) => list
-            .split(',')
-            .map(|s| Scenario::parse(s.trim()).ok_or_else(|| format!("unknown scenario `{s}`")))
-            .collect::<Result<Vec<_>, _>>()?,
-    };
-    let memory = memory
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse::<usize>().map_err(|_| format!("`{s}` is not a count")))
-        .collect::<Result<Vec<_>, _>>()?;
-    let options = BenchOptions {
-        concurrency,
-        duration: std::time::Duration::from_secs(duration.max(1)),
-        max_requests: requests,
-        hot_tokens,
-        cold_tokens,
-        scenarios,
-        memory,
-        binary: std::env::current_exe().map_err(|e| e.to_string())?,
-    };
+fn bench(args: fapi_devkit::bench::BenchArgs) -> Result<(), String> {
+    let json = args.json.clone();
+    let options = args.options(std::env::current_exe().map_err(|e| e.to_string())?)?;
     let report = runtime()?.block_on(fapi_devkit::bench::run(options))?;
     print!("{}", report.table());
     if let Some(path) = json {

@@ -74,6 +74,61 @@ impl Scenario {
     }
 }
 
+/// The `bench` command's arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Connections of the load generator.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Seconds per scenario.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// At most this many requests per scenario.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub requests: u64,
+    /// Tokens the hot scenarios cycle through.
+    #[arg(long, default_value_t = 100)]
+    pub hot_tokens: usize,
+    /// Tokens minted for the cold scenario.
+    #[arg(long, default_value_t = 20_000)]
+    pub cold_tokens: usize,
+    /// Comma-separated: bank, no-auth, hot, cold, storm, nginx (default: all).
+    #[arg(long, value_delimiter = ',', value_parser = parse_scenario)]
+    pub scenarios: Vec<Scenario>,
+    /// Cached-token counts for the memory measurement (comma-separated; empty to skip).
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+    pub memory: Vec<String>,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+fn parse_scenario(s: &str) -> Result<Scenario, String> {
+    Scenario::parse(s.trim()).ok_or_else(|| format!("unknown scenario `{s}`"))
+}
+
+impl BenchArgs {
+    /// The options these arguments ask for; `binary` runs the gateways and the bank.
+    pub fn options(self, binary: PathBuf) -> Result<BenchOptions, String> {
+        let memory = self
+            .memory
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.trim().parse::<usize>().map_err(|_| format!("`{s}` is not a count")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(BenchOptions {
+            concurrency: self.concurrency,
+            duration: Duration::from_secs(self.duration.max(1)),
+            max_requests: self.requests,
+            hot_tokens: self.hot_tokens,
+            cold_tokens: self.cold_tokens,
+            scenarios: if self.scenarios.is_empty() { Scenario::ALL.to_vec() } else { self.scenarios },
+            memory,
+            binary,
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
     pub concurrency: usize,
