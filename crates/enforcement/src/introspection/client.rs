@@ -1,23 +1,22 @@
 //! The RFC 7662 client: where the endpoints are (given, or from the issuer's discovery
-//! document), how the gateway authenticates (five methods), and reading the answer,
-//! plain JSON or an RFC 9701 signed JWT.
+//! document), how the gateway authenticates (one of the methods in
+//! [`client_auth`](super::client_auth)), and reading the answer, plain JSON or an RFC 9701
+//! signed JWT.
 //!
 //! No call is retried, except once after a 401 when the credential was a bearer token
 //! that may have expired (the server refused it, so nothing was introspected).
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::OnceCell;
 
+use super::client_auth::{self, CallContext, ClientAuthMethod};
 use super::http::{read_body, read_json, transport_error};
 use super::signed::SignedResponses;
-use super::{AuthorizationServerConfig, ClientAuth};
+use super::AuthorizationServerConfig;
 use super::{IntrospectionError, Introspector, TokenInfo};
-use crate::introspection::unix_now;
 
 const SIGNED_TYPE: &str = "application/token-introspection+jwt";
 
@@ -29,23 +28,17 @@ struct Endpoints {
     jwks_uri: Option<String>,
 }
 
-/// Signs RFC 7523 client assertions for `private_key_jwt`.
-struct AssertionSigner {
-    key: EncodingKey,
-    alg: Algorithm,
-    key_id: Option<String>,
-}
-
+/// Introspects tokens at one authorization server over HTTP(S).
 pub struct HttpIntrospector {
     client: reqwest::Client,
     config: AuthorizationServerConfig,
     endpoints: OnceCell<Endpoints>,
-    signer: Option<AssertionSigner>,
-    bearer: Mutex<Option<(String, Instant)>>,
+    auth: Box<dyn ClientAuthMethod>,
     signed: OnceCell<SignedResponses>,
 }
 
 impl HttpIntrospector {
+    /// A client for `config`'s server (nothing is called before the first introspection).
     pub fn new(config: &AuthorizationServerConfig) -> Result<HttpIntrospector, String> {
         let mut builder = reqwest::Client::builder()
             .timeout(config.timeout)
@@ -58,40 +51,14 @@ impl HttpIntrospector {
                 .map_err(|e| format!("{} is not a PEM certificate bundle: {e}", ca.display()))?;
             builder = builder.tls_certs_only(certs);
         }
-        let mut signer = None;
-        match &config.client_auth {
-            ClientAuth::TlsClientAuth { certificate, private_key } => {
-                let mut pem =
-                    std::fs::read(certificate).map_err(|e| format!("cannot read {}: {e}", certificate.display()))?;
-                pem.extend(
-                    std::fs::read(private_key).map_err(|e| format!("cannot read {}: {e}", private_key.display()))?,
-                );
-                let identity = reqwest::Identity::from_pem(&pem)
-                    .map_err(|e| format!("{}: not a usable client certificate and key: {e}", certificate.display()))?;
-                builder = builder.identity(identity);
-            }
-            ClientAuth::PrivateKeyJwt { private_key, alg, key_id } => {
-                let pem =
-                    std::fs::read(private_key).map_err(|e| format!("cannot read {}: {e}", private_key.display()))?;
-                let (key, alg) = match alg.as_str() {
-                    "ES256" => (EncodingKey::from_ec_pem(&pem), Algorithm::ES256),
-                    "RS256" => (EncodingKey::from_rsa_pem(&pem), Algorithm::RS256),
-                    "PS256" => (EncodingKey::from_rsa_pem(&pem), Algorithm::PS256),
-                    other => return Err(format!("signing_alg {other} is not supported")),
-                };
-                let key =
-                    key.map_err(|e| format!("{}: not a {} private key: {e}", private_key.display(), alg_name(alg)))?;
-                signer = Some(AssertionSigner { key, alg, key_id: key_id.clone() });
-            }
-            _ => {}
-        }
+        let auth = client_auth::for_config(&config.client_auth)?;
+        let builder = auth.configure(builder)?;
         let client = builder.build().map_err(|e| format!("cannot build the introspection client: {e}"))?;
         Ok(HttpIntrospector {
             client,
             config: config.clone(),
             endpoints: OnceCell::new(),
-            signer,
-            bearer: Mutex::new(None),
+            auth,
             signed: OnceCell::new(),
         })
     }
@@ -104,7 +71,7 @@ impl HttpIntrospector {
 
     async fn discover(&self) -> Result<Endpoints, IntrospectionError> {
         let c = &self.config;
-        let needs_token = matches!(c.client_auth, ClientAuth::Bearer { .. }) && c.token_endpoint.is_none();
+        let needs_token = self.auth.renews_on_unauthorized() && c.token_endpoint.is_none();
         let needs_jwks = c.signed_responses && c.jwks_uri.is_none();
         let (Some(issuer), true) = (&c.issuer, c.introspection_endpoint.is_none() || needs_token || needs_jwks) else {
             let introspection = c
@@ -120,7 +87,7 @@ impl HttpIntrospector {
         if doc["issuer"].as_str().map(|s| s.trim_end_matches('/')) != Some(issuer.as_str()) {
             return Err(IntrospectionError::Discovery(format!("{url} names another issuer ({})", doc["issuer"])));
         }
-        let mtls = matches!(c.client_auth, ClientAuth::TlsClientAuth { .. });
+        let mtls = self.auth.uses_client_certificate();
         let endpoint = |name: &str| {
             let alias = doc["mtls_endpoint_aliases"][name].as_str().filter(|_| mtls);
             alias.or(doc[name].as_str()).map(str::to_string)
@@ -139,52 +106,6 @@ impl HttpIntrospector {
         Ok(endpoints)
     }
 
-    /// A client assertion for `aud` (RFC 7523 §3).
-    fn assertion(&self, signer: &AssertionSigner, aud: &str) -> Result<String, IntrospectionError> {
-        let now = unix_now();
-        let claims = json!({
-            "iss": self.config.client_id, "sub": self.config.client_id, "aud": aud,
-            "jti": uuid::Uuid::new_v4().to_string(), "iat": now, "exp": now + 60,
-        });
-        let mut header = Header::new(signer.alg);
-        header.kid = signer.key_id.clone();
-        jsonwebtoken::encode(&header, &claims, &signer.key)
-            .map_err(|e| IntrospectionError::Unreachable(format!("cannot sign the client assertion: {e}")))
-    }
-
-    /// The bearer token for the `bearer` method: cached until shortly before it expires.
-    async fn bearer_token(&self, endpoints: &Endpoints, fresh: bool) -> Result<String, IntrospectionError> {
-        if !fresh {
-            if let Some((token, until)) = self.bearer.lock().unwrap().as_ref() {
-                if Instant::now() < *until {
-                    return Ok(token.clone());
-                }
-            }
-        }
-        let ClientAuth::Bearer { secret, scope } = &self.config.client_auth else {
-            unreachable!("only called for the bearer method")
-        };
-        let url = endpoints.token.as_ref().ok_or_else(|| IntrospectionError::Discovery("no token endpoint".into()))?;
-        let sent = self
-            .client
-            .post(url)
-            .basic_auth(&self.config.client_id, Some(secret))
-            .form(&[("grant_type", "client_credentials"), ("scope", scope.as_str())])
-            .send()
-            .await;
-        let body: Value = read_json(sent).await?;
-        let token = body["access_token"]
-            .as_str()
-            .ok_or(IntrospectionError::Malformed("token response has no access_token"))?
-            .to_string();
-        let lifetime = body["expires_in"].as_u64().unwrap_or(60);
-        // Renew before expiry: a margin of 30 s, or a fifth of a short lifetime.
-        let margin = (lifetime / 5).min(30);
-        let until = Instant::now() + Duration::from_secs(lifetime.saturating_sub(margin).max(1));
-        *self.bearer.lock().unwrap() = Some((token.clone(), until));
-        Ok(token)
-    }
-
     async fn send(
         &self,
         endpoints: &Endpoints,
@@ -192,27 +113,17 @@ impl HttpIntrospector {
         fresh_bearer: bool,
     ) -> Result<reqwest::Response, IntrospectionError> {
         let c = &self.config;
-        let mut form: Vec<(&str, String)> =
+        let mut form: Vec<(&'static str, String)> =
             vec![("token", token.to_string()), ("token_type_hint", "access_token".into())];
-        let mut request = self.client.post(&endpoints.introspection);
-        match &c.client_auth {
-            ClientAuth::SecretBasic { secret } => request = request.basic_auth(&c.client_id, Some(secret)),
-            ClientAuth::SecretPost { secret } => {
-                form.push(("client_id", c.client_id.clone()));
-                form.push(("client_secret", secret.clone()));
-            }
-            ClientAuth::PrivateKeyJwt { .. } => {
-                let signer = self.signer.as_ref().expect("built with the method");
-                let aud = c.issuer.clone().unwrap_or_else(|| endpoints.introspection.clone());
-                form.push(("client_id", c.client_id.clone()));
-                form.push(("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into()));
-                form.push(("client_assertion", self.assertion(signer, &aud)?));
-            }
-            ClientAuth::TlsClientAuth { .. } => form.push(("client_id", c.client_id.clone())),
-            ClientAuth::Bearer { .. } => {
-                request = request.bearer_auth(self.bearer_token(endpoints, fresh_bearer).await?)
-            }
-        }
+        let call = CallContext {
+            client: &self.client,
+            client_id: &c.client_id,
+            issuer: c.issuer.as_deref(),
+            endpoint: &endpoints.introspection,
+            token_endpoint: endpoints.token.as_deref(),
+        };
+        let request =
+            self.auth.authenticate(&call, self.client.post(&endpoints.introspection), &mut form, fresh_bearer).await?;
         let accept = if c.signed_responses { SIGNED_TYPE } else { "application/json" };
         request.header("accept", accept).form(&form).send().await.map_err(transport_error)
     }
@@ -235,9 +146,7 @@ impl Introspector for HttpIntrospector {
     async fn introspect(&self, token: &str) -> Result<TokenInfo, IntrospectionError> {
         let endpoints = self.endpoints().await?;
         let mut response = self.send(endpoints, token, false).await?;
-        if response.status() == reqwest::StatusCode::UNAUTHORIZED
-            && matches!(self.config.client_auth, ClientAuth::Bearer { .. })
-        {
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED && self.auth.renews_on_unauthorized() {
             response = self.send(endpoints, token, true).await?;
         }
         if response.status() != reqwest::StatusCode::OK {
@@ -260,13 +169,5 @@ impl Introspector for HttpIntrospector {
             return Err(IntrospectionError::Malformed("not a JSON object"));
         }
         TokenInfo::from_response(value)
-    }
-}
-
-fn alg_name(alg: Algorithm) -> &'static str {
-    match alg {
-        Algorithm::ES256 => "ES256 (P-256)",
-        Algorithm::PS256 => "PS256 (RSA)",
-        _ => "RS256 (RSA)",
     }
 }

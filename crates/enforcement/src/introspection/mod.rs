@@ -7,6 +7,7 @@
 
 pub mod claims;
 mod client;
+mod client_auth;
 mod http;
 mod settings;
 mod signed;
