@@ -135,65 +135,6 @@ pub struct ClaimMapping {
     pub expiration: Option<ClaimPath>,
 }
 
-/// Names of the built-in profiles.
-pub const PROFILES: [&str; 5] = ["obuk", "obbr", "cdr", "fdx", "generic"];
-
-impl ClaimMapping {
-    /// The mapping of a built-in profile.
-    pub fn profile(name: &str) -> Option<ClaimMapping> {
-        let p = |s: &str| ClaimPath::parse(s).expect("built-in claim paths are valid");
-        let m = match name {
-            "obuk" => ClaimMapping {
-                consent_id: p("ConsentId"),
-                consent_type: Some(p("ConsentType")),
-                status: Some(p("Status")),
-                granting_status: vec!["Authorised".into()],
-                permissions: Some(p("Permissions")),
-                accounts: p("AccountIDs"),
-                expiration: Some(p("ExpirationDateTime")),
-            },
-            "obbr" => ClaimMapping {
-                consent_id: p("consentId"),
-                consent_type: Some(p("consentType")),
-                status: Some(p("status")),
-                granting_status: vec!["AUTHORISED".into()],
-                permissions: Some(p("permissions")),
-                accounts: p("AccountIDs"),
-                expiration: Some(p("expirationDateTime")),
-            },
-            "cdr" => ClaimMapping {
-                consent_id: p("cdr_arrangement_id"),
-                consent_type: None,
-                status: None,
-                granting_status: vec![],
-                permissions: None,
-                accounts: p("AccountIDs"),
-                expiration: None,
-            },
-            "fdx" => ClaimMapping {
-                consent_id: p("fdx_consent.id"),
-                consent_type: None,
-                status: Some(p("fdx_consent.status")),
-                granting_status: vec!["ACTIVE".into()],
-                permissions: None,
-                accounts: p("fdx_consent.resources[].id"),
-                expiration: Some(p("fdx_consent.expirationTime")),
-            },
-            "generic" => ClaimMapping {
-                consent_id: p("consent_id"),
-                consent_type: Some(p("consent_type")),
-                status: Some(p("status")),
-                granting_status: vec!["authorized".into()],
-                permissions: None,
-                accounts: p("account_ids"),
-                expiration: None,
-            },
-            _ => return None,
-        };
-        Some(m)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,13 +177,5 @@ mod tests {
         assert!(ClaimPath::parse("").is_err());
         assert!(ClaimPath::parse("a..b").is_err());
         assert!(ClaimPath::parse("a[0].b").is_err());
-    }
-
-    #[test]
-    fn every_profile_is_defined() {
-        for name in PROFILES {
-            assert!(ClaimMapping::profile(name).is_some(), "{name}");
-        }
-        assert!(ClaimMapping::profile("nope").is_none());
     }
 }

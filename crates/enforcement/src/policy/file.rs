@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::claims::{ClaimMapping, ClaimPath, PROFILES};
+use super::claims::ClaimPath;
+use super::profile::Profile;
 
 use super::router::{InsertError, PathTemplate, Router};
 use super::Upstream;
@@ -22,90 +23,6 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 #[serde(deny_unknown_fields)]
 struct PolicyRoutes {
     route: Vec<Spanned<RouteSection>>,
-}
-
-fn profile_source(profile: &str) -> Option<(&'static str, &'static str)> {
-    let text = match profile {
-        "obuk" => include_str!("profiles/obuk.toml"),
-        "obbr" => include_str!("profiles/obbr.toml"),
-        "cdr" => include_str!("profiles/cdr.toml"),
-        "fdx" => include_str!("profiles/fdx.toml"),
-        "generic" => include_str!("profiles/generic.toml"),
-        _ => return None,
-    };
-    PROFILES.iter().find(|p| **p == profile).map(|p| (*p, text))
-}
-
-/// Every permission of a profile that has a permissions claim.
-fn permission_vocabulary(profile: &str) -> Option<&'static [&'static str]> {
-    match profile {
-        "obuk" => Some(&[
-            "ReadAccountsBasic",
-            "ReadAccountsDetail",
-            "ReadBalances",
-            "ReadBeneficiariesBasic",
-            "ReadBeneficiariesDetail",
-            "ReadDirectDebits",
-            "ReadOffers",
-            "ReadPAN",
-            "ReadParty",
-            "ReadPartyPSU",
-            "ReadProducts",
-            "ReadScheduledPaymentsBasic",
-            "ReadScheduledPaymentsDetail",
-            "ReadStandingOrdersBasic",
-            "ReadStandingOrdersDetail",
-            "ReadStatementsBasic",
-            "ReadStatementsDetail",
-            "ReadTransactionsBasic",
-            "ReadTransactionsCredits",
-            "ReadTransactionsDebits",
-            "ReadTransactionsDetail",
-        ]),
-        "obbr" => Some(&[
-            "ACCOUNTS_READ",
-            "ACCOUNTS_BALANCES_READ",
-            "ACCOUNTS_TRANSACTIONS_READ",
-            "ACCOUNTS_OVERDRAFT_LIMITS_READ",
-            "CREDIT_CARDS_ACCOUNTS_READ",
-            "CREDIT_CARDS_ACCOUNTS_BILLS_READ",
-            "CREDIT_CARDS_ACCOUNTS_BILLS_TRANSACTIONS_READ",
-            "CREDIT_CARDS_ACCOUNTS_LIMITS_READ",
-            "CREDIT_CARDS_ACCOUNTS_TRANSACTIONS_READ",
-            "CUSTOMERS_PERSONAL_IDENTIFICATIONS_READ",
-            "CUSTOMERS_PERSONAL_ADITTIONALINFO_READ",
-            "CUSTOMERS_BUSINESS_IDENTIFICATIONS_READ",
-            "CUSTOMERS_BUSINESS_ADITTIONALINFO_READ",
-            "FINANCINGS_READ",
-            "INVOICE_FINANCINGS_READ",
-            "LOANS_READ",
-            "UNARRANGED_ACCOUNTS_OVERDRAFT_READ",
-            "RESOURCES_READ",
-        ]),
-        _ => None,
-    }
-}
-
-/// Every kind of consent of a profile that has a kind claim.
-fn consent_kinds(profile: &str) -> Option<&'static [&'static str]> {
-    match profile {
-        // The consent resources of the Read/Write, Funds Confirmation and VRP APIs.
-        "obuk" => Some(&[
-            "account-access-consent",
-            "domestic-payment-consent",
-            "domestic-scheduled-payment-consent",
-            "domestic-standing-order-consent",
-            "international-payment-consent",
-            "international-scheduled-payment-consent",
-            "international-standing-order-consent",
-            "file-payment-consent",
-            "funds-confirmation-consent",
-            "domestic-vrp-consent",
-        ]),
-        // Data sharing (`/consents`), payments (`/payments/.../consents`), automatic payments.
-        "obbr" => Some(&["data-sharing-consent", "payment-consent", "recurring-payment-consent"]),
-        _ => None,
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -386,12 +303,13 @@ fn parse_api(
             audiences.push(a.get_ref().clone());
         }
     }
-    let mut claims = ClaimMapping::profile(api.profile.get_ref());
+    let profile = Profile::named(api.profile.get_ref());
+    let mut claims = profile.map(Profile::claim_mapping);
     if claims.is_none() {
         problem(
             &mut errors,
             at(api.profile.span()),
-            format!("unknown profile `{}` (known: {})", api.profile.get_ref(), PROFILES.join(", ")),
+            format!("unknown profile `{}` (known: {})", api.profile.get_ref(), Profile::names().join(", ")),
         );
     }
     if let Some(mapping) = claims.as_mut() {
@@ -441,17 +359,17 @@ fn parse_api(
     // path replaces them for the methods it names (`enabled = false` just removes them).
     let mut sources: Vec<RouteSource> = Vec::new();
     let profile_file;
-    let profile_routes: Option<PolicyRoutes> = match (api.profile_routes, profile_source(api.profile.get_ref())) {
-        (true, Some((name, text))) => {
-            profile_file = PathBuf::from(format!("<built-in profile {name}>"));
-            Some(toml::from_str(text).expect("built-in profile routes parse"))
+    let profile_routes: Option<PolicyRoutes> = match (api.profile_routes, profile) {
+        (true, Some(p)) => {
+            profile_file = PathBuf::from(format!("<built-in profile {}>", p.name));
+            Some(toml::from_str(p.routes).expect("built-in profile routes parse"))
         }
         _ => {
             profile_file = PathBuf::new();
             None
         }
     };
-    let profile_text = profile_source(api.profile.get_ref()).map(|(_, t)| t).unwrap_or("");
+    let profile_text = profile.map(|p| p.routes).unwrap_or("");
     if let Some(builtin) = &profile_routes {
         for r in &builtin.route {
             let overridden = parsed.route.iter().any(|own| {
@@ -479,7 +397,7 @@ fn parse_api(
             "no [[route]] (and no profile_routes): every request to this API would be refused".into(),
         );
     }
-    let vocabulary = permission_vocabulary(api.profile.get_ref());
+    let vocabulary = profile.and_then(|p| p.permissions);
     let mut warnings = Vec::new();
     let mut routes: Vec<Route> = Vec::new();
     let mut router = Router::default();
@@ -593,7 +511,7 @@ fn parse_api(
                     ),
                 );
             }
-            if let Some(known) = consent_kinds(api.profile.get_ref()) {
+            if let Some(known) = profile.and_then(|p| p.consent_kinds) {
                 for k in consent_types.iter().filter(|k| !known.contains(&k.as_str())) {
                     route_problem(
                         &mut errors,

@@ -9,6 +9,7 @@
 
 pub mod claims;
 mod file;
+pub mod profile;
 pub mod router;
 
 use std::net::SocketAddr;
