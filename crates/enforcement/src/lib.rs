@@ -9,6 +9,8 @@
 //! configuration, [`secrets`] its secrets, [`strict_json`] every JSON document a decision
 //! depends on.
 
+#![warn(missing_docs)]
+
 pub mod cache;
 pub mod client_identity;
 pub mod config;
