@@ -65,3 +65,44 @@ pub fn line_of(source: &str, offset: usize) -> usize {
     let end = offset.min(source.len());
     source.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
 }
+
+/// Collects the problems of one file as it is validated: errors (the file is refused)
+/// and warnings (`check` prints them), each located by a byte span of the source.
+pub struct Diagnostics<'a> {
+    /// The file, as named in messages.
+    pub path: &'a Path,
+    source: &'a str,
+    /// Relative paths in the file resolve against this folder.
+    pub base: PathBuf,
+    /// Problems that refuse the file.
+    pub errors: Vec<ConfigError>,
+    /// Problems worth an operator's look.
+    pub warnings: Vec<ConfigError>,
+}
+
+impl<'a> Diagnostics<'a> {
+    /// A collector for `source`, read from `path`.
+    pub fn new(path: &'a Path, source: &'a str) -> Diagnostics<'a> {
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Diagnostics { path, source, base, errors: Vec::new(), warnings: Vec::new() }
+    }
+
+    /// An error at `span` (`None`: the file as a whole).
+    pub fn error(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
+        self.errors.push(ConfigError::at(self.path, self.source, span, message));
+    }
+
+    /// A warning at `span` (`None`: the file as a whole).
+    pub fn warn(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
+        self.warnings.push(ConfigError::at(self.path, self.source, span, message));
+    }
+
+    /// `relative` resolved against the file's folder; an error at `span` if no such file.
+    pub fn existing_file(&mut self, relative: &str, span: Range<usize>, what: &str) -> PathBuf {
+        let resolved = self.base.join(relative);
+        if !resolved.is_file() {
+            self.error(Some(span), format!("{what} file {} does not exist", resolved.display()));
+        }
+        resolved
+    }
+}

@@ -13,7 +13,7 @@ mod settings;
 mod signed;
 
 pub use client::HttpIntrospector;
-pub use settings::{AuthorizationServerConfig, ClientAuth};
+pub use settings::{AuthorizationServerConfig, ClientAuth, SigningAlg};
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -1,6 +1,8 @@
 //! How the gateway reaches and authenticates to an authorization server.
 
 use std::fmt;
+
+use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,7 +18,7 @@ pub enum ClientAuth {
     /// RFC 7523 client assertion signed with `private_key` (PEM), `alg` RS256, PS256 or ES256.
     PrivateKeyJwt {
         private_key: PathBuf,
-        alg: String,
+        alg: SigningAlg,
         key_id: Option<String>,
     },
     /// RFC 8705: the gateway's own client certificate, at the server's mTLS endpoint.
@@ -57,7 +59,7 @@ impl fmt::Debug for ClientAuth {
             ClientAuth::SecretBasic { secret } => write!(f, "client_secret_basic({})", hidden(secret)),
             ClientAuth::SecretPost { secret } => write!(f, "client_secret_post({})", hidden(secret)),
             ClientAuth::PrivateKeyJwt { private_key, alg, key_id } => {
-                write!(f, "private_key_jwt({}, {alg}, {key_id:?})", private_key.display())
+                write!(f, "private_key_jwt({}, {alg:?}, {key_id:?})", private_key.display())
             }
             ClientAuth::TlsClientAuth { certificate, private_key } => {
                 write!(f, "tls_client_auth({}, {})", certificate.display(), private_key.display())
@@ -85,4 +87,15 @@ pub struct AuthorizationServerConfig {
     pub max_concurrent_calls: usize,
     pub circuit_failure_threshold: usize,
     pub circuit_open: Duration,
+}
+
+/// The algorithm of `private_key_jwt` client assertions (`signing_alg`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SigningAlg {
+    /// ECDSA with P-256 and SHA-256.
+    ES256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RS256,
+    /// RSASSA-PSS with SHA-256.
+    PS256,
 }

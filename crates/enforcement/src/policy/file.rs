@@ -82,8 +82,8 @@ struct RouteSection {
     #[serde(default = "yes")]
     consent: bool,
     account_param: Option<String>,
-    #[serde(default = "default_binding")]
-    binding: String,
+    #[serde(default)]
+    binding: Binding,
     cache_ttl_seconds: Option<f64>,
     #[serde(default)]
     client_ids: Vec<String>,
@@ -134,9 +134,6 @@ fn default_methods() -> Vec<String> {
 }
 fn yes() -> bool {
     true
-}
-fn default_binding() -> String {
-    "mtls".into()
 }
 
 impl PolicySet {
@@ -429,16 +426,7 @@ fn parse_api(
                 route_problem(&mut errors, format!("account_param `{p}` is not a parameter of the path"));
             }
         }
-        let binding = match r.binding.as_str() {
-            "mtls" => Binding::Mtls,
-            "dpop" => Binding::Dpop,
-            "mtls_or_dpop" => Binding::MtlsOrDpop,
-            "none" => Binding::None,
-            other => {
-                route_problem(&mut errors, format!("binding `{other}` is not one of: mtls, dpop, mtls_or_dpop, none"));
-                Binding::Mtls
-            }
-        };
+        let binding = r.binding;
         if r.public {
             let demands = !r.scopes.is_empty()
                 || !r.scopes_any.is_empty()

@@ -30,10 +30,12 @@ pub struct Upstream {
     pub address: SocketAddr,
 }
 
-/// How a route's token must be sender-constrained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a route's token must be sender-constrained (`binding`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Binding {
     /// RFC 8705: `cnf.x5t#S256` equals this connection's client certificate.
+    #[default]
     Mtls,
     /// RFC 9449: `Authorization: DPoP` with a valid proof whose key is `cnf.jkt`.
     Dpop,

@@ -191,7 +191,10 @@ fn every_kind_of_mistake_is_reported_with_file_and_line() {
             UK.replace("methods = [\"GET\"]", "methods = [\"get\"]"),
             "p.toml:23: route `/open`: `get` is not an HTTP method",
         ),
-        (UK.replace("binding = \"none\"", "binding = \"dpop-ish\""), "p.toml:23: route `/open`: binding `dpop-ish`"),
+        (
+            UK.replace("binding = \"none\"", "binding = \"dpop-ish\""),
+            "p.toml:27: unknown variant `dpop-ish`, expected one of `mtls`, `dpop`, `mtls_or_dpop`, `none`",
+        ),
         (
             UK.replace("account_param = \"AccountId\"", "account_param = \"Acct\""),
             "p.toml:12: route `/accounts/{AccountId}/balances`: account_param `Acct`",

@@ -57,7 +57,7 @@ pub(crate) fn for_config(auth: &ClientAuth) -> Result<Box<dyn ClientAuthMethod>,
         ClientAuth::SecretBasic { secret } => Box::new(secret::Basic { secret: secret.clone() }),
         ClientAuth::SecretPost { secret } => Box::new(secret::Post { secret: secret.clone() }),
         ClientAuth::PrivateKeyJwt { private_key, alg, key_id } => {
-            Box::new(private_key_jwt::PrivateKeyJwt::load(private_key, alg, key_id.clone())?)
+            Box::new(private_key_jwt::PrivateKeyJwt::load(private_key, *alg, key_id.clone())?)
         }
         ClientAuth::TlsClientAuth { certificate, private_key } => Box::new(tls_client_auth::TlsClientAuth {
             certificate: certificate.clone(),

@@ -7,7 +7,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
 use super::{CallContext, ClientAuthMethod};
-use crate::introspection::{unix_now, IntrospectionError};
+use crate::introspection::{unix_now, IntrospectionError, SigningAlg};
 
 pub(super) struct PrivateKeyJwt {
     key: EncodingKey,
@@ -16,13 +16,12 @@ pub(super) struct PrivateKeyJwt {
 }
 
 impl PrivateKeyJwt {
-    pub fn load(private_key: &Path, alg: &str, key_id: Option<String>) -> Result<PrivateKeyJwt, String> {
+    pub fn load(private_key: &Path, alg: SigningAlg, key_id: Option<String>) -> Result<PrivateKeyJwt, String> {
         let pem = std::fs::read(private_key).map_err(|e| format!("cannot read {}: {e}", private_key.display()))?;
         let (key, alg, kind) = match alg {
-            "ES256" => (EncodingKey::from_ec_pem(&pem), Algorithm::ES256, "ES256 (P-256)"),
-            "RS256" => (EncodingKey::from_rsa_pem(&pem), Algorithm::RS256, "RS256 (RSA)"),
-            "PS256" => (EncodingKey::from_rsa_pem(&pem), Algorithm::PS256, "PS256 (RSA)"),
-            other => return Err(format!("signing_alg {other} is not supported")),
+            SigningAlg::ES256 => (EncodingKey::from_ec_pem(&pem), Algorithm::ES256, "ES256 (P-256)"),
+            SigningAlg::RS256 => (EncodingKey::from_rsa_pem(&pem), Algorithm::RS256, "RS256 (RSA)"),
+            SigningAlg::PS256 => (EncodingKey::from_rsa_pem(&pem), Algorithm::PS256, "PS256 (RSA)"),
         };
         let key = key.map_err(|e| format!("{}: not a {kind} private key: {e}", private_key.display()))?;
         Ok(PrivateKeyJwt { key, alg, key_id })
