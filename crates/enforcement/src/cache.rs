@@ -41,6 +41,7 @@ pub struct CacheConfig {
 pub struct TokenKey([u8; 16]);
 
 impl TokenKey {
+    /// The key of `token` at the authorization server named `server`.
     pub fn new(server: &str, token: &str) -> TokenKey {
         let mut h = Sha256::new();
         h.update(server.as_bytes());
@@ -70,6 +71,7 @@ pub enum CacheOutcome {
 }
 
 impl CacheOutcome {
+    /// The outcome's `result` label in `fapi_gateway_cache_lookups_total`.
     pub fn as_str(self) -> &'static str {
         match self {
             CacheOutcome::Hit => "hit",
@@ -82,6 +84,7 @@ impl CacheOutcome {
 /// An introspection result and when it was fetched.
 #[derive(Debug)]
 pub struct Cached {
+    /// The introspection response, as the policy reads it.
     pub info: TokenInfo,
     /// When it was fetched: milliseconds since the cache's own epoch (8 bytes, not 16).
     fetched_ms: u64,
@@ -248,6 +251,9 @@ pub struct IntrospectionCache {
 }
 
 impl IntrospectionCache {
+    /// An empty cache for the authorization server named `server`, holding at most
+    /// `config.capacity` results and asking `introspector` (the server's guarded client) on a
+    /// miss.
     pub fn new(
         server: &str,
         config: &CacheConfig,
@@ -273,6 +279,7 @@ impl IntrospectionCache {
         }
     }
 
+    /// The key of `token` at this cache's authorization server.
     pub fn key(&self, token: &str) -> TokenKey {
         TokenKey::new(&self.server, token)
     }
@@ -541,9 +548,14 @@ impl IntrospectionCache {
 /// The gateway's path to one authorization server: its cache (which calls the guarded
 /// introspection client) and the breaker that guards it.
 pub struct ServerLink {
+    /// The server's name, as the configuration and policies' `authorization_server` give it.
     pub name: String,
+    /// Introspection results of the server's tokens, in front of its guarded client.
     pub cache: Arc<IntrospectionCache>,
+    /// The circuit breaker of the server's introspection calls (readiness reports it when
+    /// open).
     pub breaker: Arc<crate::resilience::CircuitBreaker>,
+    /// `Retry-After` of the 503 answered while the server cannot introspect a token.
     pub retry_after_seconds: u64,
 }
 

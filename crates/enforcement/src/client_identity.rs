@@ -39,6 +39,7 @@ pub struct ClientCertificate {
 }
 
 impl ClientCertificate {
+    /// The identity of a DER certificate: its RFC 8705 thumbprint.
     pub fn from_der(der: &[u8]) -> ClientCertificate {
         ClientCertificate { thumbprint: thumbprint(der) }
     }
@@ -143,6 +144,7 @@ pub struct ServerCertificate {
 }
 
 impl ServerCertificate {
+    /// Reads the listener's certificate chain and private key (PEM files).
     pub fn load(cert: &Path, key: &Path) -> Result<ServerCertificate, String> {
         Ok(ServerCertificate { current: ArcSwap::from_pointee(certified_key(cert, key)?) })
     }
@@ -168,6 +170,8 @@ pub struct ClientVerifier {
 }
 
 impl ClientVerifier {
+    /// A verifier requiring client certificates that chain to the CA bundle at `ca` and
+    /// that none of `crls` revokes (PEM files).
     pub fn load(ca: &Path, crls: &[PathBuf]) -> Result<ClientVerifier, String> {
         Ok(ClientVerifier { current: ArcSwap::from_pointee(client_verifier(ca, crls)?) })
     }
@@ -180,6 +184,8 @@ impl ClientVerifier {
         Ok(ClientCertificate::from_der(leaf))
     }
 
+    /// Verifies with `verifier` from now on (a rotated CA bundle or CRLs): new handshakes and
+    /// header-borne certificates.
     pub fn replace(&self, verifier: Arc<dyn ClientCertVerifier>) {
         self.current.store(Arc::new(verifier));
     }

@@ -13,6 +13,7 @@ pub const MAX_TOKEN_LEN: usize = 4096;
 /// How the token was presented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
+    /// RFC 6750 `Bearer`: no proof of possession beyond a bound client certificate (RFC 8705).
     Bearer,
     /// With a `DPoP` proof header (RFC 9449).
     Dpop,

@@ -8,13 +8,16 @@ use std::path::{Path, PathBuf};
 /// One problem found in a configuration or policy file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The file the problem is in.
     pub file: PathBuf,
     /// 1-based line, when the problem can be pinned to one.
     pub line: Option<usize>,
+    /// What is wrong, for the operator.
     pub message: String,
 }
 
 impl ConfigError {
+    /// A problem in `file`, at `line` when known.
     pub fn new(file: &Path, line: Option<usize>, message: impl Into<String>) -> Self {
         ConfigError { file: file.to_path_buf(), line, message: message.into() }
     }

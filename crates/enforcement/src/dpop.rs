@@ -16,9 +16,15 @@ use sha2::{Digest, Sha256};
 /// RFC 9449 proof checking.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DpopConfig {
+    /// Oldest a proof may be, by its `iat`; `jti`s are remembered as long (plus a few seconds
+    /// of clock skew).
     pub max_age: Duration,
+    /// The gateway's public base URL (`https://api.bank.example`) that proofs' `htu` must
+    /// start with; `None`: `https://` and the request's verified Host.
     pub external_url: Option<String>,
+    /// Whether proofs must carry a server-issued nonce (RFC 9449 §8), sent in `DPoP-Nonce`.
     pub require_nonce: bool,
+    /// Most proofs remembered at once to refuse a replayed `jti`.
     pub replay_capacity: u64,
 }
 
@@ -28,6 +34,8 @@ pub const ALGORITHMS: &str = "ES256 PS256 RS256 EdDSA";
 /// Why a proof was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProofError {
+    /// Malformed, badly signed, stale, replayed, or for another request or token; the text
+    /// says which.
     Invalid(String),
     /// The server wants its nonce in the proof (RFC 9449 §8).
     UseNonce(String),
@@ -72,6 +80,7 @@ pub struct DpopVerifier {
 const SKEW: u64 = 5;
 
 impl DpopVerifier {
+    /// A verifier for `config`, remembering no proof yet.
     pub fn new(config: &DpopConfig) -> DpopVerifier {
         DpopVerifier {
             max_age: config.max_age,

@@ -15,6 +15,7 @@ pub struct Question<'a> {
     pub claims: Value,
     /// The connection's certificate thumbprint; `None` assumes the one the token is bound to.
     pub certificate_thumbprint: Option<String>,
+    /// The request body as JSON, for routes that compare its consent (`body_consent`).
     pub body: Option<Value>,
 }
 

@@ -18,6 +18,7 @@ pub struct Metrics {
     pub decision_duration: Histogram,
     /// Introspection calls to the authorization server, by outcome (`ok` or an error kind).
     pub introspection_duration: HistogramVec,
+    /// Failed introspection calls, by server and error kind.
     pub introspection_errors: IntCounterVec,
     /// Time to the upstream's response header.
     pub upstream_duration: HistogramVec,
@@ -25,12 +26,17 @@ pub struct Metrics {
     pub cache_lookups: IntCounterVec,
     /// Cache removals by cause: `expired`, `size`, `revoked`, `stale` (older than a route allows).
     pub cache_evictions: IntCounterVec,
+    /// Introspection results cached for every server, as of the last scrape.
     pub cache_entries: IntGauge,
     /// 0 closed, 1 open, 2 half-open.
     pub circuit_state: IntGaugeVec,
+    /// Revocations received by the admin listener, by kind: `consent` or `token`.
     pub revocations: IntCounterVec,
+    /// The configuration generation in force: 1 at start, one more per applied reload.
     pub config_generation: IntGauge,
+    /// Configuration reloads by result: `ok` or `error`.
     pub config_reloads: IntCounterVec,
+    /// 1 if the last reload was applied, 0 if it was refused.
     pub config_last_reload_success: IntGauge,
     /// Downstream connections open (from accept, TLS handshakes included, to close).
     pub connections_open: IntGauge,
@@ -50,6 +56,7 @@ fn seconds_buckets() -> Vec<f64> {
 }
 
 impl Metrics {
+    /// Every metric at zero, in a registry of its own.
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {

@@ -11,23 +11,48 @@ pub enum Refusal {
     /// No credentials at all: 401 with a bare challenge (RFC 6750 §3.1).
     MissingCredentials,
     /// Malformed request, e.g. a token in the query or two `Authorization` headers.
-    InvalidRequest { description: &'static str, field: &'static str },
+    InvalidRequest {
+        /// Fixed text for the challenge and the error body.
+        description: &'static str,
+        /// The part of the request at fault (the error body's `Path`).
+        field: &'static str,
+    },
     /// The token is unknown, inactive, expired or malformed.
-    InvalidToken { description: &'static str },
+    InvalidToken {
+        /// Fixed text for the challenge and the error body.
+        description: &'static str,
+    },
     /// The token is not bound to this connection's client certificate (RFC 8705 §3).
     CertificateMismatch,
     /// The DPoP proof is missing or invalid (RFC 9449 §7.1).
-    InvalidDpopProof { description: String },
+    InvalidDpopProof {
+        /// What is wrong with the proof, for the error body (the challenge's text is fixed).
+        description: String,
+    },
     /// The proof must carry the server's nonce (RFC 9449 §8).
-    UseDpopNonce { nonce: String },
+    UseDpopNonce {
+        /// The nonce to use, sent in `DPoP-Nonce`.
+        nonce: String,
+    },
     /// The token is DPoP-bound to another key, or a DPoP-bound token came as `Bearer`.
     DpopMismatch,
     /// The token lacks a scope the route requires.
-    InsufficientScope { scope: String },
+    InsufficientScope {
+        /// The missing scope, or the route's `scopes_any`, space-separated.
+        scope: String,
+    },
     /// The route is not open to this client.
-    ClientNotAllowed { client_id: String },
+    ClientNotAllowed {
+        /// The token's client id (empty when it has none).
+        client_id: String,
+    },
     /// The customer did not authenticate as strongly as the route requires (RFC 9470).
-    InsufficientAcr { acr: String, required: String },
+    InsufficientAcr {
+        /// The token's `acr` (empty when it has none).
+        acr: String,
+        /// The values the route accepts, space-separated (the challenge's `acr_values`).
+        required: String,
+    },
     /// The request body is larger than the route reads, or than the gateway forwards.
     BodyTooLarge,
     /// Too many request headers, or too many bytes of them.
@@ -41,7 +66,10 @@ pub enum Refusal {
     /// The request's Host is not one of the listener's `server_names`.
     MisdirectedRequest,
     /// The authorization server could not answer; nothing unverified passes.
-    AuthorizationServerUnavailable { retry_after_seconds: u64 },
+    AuthorizationServerUnavailable {
+        /// Sent as `Retry-After`.
+        retry_after_seconds: u64,
+    },
     /// The bank's backend could not be reached or failed mid-response.
     UpstreamUnavailable,
 }
@@ -49,15 +77,23 @@ pub enum Refusal {
 /// How a consent failed a route's checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConsentRefusal {
+    /// The token carries no consent id.
     Missing,
+    /// The consent's status does not grant access (UK `AwaitingAuthorisation`, `Revoked`).
     Status {
+        /// The status found (empty when there is none).
         status: String,
     },
+    /// The consent's expiry has passed, or cannot be read.
     Expired,
+    /// The consent lacks a permission the route needs.
     Permission {
+        /// What is missing, as the message shows it: one permission, or `one of` a group.
         needed: String,
     },
+    /// The account the path names is not one the consent granted.
     AccountNotGranted {
+        /// The account id as the path gives it.
         account: String,
     },
     /// The request names another consent than the token's.
@@ -65,7 +101,9 @@ pub enum ConsentRefusal {
     /// The consent is of another kind than the route needs (an account-access consent
     /// on a payment route).
     Kind {
+        /// The consent's kind (empty when the token has none).
         kind: String,
+        /// The kinds the route accepts, comma-separated.
         needed: String,
     },
 }
@@ -73,14 +111,21 @@ pub enum ConsentRefusal {
 /// A refusal as it goes on the wire (the interaction id header is added by the proxy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefusalResponse {
+    /// The HTTP status.
     pub status: u16,
+    /// The RFC 6750 (or RFC 9449 `DPoP`) challenge, for refusals that carry one.
     pub www_authenticate: Option<String>,
+    /// Seconds for `Retry-After`, when the authorization server is unavailable.
     pub retry_after: Option<u64>,
+    /// The nonce for `DPoP-Nonce` (RFC 9449 §8).
     pub dpop_nonce: Option<String>,
+    /// The Open Banking error body (JSON with `Code`, `Id`, `Message` and `Errors`).
     pub body: Bytes,
 }
 
 impl Refusal {
+    /// A stable snake_case name: the `decision` label of `fapi_gateway_requests_total` and
+    /// the access log's reason.
     pub fn reason(&self) -> &'static str {
         match self {
             Refusal::MissingCredentials => "missing_token",
@@ -110,6 +155,7 @@ impl Refusal {
         }
     }
 
+    /// The HTTP status of the response.
     pub fn status(&self) -> u16 {
         match self {
             Refusal::InvalidRequest { .. } => 400,

@@ -14,8 +14,11 @@ use crate::introspection::{IntrospectionError, Introspector, TokenInfo};
 /// The breaker's state, as exported in `fapi_gateway_circuit_state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CircuitState {
+    /// Calls go out; consecutive failures are counted.
     Closed = 0,
+    /// Calls fail at once until the open period ends.
     Open = 1,
+    /// One probe call is out; its outcome closes or reopens the breaker.
     HalfOpen = 2,
 }
 
@@ -31,6 +34,8 @@ pub struct CircuitBreaker {
 }
 
 impl CircuitBreaker {
+    /// A closed breaker; `on_change` hears every change of state (the gateway exports it as
+    /// a metric).
     pub fn new(
         threshold: usize,
         open_for: Duration,
@@ -46,6 +51,7 @@ impl CircuitBreaker {
         }
     }
 
+    /// The current state.
     pub fn state(&self) -> CircuitState {
         match self.state.load(Ordering::SeqCst) {
             0 => CircuitState::Closed,
@@ -79,11 +85,13 @@ impl CircuitBreaker {
         }
     }
 
+    /// Notes a successful call: the breaker closes and the count of failures restarts.
     pub fn record_success(&self) {
         self.failures.store(0, Ordering::SeqCst);
         self.set(CircuitState::Closed);
     }
 
+    /// Notes a failed call: the breaker opens at the threshold, or at once after a failed probe.
     pub fn record_failure(&self) {
         let n = self.failures.fetch_add(1, Ordering::SeqCst) + 1;
         if self.state() == CircuitState::HalfOpen || n >= self.threshold {
@@ -98,6 +106,8 @@ pub struct Guarded<I> {
     inner: I,
     permits: Semaphore,
     wait: Duration,
+    /// The breaker guarding the calls, shared with the server's
+    /// [`ServerLink`](crate::cache::ServerLink).
     pub breaker: Arc<CircuitBreaker>,
 }
 

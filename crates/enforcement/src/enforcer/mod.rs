@@ -5,7 +5,7 @@
 //! [`Enforcer::decide`] runs every check in the order of the request: limits, host,
 //! route, body presence, credentials, DPoP proof, introspection (through the cache),
 //! client certificate, policy. It serves no connection: the host (a pingora proxy through
-//! [`pingora`](self::pingora), the gateway's forward-auth listener, a test) hands it the
+//! [`pingora`], the gateway's forward-auth listener, a test) hands it the
 //! request as a [`Request`] and turns the outcome into bytes with [`forward`] or
 //! [`Refusal::to_response`].
 //!

@@ -9,9 +9,13 @@ use serde_json::Value;
 /// A JSON tree as read, walked by claim paths. Implemented for `serde_json::Value` (request
 /// bodies) and for [`Claim`] (cached introspection responses).
 pub trait Node: Sized {
+    /// The object member `name`; `None` when absent or not an object.
     fn member(&self, name: &str) -> Option<&Self>;
+    /// The elements, if this is an array.
     fn items(&self) -> Option<&[Self]>;
+    /// The string, if this is a string.
     fn text(&self) -> Option<&str>;
+    /// The number, if this is one that fits a `u64` (seconds since the epoch, say).
     fn number(&self) -> Option<u64>;
 }
 
@@ -36,12 +40,17 @@ impl Node for Value {
 /// thousands), so a cached token costs a fraction of the memory of a `Value`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
+    /// JSON `null`.
     Null,
+    /// A JSON boolean.
     Bool(bool),
+    /// A JSON number, as serde_json reads it.
     Number(serde_json::Number),
+    /// A JSON string, shared.
     String(Arc<str>),
     /// Arrays too are shared (permission lists repeat across a consent's tokens).
     Array(Arc<[Claim]>),
+    /// A JSON object, its members sorted by name for binary search.
     Object(Box<[(Arc<str>, Claim)]>),
 }
 
@@ -176,6 +185,7 @@ pub fn share(s: &str) -> Arc<str> {
 }
 
 impl Claim {
+    /// The same JSON as a `serde_json::Value` (for display).
     pub fn to_value(&self) -> Value {
         match self {
             Claim::Null => Value::Null,

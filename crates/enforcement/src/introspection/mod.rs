@@ -36,12 +36,17 @@ pub const STANDARD_MEMBERS: [&str; 13] =
 /// subject, scope and thumbprint once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenInfo {
+    /// RFC 7662 `active`: whether the server holds the token valid; when `false`, every other
+    /// field is empty.
     pub active: bool,
     /// Seconds since the epoch.
     /// Seconds since the epoch (a zero `exp`, long past, is kept as 1: still expired).
     pub exp: Option<NonZeroU64>,
+    /// RFC 7662 `scope`, split at spaces.
     pub scopes: Arc<[Arc<str>]>,
+    /// RFC 7662 `client_id`: the OAuth client the token was issued to.
     pub client_id: Option<Arc<str>>,
+    /// RFC 7662 `sub`: whom the token is about, usually the customer who consented.
     pub subject: Option<Arc<str>>,
     /// RFC 8705 `cnf.x5t#S256`: base64url SHA-256 of the bound certificate.
     pub certificate_thumbprint: Option<Arc<str>>,
@@ -132,22 +137,35 @@ pub fn unix_now() -> u64 {
 /// closed: the request is answered 503 and nothing is forwarded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IntrospectionError {
+    /// No answer: connection, TLS or request failure (or the client assertion could not be
+    /// signed); the text is the error chain.
     #[error("authorization server unreachable: {0}")]
     Unreachable(String),
+    /// No answer within the server's `timeout`.
     #[error("authorization server timed out")]
     Timeout,
+    /// An HTTP status other than 200.
     #[error("authorization server answered HTTP {0}")]
     Status(u16),
+    /// A response body over 256 KiB.
     #[error("introspection response too large")]
     TooLarge,
+    /// Not an RFC 7662 response (not a JSON object, `active` not a boolean, …); the text says
+    /// what.
     #[error("introspection response malformed: {0}")]
     Malformed(&'static str),
+    /// Not called: the server's circuit breaker is open after repeated failures.
     #[error("circuit open: the authorization server failed repeatedly")]
     CircuitOpen,
+    /// Not called: every call slot to the server stayed busy for the whole `timeout`.
     #[error("too many introspection calls in flight")]
     Overloaded,
+    /// A required RFC 9701 signed response was not one, or its signature, issuer or audience
+    /// did not verify.
     #[error("signed introspection response rejected: {0}")]
     BadSignature(String),
+    /// An endpoint is neither configured nor found in the issuer's discovery document (which
+    /// may be unreachable or name another issuer).
     #[error("authorization server discovery failed: {0}")]
     Discovery(String),
 }
@@ -172,6 +190,8 @@ impl IntrospectionError {
 /// Asks an authorization server about a token.
 #[async_trait]
 pub trait Introspector: Send + Sync {
+    /// The server's RFC 7662 answer about `token`; an error refuses the request (fail
+    /// closed).
     async fn introspect(&self, token: &str) -> Result<TokenInfo, IntrospectionError>;
 }
 

@@ -21,6 +21,7 @@ struct Segment {
 }
 
 impl ClaimPath {
+    /// Parses `a.b[].c`; an empty or malformed segment is an error.
     pub fn parse(text: &str) -> Result<ClaimPath, String> {
         if text.is_empty() {
             return Err("claim path is empty".into());
@@ -42,6 +43,7 @@ impl ClaimPath {
         Ok(ClaimPath { segments, text: text.to_string() })
     }
 
+    /// The path as written.
     pub fn as_str(&self) -> &str {
         &self.text
     }
@@ -121,15 +123,18 @@ impl ClaimPath {
 /// Where one spec's authorization server puts the consent, and which status grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimMapping {
+    /// Where the consent id is (UK `ConsentId`).
     pub consent_id: ClaimPath,
     /// The consent's kind (`account-access-consent`, `domestic-payment-consent`, …), which
     /// routes with `consent_types` check; `None` where the spec has one kind of consent.
     pub consent_type: Option<ClaimPath>,
     /// `None` where the spec has no status claim (CDR): presence of the consent suffices.
     pub status: Option<ClaimPath>,
+    /// Statuses that grant access (UK `Authorised`), unless a route names its own.
     pub granting_status: Vec<String>,
     /// `None` where permissions are expressed as scopes (CDR, FDX, generic).
     pub permissions: Option<ClaimPath>,
+    /// Where the ids of the accounts the consent grants are.
     pub accounts: ClaimPath,
     /// RFC 3339 date-time (UK `ExpirationDateTime`) or seconds since the epoch.
     pub expiration: Option<ClaimPath>,

@@ -26,7 +26,9 @@ pub use router::{PathParams, PathTemplate, RouteMiss, Router};
 /// A backend the gateway forwards to. Plain HTTP on the bank's internal network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
+    /// The name policy files use for it (`upstream = "…"`), from `gateway.toml`.
     pub name: String,
+    /// Where it listens, resolved once when the configuration is loaded.
     pub address: SocketAddr,
 }
 
@@ -48,13 +50,21 @@ pub enum Binding {
 /// One route of an API.
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// The HTTP methods served (by default `GET`).
     pub methods: Vec<Method>,
+    /// The path template under the API's prefix (`/accounts/{AccountId}/balances`).
     pub path: String,
+    /// OAuth scopes the token must all have.
     pub scopes: Vec<String>,
+    /// OAuth scopes of which the token must have one (empty: not checked).
     pub scopes_any: Vec<String>,
+    /// Consent permissions needed, all of them (UK `ReadBalances`); scopes where the profile
+    /// has no permissions claim.
     pub permissions: Vec<String>,
     /// Each group needs one of its permissions.
     pub permissions_any: Vec<Vec<String>>,
+    /// Whether the token must carry a consent; `false` skips its presence, kind, status,
+    /// expiry and permission checks.
     pub require_consent: bool,
     /// Kinds of consent that grant this route (e.g. `account-access-consent`); empty: any.
     pub consent_types: Vec<String>,
@@ -62,7 +72,10 @@ pub struct Route {
     pub request_body: Option<bool>,
     /// Whether `;` path parameters are passed to the bank (else refused as not normal form).
     pub path_parameters: bool,
+    /// The path parameter naming an account (`AccountId`), which must be one the consent
+    /// granted.
     pub account_param: Option<String>,
+    /// How the token must be sender-constrained.
     pub binding: Binding,
     /// Introspection results older than this are fetched again for this route
     /// (shorter than the cache's maximum, e.g. for payments).
@@ -83,23 +96,30 @@ pub struct Route {
     pub public: bool,
     /// Where the route is written, for `check` and `explain`.
     pub file: PathBuf,
+    /// Its line in `file`.
     pub line: usize,
 }
 
 /// One bank API: the routes served under a prefix, and where they go.
 #[derive(Debug)]
 pub struct Api {
+    /// The API's name in logs, metrics and grants (the file's `name`, else its stem).
     pub name: String,
     /// The policy file it was read from.
     pub file: PathBuf,
+    /// The path prefix it is served under (`/gobank`; empty: none), removed before forwarding.
     pub prefix: String,
+    /// The bank backend its requests go to.
     pub upstream: Upstream,
     /// Name of the authorization server whose tokens this API takes.
     pub authorization_server: String,
     /// The token's `aud` must name one of these (RFC 8707 resource indicators); empty:
     /// not checked (`check` warns when another API shares the authorization server).
     pub audiences: Vec<String>,
+    /// Where its authorization server puts the consent: the profile's mapping, with the
+    /// file's overrides.
     pub claims: ClaimMapping,
+    /// Its routes, the profile's ready-made ones included when asked for.
     pub routes: Vec<Route>,
     /// Not errors, but worth an operator's look (`check` prints them).
     pub warnings: Vec<crate::diagnostics::ConfigError>,
@@ -116,8 +136,11 @@ pub struct PolicySet {
 /// A request matched to its route.
 #[derive(Debug)]
 pub struct RouteMatch<'a> {
+    /// The API whose prefix the path is under.
     pub api: &'a Api,
+    /// The route matching the method and path.
     pub route: &'a Route,
+    /// The route template's parameter values, percent-decoded.
     pub params: PathParams,
     /// The path as the upstream sees it: prefix removed, query kept.
     pub upstream_path: String,
@@ -126,23 +149,34 @@ pub struct RouteMatch<'a> {
 /// What the gateway tells the bank about an allowed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
+    /// The API's name.
     pub api: String,
+    /// The matched route's path template (a metric label, never the raw path).
     pub route: String,
+    /// The bank backend to forward to.
     pub upstream: SocketAddr,
+    /// The path and query the backend sees: the API's prefix removed.
     pub upstream_path: String,
+    /// The token's consent id, when it has one.
     pub consent_id: Option<String>,
+    /// The OAuth client the token was issued to.
     pub client_id: Option<String>,
+    /// The token's `sub`, usually the customer who consented.
     pub subject: Option<String>,
+    /// The token's scopes, space-separated.
     pub scopes: String,
+    /// Every account the consent grants, not only the one requested.
     pub accounts: Vec<String>,
 }
 
 impl PolicySet {
+    /// The APIs' routes, ordered so the longest prefix matches first.
     pub fn new(mut apis: Vec<Api>) -> PolicySet {
         apis.sort_by_key(|a| std::cmp::Reverse(a.prefix.len()));
         PolicySet { apis }
     }
 
+    /// Every API, longest prefix first.
     pub fn apis(&self) -> &[Api] {
         &self.apis
     }
@@ -240,23 +274,39 @@ pub fn path_form(path: &str) -> PathForm {
 /// The checks a route makes, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
+    /// RFC 7662 `active` is true.
     Active,
+    /// The token's `exp` has not passed.
     NotExpired,
+    /// The token's `aud` names the API (RFC 8707), if the API lists audiences.
     Audience,
+    /// The token is bound to the client certificate (RFC 8705) or the DPoP key (RFC 9449), as
+    /// the route requires.
     Binding,
+    /// The token's client is one the route admits.
     Client,
+    /// The customer authenticated as strongly as the route requires (`acr`, RFC 9470).
     Acr,
+    /// The token has the route's scopes.
     Scopes,
+    /// The token carries a consent id.
     ConsentPresent,
+    /// The consent is of a kind the route accepts (a payment consent for payments).
     ConsentType,
+    /// The consent's status grants access (UK `Authorised`).
     ConsentStatus,
+    /// The consent's expiry has not passed.
     ConsentNotExpired,
+    /// The consent grants the route's permissions.
     Permissions,
+    /// The account in the path is one the consent granted.
     Account,
+    /// The consent the request body names is the token's (`Data.ConsentId`).
     BodyConsent,
 }
 
 impl Check {
+    /// The check as `explain` names it.
     pub fn name(self) -> &'static str {
         match self {
             Check::Active => "token active",
@@ -300,6 +350,7 @@ impl CheckSink for FirstFailure {
 /// Every check's outcome, for `explain`.
 #[derive(Debug, Default)]
 pub struct Explanation {
+    /// Each check that ran, in order, with its detail or its refusal.
     pub checks: Vec<(Check, Result<String, Refusal>)>,
 }
 

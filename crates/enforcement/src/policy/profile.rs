@@ -6,12 +6,19 @@ use super::claims::{ClaimMapping, ClaimPath};
 
 /// Where a profile's authorization server puts the consent (claim path texts).
 pub struct Mapping {
+    /// The consent id.
     pub consent_id: &'static str,
+    /// The consent's kind; `None` where the spec has one kind.
     pub consent_type: Option<&'static str>,
+    /// The consent's status; `None` where the spec has none (CDR).
     pub status: Option<&'static str>,
+    /// Statuses that grant access.
     pub granting_status: &'static [&'static str],
+    /// The consent's permissions; `None` where they are scopes.
     pub permissions: Option<&'static str>,
+    /// The ids of the accounts the consent grants.
     pub accounts: &'static str,
+    /// The consent's expiry; `None` where the response carries none.
     pub expiration: Option<&'static str>,
 }
 
@@ -19,6 +26,7 @@ pub struct Mapping {
 pub struct Profile {
     /// The name policy files give (`profile = "obuk"`).
     pub name: &'static str,
+    /// Where its authorization server puts the consent.
     pub mapping: Mapping,
     /// Its ready-made routes (`profile_routes = true`), in the policy file format.
     pub routes: &'static str,

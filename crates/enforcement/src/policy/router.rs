@@ -16,6 +16,8 @@ enum TemplateSegment {
 }
 
 impl PathTemplate {
+    /// Parses `/a/{Name}/b`: literal segments and whole-segment parameters (letters, digits
+    /// or `_`, each name once); empty, dot and percent-encoded segments are refused.
     pub fn parse(text: &str) -> Result<PathTemplate, String> {
         let rest = text.strip_prefix('/').ok_or_else(|| format!("path `{text}` must start with `/`"))?;
         if rest.is_empty() {
@@ -54,6 +56,7 @@ impl PathTemplate {
         Ok(PathTemplate { segments })
     }
 
+    /// Whether the template has a parameter `name`.
     pub fn has_param(&self, name: &str) -> bool {
         self.segments.iter().any(|s| matches!(s, TemplateSegment::Param(p) if p == name))
     }
@@ -167,10 +170,18 @@ impl<T: Copy> Router<T> {
     }
 }
 
+/// Why a route could not be added to a [`Router`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InsertError<T> {
+    /// The method and path are routed already: to this value.
     Overlap(T),
-    ParamName { existing: String, new: String },
+    /// Another route has a parameter of another name at the same position.
+    ParamName {
+        /// The name already routed there.
+        existing: String,
+        /// The name in the template being added.
+        new: String,
+    },
 }
 
 #[cfg(test)]
