@@ -28,6 +28,7 @@ use fapi_enforcement::config::GatewayConfig;
 use fapi_enforcement::enforcer::forward::apply_grant;
 use fapi_enforcement::enforcer::pingora::{decide, write_refusal};
 use fapi_enforcement::enforcer::{interaction_id, Enforcer, Trace};
+use fapi_enforcement::error::StartError;
 use fapi_enforcement::metrics::Metrics;
 use fapi_enforcement::policy::Grant;
 
@@ -91,11 +92,15 @@ impl ProxyHttp for BankProxy {
 }
 
 /// The proxy service of `config`: its mutual-TLS listener and the enforcer.
-pub fn proxy_service(mut config: GatewayConfig) -> std::result::Result<Service<HttpProxy<BankProxy>>, String> {
+pub fn proxy_service(mut config: GatewayConfig) -> std::result::Result<Service<HttpProxy<BankProxy>>, StartError> {
     install_crypto_provider(config.listener.tls_profile)?;
     let metrics = Arc::new(Metrics::new());
     let enforcer = Arc::new(Enforcer::from_config(&mut config, &metrics)?);
-    let (cert, key) = config.listener.tls.as_ref().ok_or("the example terminates TLS itself: give a certificate")?;
+    let (cert, key) = config
+        .listener
+        .tls
+        .as_ref()
+        .ok_or_else(|| StartError::Tls("the example terminates TLS itself: give listener.certificate".into()))?;
     let certificate = Arc::new(ServerCertificate::load(cert, key)?);
     let tls = tls_settings(&config.listener, certificate, enforcer.client_verifier().clone())?;
     let mut service = http_proxy_service(&Arc::new(ServerConf::default()), BankProxy { enforcer });
@@ -115,6 +120,6 @@ fn main() -> std::result::Result<(), String> {
         ServerConf { grace_period_seconds: Some(5), graceful_shutdown_timeout_seconds: Some(5), ..Default::default() };
     let mut server = Server::new_with_opt_and_conf(pingora_core::server::configuration::Opt::default(), conf);
     server.bootstrap();
-    server.add_service(proxy_service(config)?);
+    server.add_service(proxy_service(config).map_err(|e| e.to_string())?);
     server.run_forever()
 }

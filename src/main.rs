@@ -144,7 +144,7 @@ fn main() -> ExitCode {
             })
             .and_then(|config| {
                 init_logging(Some(&config.logging));
-                fapi_gateway_server::server::run(config, upgrade)
+                fapi_gateway_server::server::run(config, upgrade).map_err(|e| e.to_string())
             })
             .map(|never| match never {}),
         Command::Demo { config } => {
@@ -205,7 +205,7 @@ fn explain(
     };
     let certificate_thumbprint = match certificate {
         Some(p) => {
-            let der = fapi_enforcement::client_identity::read_certificates(p)?.remove(0);
+            let der = fapi_enforcement::client_identity::read_certificates(p).map_err(|e| e.to_string())?.remove(0);
             Some(fapi_enforcement::client_identity::thumbprint(&der))
         }
         None => None,

@@ -235,7 +235,7 @@ async fn the_gateway_does_not_start_on_a_taken_port() {
         Ok(Ok(_)) => panic!("started on a taken port"),
         Err(_) => panic!("still starting after 5 s"),
     };
-    assert_eq!(error, format!("cannot listen on {addr}: address in use"));
+    assert_eq!(error.to_string(), format!("cannot listen on {addr}: address in use"));
     assert!(started.elapsed() < Duration::from_secs(1));
     // And readiness says ready only while the listener accepts: here it does.
     let (status, body) = w.admin("/readyz").await;

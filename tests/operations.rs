@@ -162,7 +162,7 @@ async fn an_invalid_reload_keeps_the_old_rules() {
     assert_eq!(w.metric("fapi_gateway_config_generation").await, 1.0);
     assert_eq!(w.get(&w.tpp, "/gobank/accounts", &token).await.status(), 200);
     // SIGHUP-style explicit reload reports the same problem, with file and line.
-    let e = w.gateway.reloader.reload().unwrap_err();
+    let e = w.gateway.reloader.reload().unwrap_err().to_string();
     assert!(e.contains("gobank.toml:12: unknown field `surprise`"), "{e}");
 }
 

@@ -465,7 +465,8 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
     }
 
     let thumbprint = {
-        let der = fapi_enforcement::client_identity::read_certificates(&pki.tpp_cert())?.remove(0);
+        let der =
+            fapi_enforcement::client_identity::read_certificates(&pki.tpp_cert()).map_err(|e| e.to_string())?.remove(0);
         fapi_enforcement::client_identity::thumbprint(&der)
     };
     let authz = fixtures.authorization_server.clone();

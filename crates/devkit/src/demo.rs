@@ -148,7 +148,8 @@ pub fn run(config: Option<&Path>) -> Result<std::convert::Infallible, String> {
         println!("wrote a development PKI to {}", pki.dir.display());
     }
     let config = GatewayConfig::load(&config_path).map_err(|e| e.to_string())?;
-    fapi_enforcement::client_identity::install_crypto_provider(config.listener.tls_profile)?;
+    fapi_enforcement::client_identity::install_crypto_provider(config.listener.tls_profile)
+        .map_err(|e| e.to_string())?;
     let server = config.authorization_servers.first().ok_or("no authorization server configured")?;
     let options = FixtureOptions {
         consent_storage_secret: Some(CONSENT_STORAGE_SECRET.into()),
@@ -186,7 +187,7 @@ pub fn run(config: Option<&Path>) -> Result<std::convert::Infallible, String> {
         pki.tpp_key().display(),
     );
     // The gateway's listeners first: a taken port ends the demo before anything starts.
-    let gateway = fapi_gateway_server::server::prepare(config, false)?;
+    let gateway = fapi_gateway_server::server::prepare(config, false).map_err(|e| e.to_string())?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let fixture_pki = pki.clone();
     std::thread::Builder::new()

@@ -29,6 +29,7 @@ use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureS
 use sha2::{Digest, Sha256};
 
 use crate::config::{CertificateHeader, ClientCertificateSource, ListenerConfig, TlsProfile};
+use crate::error::StartError;
 use std::path::PathBuf;
 
 /// The verified client certificate of a connection.
@@ -73,15 +74,17 @@ pub fn crypto_provider(profile: TlsProfile) -> rustls::crypto::CryptoProvider {
 /// Installs the process-wide provider for `profile`. pingora builds its listener with
 /// the process default, so the profile is fixed once per process: asking for another
 /// one later is an error.
-pub fn install_crypto_provider(profile: TlsProfile) -> Result<(), String> {
+pub fn install_crypto_provider(profile: TlsProfile) -> Result<(), StartError> {
     let wanted = crypto_provider(profile);
     let _ = rustls::crypto::CryptoProvider::install_default(crypto_provider(profile));
-    let installed = rustls::crypto::CryptoProvider::get_default().ok_or("no TLS provider installed")?;
+    let name = match profile {
+        TlsProfile::Fapi => "fapi",
+        TlsProfile::Compatible => "compatible",
+    };
+    let installed = rustls::crypto::CryptoProvider::get_default().ok_or(StartError::TlsProfile(name))?;
     let names = |p: &rustls::crypto::CryptoProvider| p.cipher_suites.iter().map(|s| s.suite()).collect::<Vec<_>>();
     if names(installed) != names(&wanted) {
-        return Err(format!(
-            "this process already runs another TLS profile than `{profile:?}`; one profile per process"
-        ));
+        return Err(StartError::TlsProfile(name));
     }
     Ok(())
 }
@@ -145,12 +148,12 @@ pub struct ServerCertificate {
 
 impl ServerCertificate {
     /// Reads the listener's certificate chain and private key (PEM files).
-    pub fn load(cert: &Path, key: &Path) -> Result<ServerCertificate, String> {
+    pub fn load(cert: &Path, key: &Path) -> Result<ServerCertificate, StartError> {
         Ok(ServerCertificate { current: ArcSwap::from_pointee(certified_key(cert, key)?) })
     }
 
     /// Reads and checks a certificate and key, for [`Self::replace`].
-    pub fn prepare(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
+    pub fn prepare(cert: &Path, key: &Path) -> Result<CertifiedKey, StartError> {
         certified_key(cert, key)
     }
 
@@ -172,7 +175,7 @@ pub struct ClientVerifier {
 impl ClientVerifier {
     /// A verifier requiring client certificates that chain to the CA bundle at `ca` and
     /// that none of `crls` revokes (PEM files).
-    pub fn load(ca: &Path, crls: &[PathBuf]) -> Result<ClientVerifier, String> {
+    pub fn load(ca: &Path, crls: &[PathBuf]) -> Result<ClientVerifier, StartError> {
         Ok(ClientVerifier { current: ArcSwap::from_pointee(client_verifier(ca, crls)?) })
     }
 
@@ -234,55 +237,55 @@ impl ResolvesServerCert for ServerCertificate {
     }
 }
 
-fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
+fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, StartError> {
     let chain = read_certificates(cert)?;
     let key = read_private_key(key)?;
     let provider = rustls::crypto::ring::default_provider();
-    CertifiedKey::from_der(chain, key, &provider).map_err(|e| format!("{}: {e}", cert.display()))
+    CertifiedKey::from_der(chain, key, &provider).map_err(|e| StartError::file(cert, e))
 }
 
 /// Every certificate in a PEM file; an empty or unreadable file is an error.
-pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let file = File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, StartError> {
+    let file = File::open(path).map_err(|e| StartError::read(path, e))?;
     let certs = rustls_pemfile::certs(&mut BufReader::new(file))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{} is not valid PEM: {e}", path.display()))?;
+        .map_err(|e| StartError::file(path, format!("not valid PEM: {e}")))?;
     if certs.is_empty() {
-        return Err(format!("{} holds no certificate", path.display()));
+        return Err(StartError::file(path, "holds no certificate"));
     }
     Ok(certs)
 }
 
 /// The first private key in a PEM file.
-pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let file = File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, StartError> {
+    let file = File::open(path).map_err(|e| StartError::read(path, e))?;
     rustls_pemfile::private_key(&mut BufReader::new(file))
-        .map_err(|e| format!("{} is not valid PEM: {e}", path.display()))?
-        .ok_or_else(|| format!("{} holds no private key", path.display()))
+        .map_err(|e| StartError::file(path, format!("not valid PEM: {e}")))?
+        .ok_or_else(|| StartError::file(path, "holds no private key"))
 }
 
 /// A verifier that requires a client certificate chaining to the CA bundle at `path` and
 /// not revoked by any of the CRLs (PEM files).
-pub fn client_verifier(path: &Path, crl_files: &[PathBuf]) -> Result<Arc<dyn ClientCertVerifier>, String> {
+pub fn client_verifier(path: &Path, crl_files: &[PathBuf]) -> Result<Arc<dyn ClientCertVerifier>, StartError> {
     let mut roots = RootCertStore::empty();
     for cert in read_certificates(path)? {
-        roots.add(cert).map_err(|e| format!("{}: unusable CA certificate: {e}", path.display()))?;
+        roots.add(cert).map_err(|e| StartError::file(path, format!("unusable CA certificate: {e}")))?;
     }
     let mut crls = Vec::new();
     for file in crl_files {
-        let f = File::open(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let f = File::open(file).map_err(|e| StartError::read(file, e))?;
         let found = rustls_pemfile::crls(&mut BufReader::new(f))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{} is not valid PEM: {e}", file.display()))?;
+            .map_err(|e| StartError::file(file, format!("not valid PEM: {e}")))?;
         if found.is_empty() {
-            return Err(format!("{} holds no CRL", file.display()));
+            return Err(StartError::file(file, "holds no CRL"));
         }
         crls.extend(found);
     }
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::new(rustls::crypto::ring::default_provider()))
         .with_crls(crls)
         .build()
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|e| StartError::file(path, e))
 }
 
 /// The listener's TLS settings: our certificate, mandatory client certificates, h2 if enabled.
@@ -290,8 +293,9 @@ pub fn tls_settings(
     listener: &ListenerConfig,
     server_certificate: Arc<ServerCertificate>,
     client_verifier: Arc<ClientVerifier>,
-) -> Result<TlsSettings, String> {
-    let mut settings = TlsSettings::with_callbacks(Box::new(HandshakeCallback)).map_err(|e| e.to_string())?;
+) -> Result<TlsSettings, StartError> {
+    let mut settings =
+        TlsSettings::with_callbacks(Box::new(HandshakeCallback)).map_err(|e| StartError::Tls(e.to_string()))?;
     settings.set_cert_resolver(server_certificate);
     // Behind a proxy the certificate comes in a header; the handshake asks for none.
     if listener.client_certificates == ClientCertificateSource::Handshake {

@@ -18,6 +18,7 @@ pub mod credentials;
 pub mod diagnostics;
 pub mod dpop;
 pub mod enforcer;
+pub mod error;
 pub mod explain;
 pub mod introspection;
 pub mod metrics;

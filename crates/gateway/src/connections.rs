@@ -19,6 +19,7 @@
 //! The module reaches the connection's state through a task-local: pingora serves an
 //! HTTP/1 connection's requests on the task that accepted it.
 
+use crate::error::GatewayError;
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
@@ -104,7 +105,7 @@ pub fn derived_max_connections(open_files: u64) -> usize {
 
 /// Binds a listening socket now (with `SO_REUSEADDR` and pingora's backlog), so that a
 /// taken address fails the start instead of a retry loop in the background.
-pub fn bind_listener(address: SocketAddr) -> Result<std::net::TcpListener, String> {
+pub fn bind_listener(address: SocketAddr) -> Result<std::net::TcpListener, GatewayError> {
     let listener = std::net::TcpListener::bind(address).map_err(|e| listen_error(address, &e))?;
     // SAFETY: listen(2) on a socket this function owns; on a listening socket it only
     // changes the backlog (the kernel caps it at somaxconn).
@@ -113,14 +114,14 @@ pub fn bind_listener(address: SocketAddr) -> Result<std::net::TcpListener, Strin
 }
 
 /// `cannot listen on 127.0.0.1:8443: address in use`.
-pub fn listen_error(address: SocketAddr, e: &io::Error) -> String {
+pub fn listen_error(address: SocketAddr, e: &io::Error) -> GatewayError {
     let reason = match e.kind() {
         io::ErrorKind::AddrInUse => "address in use".to_string(),
         io::ErrorKind::AddrNotAvailable => "address not available on this host".to_string(),
         io::ErrorKind::PermissionDenied => "permission denied".to_string(),
         _ => e.to_string(),
     };
-    format!("cannot listen on {address}: {reason}")
+    GatewayError::Listen { address, reason }
 }
 
 /// Whether the proxy listener is accepting connections (`/readyz`).
@@ -622,8 +623,8 @@ impl<A> ProxyListener<A> {
         app: A,
         tracker: Arc<ConnectionTracker>,
         accepting: Accepting,
-    ) -> Result<ProxyListener<A>, String> {
-        let address = listener.local_addr().map_err(|e| format!("listening socket: {e}"))?;
+    ) -> Result<ProxyListener<A>, GatewayError> {
+        let address = listener.local_addr().map_err(|e| GatewayError::Upgrade(format!("listening socket: {e}")))?;
         Ok(ProxyListener {
             name: name.to_string(),
             address,
@@ -826,6 +827,6 @@ mod tests {
     fn a_taken_address_is_named() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();
-        assert_eq!(bind_listener(addr).unwrap_err(), format!("cannot listen on {addr}: address in use"));
+        assert_eq!(bind_listener(addr).unwrap_err().to_string(), format!("cannot listen on {addr}: address in use"));
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod connections;
+pub mod error;
 pub mod proxy;
 pub mod reload;
 pub mod server;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::error::GatewayError;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::server::{ListenFds, ShutdownWatch};
@@ -136,7 +137,7 @@ impl Reloader {
     }
 
     /// Reads the configuration and, if all of it is valid, applies it.
-    pub fn reload(&self) -> Result<ReloadReport, String> {
+    pub fn reload(&self) -> Result<ReloadReport, GatewayError> {
         let result = self.try_reload();
         match &result {
             Ok(report) => {
@@ -157,15 +158,16 @@ impl Reloader {
         result
     }
 
-    fn try_reload(&self) -> Result<ReloadReport, String> {
-        let config =
-            GatewayConfig::load(&self.config_path).map_err(|e| e.to_string())?.with_overrides(self.overrides)?;
+    fn try_reload(&self) -> Result<ReloadReport, GatewayError> {
+        let config = GatewayConfig::load(&self.config_path)?
+            .with_overrides(self.overrides)
+            .map_err(GatewayError::NeedsRestart)?;
         for api in config.policies.apis() {
             if !self.servers.contains_key(&api.authorization_server) {
-                return Err(format!(
+                return Err(GatewayError::NeedsRestart(format!(
                     "API `{}` names authorization server `{}`, which is not running: adding a server needs a restart",
                     api.name, api.authorization_server
-                ));
+                )));
             }
         }
         // Everything fallible first; then swap, so a bad file changes nothing.

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{AdminService, AdminState};
 use crate::connections::{self, Accepting, ConnectionTracker, DeadlineApp, HeadRead, ProxyListener};
+use crate::error::GatewayError;
 use crate::proxy::Gateway;
 use crate::reload::{ReloadService, Reloader};
 use fapi_enforcement::cache::ServerLinks;
@@ -54,11 +55,14 @@ pub struct BoundListeners {
 
 /// Binds the proxy and admin listeners of `config`, or takes them from `inherited` (the
 /// sockets a running instance handed over for `run --upgrade`).
-pub fn bind_listeners(config: &GatewayConfig, inherited: Option<&Fds>) -> Result<BoundListeners, String> {
+pub fn bind_listeners(config: &GatewayConfig, inherited: Option<&Fds>) -> Result<BoundListeners, GatewayError> {
     let proxy_addr = config.listener.address;
     let admin_addr = config.admin.as_ref().map(|a| a.address);
     if admin_addr == Some(proxy_addr) {
-        return Err(format!("cannot listen on {proxy_addr}: listener.address and admin.address are the same"));
+        return Err(GatewayError::Listen {
+            address: proxy_addr,
+            reason: "listener.address and admin.address are the same".into(),
+        });
     }
     let take = |addr: std::net::SocketAddr| -> Option<std::net::TcpListener> {
         let fds = inherited?;
@@ -86,11 +90,14 @@ pub fn bind_listeners(config: &GatewayConfig, inherited: Option<&Fds>) -> Result
 
 /// Receives the listening sockets of the running instance (it sends them on SIGQUIT),
 /// closing those this configuration does not listen on.
-fn take_over(socket: &Path, config: &GatewayConfig) -> Result<Fds, String> {
-    let path = socket.to_str().ok_or_else(|| format!("upgrade socket {} is not UTF-8", socket.display()))?;
+fn take_over(socket: &Path, config: &GatewayConfig) -> Result<Fds, GatewayError> {
+    let path = socket
+        .to_str()
+        .ok_or_else(|| GatewayError::Upgrade(format!("upgrade socket {} is not UTF-8", socket.display())))?;
     tracing::info!(socket = path, "waiting for the running instance's listening sockets (send it SIGQUIT)");
     let mut fds = Fds::new();
-    fds.get_from_sock(path).map_err(|e| format!("cannot take the listening sockets over at {path}: {e}"))?;
+    fds.get_from_sock(path)
+        .map_err(|e| GatewayError::Upgrade(format!("cannot take the listening sockets over at {path}: {e}")))?;
     let keep: HashSet<String> = std::iter::once(config.listener.address)
         .chain(config.admin.as_ref().map(|a| a.address))
         .map(|a| a.to_string())
@@ -113,7 +120,7 @@ fn server_conf(config: &GatewayConfig) -> ServerConf {
 }
 
 /// Builds the proxy (on its bound listener), the admin service and the reloader.
-pub fn build(mut config: GatewayConfig, listeners: BoundListeners) -> Result<GatewayServices, String> {
+pub fn build(mut config: GatewayConfig, listeners: BoundListeners) -> Result<GatewayServices, GatewayError> {
     // Before any TLS (the introspection clients included) is set up.
     install_crypto_provider(config.listener.tls_profile)?;
     let metrics = Arc::new(Metrics::new());
@@ -179,7 +186,7 @@ pub struct Prepared {
 
 /// Raises the open-files limit, binds the listeners (or, with `upgrade`, takes them over
 /// from the running instance: see README) and builds the services.
-pub fn prepare(config: GatewayConfig, upgrade: bool) -> Result<Prepared, String> {
+pub fn prepare(config: GatewayConfig, upgrade: bool) -> Result<Prepared, GatewayError> {
     let open_files = connections::raise_open_files_limit();
     tracing::info!(open_files, "open-files limit");
     let inherited = if upgrade { Some(take_over(&config.server.upgrade_socket, &config)?) } else { None };
@@ -206,7 +213,7 @@ impl Prepared {
 
 /// Runs the gateway under pingora's server until SIGTERM (graceful) or SIGINT (fast).
 /// `upgrade` takes the listening sockets over from a running instance (see README).
-pub fn run(config: GatewayConfig, upgrade: bool) -> Result<std::convert::Infallible, String> {
+pub fn run(config: GatewayConfig, upgrade: bool) -> Result<std::convert::Infallible, GatewayError> {
     prepare(config, upgrade)?.run()
 }
 
@@ -223,7 +230,7 @@ pub struct RunningGateway {
 impl RunningGateway {
     /// Binds the listeners (an error at once if an address is taken), starts the services
     /// and waits until the proxy listener accepts connections.
-    pub async fn start(config: GatewayConfig) -> Result<RunningGateway, String> {
+    pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError> {
         let listeners = bind_listeners(&config, None)?;
         let services = build(config, listeners)?;
         let accepting = services.accepting.clone();
@@ -251,7 +258,7 @@ impl RunningGateway {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Err("the proxy listener did not start accepting within 10 s".into())
+        Err(GatewayError::NotAccepting(Duration::from_secs(10)))
     }
 }
 

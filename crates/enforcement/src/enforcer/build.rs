@@ -11,6 +11,7 @@ use crate::cache::{set_consent_paths, IntrospectionCache, ServerLink, ServerLink
 use crate::client_identity::ClientVerifier;
 use crate::config::GatewayConfig;
 use crate::dpop::DpopVerifier;
+use crate::error::StartError;
 use crate::introspection::HttpIntrospector;
 use crate::metrics::Metrics;
 use crate::resilience::{CircuitBreaker, Guarded};
@@ -31,7 +32,7 @@ impl ForwardingSettings {
 }
 
 /// The introspection path to each authorization server: client, call limit, breaker, cache.
-pub fn server_links(config: &GatewayConfig, metrics: &Arc<Metrics>) -> Result<ServerLinks, String> {
+pub fn server_links(config: &GatewayConfig, metrics: &Arc<Metrics>) -> Result<ServerLinks, StartError> {
     let mut links = ServerLinks::new();
     for server in &config.authorization_servers {
         let circuit = metrics.circuit_state.with_label_values(&[&server.name]);
@@ -41,8 +42,7 @@ pub fn server_links(config: &GatewayConfig, metrics: &Arc<Metrics>) -> Result<Se
             server.circuit_open,
             Box::new(move |state| circuit.set(state as i64)),
         ));
-        let client =
-            HttpIntrospector::new(server).map_err(|e| format!("authorization server `{}`: {e}", server.name))?;
+        let client = HttpIntrospector::new(server)?;
         let guarded = Guarded::new(client, server.max_concurrent_calls, server.timeout, breaker.clone());
         let cache = Arc::new(IntrospectionCache::new(&server.name, &config.cache, Arc::new(guarded), metrics.clone()));
         links.insert(
@@ -58,7 +58,7 @@ impl Enforcer {
     /// more). Install the process's TLS provider first
     /// ([`install_crypto_provider`](crate::install_crypto_provider)): the introspection
     /// clients are TLS clients.
-    pub fn from_config(config: &mut GatewayConfig, metrics: &Arc<Metrics>) -> Result<Enforcer, String> {
+    pub fn from_config(config: &mut GatewayConfig, metrics: &Arc<Metrics>) -> Result<Enforcer, StartError> {
         let servers = Arc::new(server_links(config, metrics)?);
         let client_verifier = Arc::new(ClientVerifier::load(&config.listener.client_ca, &config.listener.crls)?);
         let policies = std::mem::take(&mut config.policies);

@@ -17,6 +17,7 @@ use super::http::{read_body, read_json, transport_error};
 use super::signed::SignedResponses;
 use super::AuthorizationServerConfig;
 use super::{IntrospectionError, Introspector, TokenInfo};
+use crate::error::StartError;
 
 const SIGNED_TYPE: &str = "application/token-introspection+jwt";
 
@@ -39,7 +40,11 @@ pub struct HttpIntrospector {
 
 impl HttpIntrospector {
     /// A client for `config`'s server (nothing is called before the first introspection).
-    pub fn new(config: &AuthorizationServerConfig) -> Result<HttpIntrospector, String> {
+    pub fn new(config: &AuthorizationServerConfig) -> Result<HttpIntrospector, StartError> {
+        Self::build(config).map_err(|reason| StartError::AuthorizationServer { server: config.name.clone(), reason })
+    }
+
+    fn build(config: &AuthorizationServerConfig) -> Result<HttpIntrospector, String> {
         let mut builder = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(2)))
