@@ -30,7 +30,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{ProxyHttp, Session};
 
 use crate::access::{self, AccessRecord};
-use fapi_enforcement::config::ClientCertificateSource;
+use fapi_enforcement::config::{ClientCertificateSource, IdentityHeaderNames};
 use fapi_enforcement::enforcer::forward::identity_headers;
 use fapi_enforcement::enforcer::pingora::{connection_of, write_refusal};
 use fapi_enforcement::enforcer::{interaction_id, Enforcer, Request, Trace, INTERACTION_ID};
@@ -131,8 +131,8 @@ fn single<'r>(call: &'r RequestHeader, name: &'static str) -> std::result::Resul
 
 /// Builds the original request's head from the proxy's call: method and URI from
 /// `X-Forwarded-Method` and `X-Forwarded-Uri`, Host from `X-Forwarded-Host` (else the
-/// call's), `Content-Length` from `X-Forwarded-Content-Length`, every other header as
-/// the proxy passed it.
+/// call's `Host` or `:authority`), `Content-Length` from `X-Forwarded-Content-Length`,
+/// every other header as the proxy passed it.
 fn original_request(call: &RequestHeader) -> std::result::Result<Forwarded, Refusal> {
     let missing = |field| Refusal::InvalidRequest {
         description: "the proxy must send X-Forwarded-Method and X-Forwarded-Uri (see the forward-auth configuration)",
@@ -162,8 +162,12 @@ fn original_request(call: &RequestHeader) -> std::result::Result<Forwarded, Refu
             },
         )?),
     };
-    let host = match single(call, FORWARDED_HOST)? {
+    let host: Vec<&[u8]> = match single(call, FORWARDED_HOST)? {
         Some(h) => vec![h],
+        // An HTTP/2 call names its host in `:authority`.
+        None if call.headers.get("host").is_none() => {
+            call.uri.authority().map(|a| a.as_str().as_bytes()).into_iter().collect()
+        }
         None => call.headers.get_all("host").iter().map(|h| h.as_bytes()).collect(),
     };
     let internal = |_| Refusal::InvalidRequest { description: "a forwarded header is malformed", field: "headers" };
@@ -184,9 +188,12 @@ fn original_request(call: &RequestHeader) -> std::result::Result<Forwarded, Refu
 /// Writes the answer to a granted request: 200, no body, every identity header. One the
 /// grant has no value for is sent empty, so that the proxy replaces the client's with
 /// nothing (Caddy 2.6's `copy_headers` would set an absent one to its placeholder's text).
-async fn write_grant(session: &mut Session, grant: &Grant, enforcer: &Enforcer, interaction_id: &str) -> Result<()> {
-    let live = enforcer.live();
-    let names = &live.settings.identity_headers;
+async fn write_grant(
+    session: &mut Session,
+    grant: &Grant,
+    names: &IdentityHeaderNames,
+    interaction_id: &str,
+) -> Result<()> {
     let granted = identity_headers(grant, names);
     let mut header = ResponseHeader::build(200, Some(8))?;
     for name in names.all() {
@@ -263,7 +270,9 @@ impl ProxyHttp for ForwardAuth {
         match decision {
             Ok(grant) => {
                 ctx.decision = "allowed";
-                write_grant(session, &grant, &self.enforcer, &ctx.interaction_id).await?;
+                // The header names of the configuration generation that decided.
+                let live = ctx.trace.live.clone().unwrap_or_else(|| self.enforcer.live());
+                write_grant(session, &grant, &live.settings.identity_headers, &ctx.interaction_id).await?;
                 ctx.grant = Some(grant);
             }
             Err(refusal) => {
@@ -340,6 +349,16 @@ mod tests {
         let empty =
             call(&[("x-forwarded-method", "GET"), ("x-forwarded-uri", "/a"), ("x-forwarded-content-length", "")]);
         assert!(!original_request(&empty).unwrap().has_body);
+    }
+
+    #[test]
+    fn an_http2_call_names_the_host_in_its_authority() {
+        let mut c = RequestHeader::build("GET", b"/auth", None).unwrap();
+        c.set_uri("https://api.bank.example/auth".parse().unwrap());
+        c.append_header("x-forwarded-method", "GET").unwrap();
+        c.append_header("x-forwarded-uri", "/a").unwrap();
+        let f = original_request(&c).unwrap();
+        assert_eq!(f.head.headers.get("host").unwrap(), "api.bank.example");
     }
 
     #[test]
