@@ -19,18 +19,23 @@ pub struct Nginx {
 }
 
 impl Drop for Nginx {
-    /// SIGTERM to the master stops its workers too (SIGKILL would orphan them).
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        for _ in 0..50 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
+}
+
+/// Stops a server process: SIGTERM (to nginx's master it stops the workers too, which
+/// SIGKILL would orphan), and SIGKILL if it is still running 5 s later.
+pub fn stop(child: &mut Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    for _ in 0..50 {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Starts nginx from the template in `benches/nginx/` (next to the working directory or

@@ -11,7 +11,7 @@ use pingora_core::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use fapi_enforcement::cache::CacheOutcome;
+use crate::access::{self, AccessRecord};
 use fapi_enforcement::enforcer::forward::apply_grant;
 use fapi_enforcement::enforcer::pingora::{decide, write_refusal};
 use fapi_enforcement::enforcer::{interaction_id, Enforcer, Trace, INTERACTION_ID};
@@ -196,30 +196,17 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, _e: Option<&pingora_core::Error>, ctx: &mut RequestContext) {
         let req = session.req_header();
-        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
         let grant = ctx.grant.as_ref();
-        let decision = ctx.refusal.unwrap_or(if grant.is_some() { "allowed" } else { "none" });
-        let api = ctx.trace.api.as_deref().unwrap_or("");
-        let route = ctx.trace.route.as_deref().unwrap_or("");
-        let elapsed = ctx.started.elapsed();
-        // Unmatched paths count under the method only: their text is the client's, unbounded.
-        let method = if ctx.trace.route.is_some() { req.method.as_str() } else { "" };
-        self.metrics.requests.with_label_values(&[api, route, method, &status.to_string(), decision]).inc();
-        self.metrics.request_duration.with_label_values(&[api]).observe(elapsed.as_secs_f64());
-        tracing::info!(
-            target: "fapi_gateway::access",
-            interaction_id = %ctx.interaction_id,
-            method = %req.method,
-            path = %req.uri.path(),
-            status,
-            decision,
-            api,
-            route,
-            client_id = grant.and_then(|g| g.client_id.as_deref()).unwrap_or(""),
-            consent_id = grant.and_then(|g| g.consent_id.as_deref()).unwrap_or(""),
-            token = ctx.trace.token_tag.as_deref().unwrap_or(""),
-            cache = ctx.trace.cache.map(CacheOutcome::as_str).unwrap_or(""),
-            elapsed_us = elapsed.as_micros() as u64,
-        );
+        let record = AccessRecord {
+            interaction_id: &ctx.interaction_id,
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            status: session.response_written().map(|r| r.status.as_u16()).unwrap_or(0),
+            decision: ctx.refusal.unwrap_or(if grant.is_some() { "allowed" } else { "none" }),
+            trace: &ctx.trace,
+            grant,
+            elapsed: ctx.started.elapsed(),
+        };
+        access::record(&self.metrics, record);
     }
 }

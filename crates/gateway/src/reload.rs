@@ -32,12 +32,13 @@ fn restart_only(c: &GatewayConfig) -> Vec<(&'static str, String)> {
         (
             "listener",
             format!(
-                "{} http2={} tls={} profile={:?} from_handshake={}",
+                "{} http2={} tls={} profile={:?} from_handshake={} mode={:?}",
                 c.listener.address,
                 c.listener.http2,
                 c.listener.tls.is_some(),
                 c.listener.tls_profile,
-                c.listener.client_certificates == fapi_enforcement::config::ClientCertificateSource::Handshake
+                c.listener.client_certificates == fapi_enforcement::config::ClientCertificateSource::Handshake,
+                c.listener.mode
             ),
         ),
         (

@@ -13,8 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora_core::protocols::http::v2::server::H2Options;
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::{Fds, Server};
+use pingora_core::server::{Fds, Server, ShutdownWatch};
 use pingora_core::services::Service;
 use pingora_proxy::HttpProxy;
 use tokio::sync::watch;
@@ -23,16 +27,70 @@ use tokio::task::JoinHandle;
 use crate::admin::{AdminService, AdminState};
 use crate::connections::{self, Accepting, ConnectionTracker, DeadlineApp, HeadRead, ProxyListener};
 use crate::error::GatewayError;
+use crate::forward_auth::ForwardAuth;
 use crate::proxy::Gateway;
 use crate::reload::{ReloadService, Reloader};
 use fapi_enforcement::cache::ServerLinks;
 use fapi_enforcement::client_identity::{install_crypto_provider, tls_settings, ServerCertificate};
-use fapi_enforcement::config::{ClientCertificateSource, GatewayConfig};
+use fapi_enforcement::config::{ClientCertificateSource, ConnectionLimits, GatewayConfig, ListenerMode};
 use fapi_enforcement::enforcer::Enforcer;
 use fapi_enforcement::metrics::Metrics;
 
-/// The proxy as pingora serves it: under connection deadlines.
-pub type ProxyApp = DeadlineApp<HttpProxy<Gateway>>;
+/// The proxy listener's application as pingora serves it: under connection deadlines.
+pub type ProxyApp = DeadlineApp<ListenerApp>;
+
+/// What the proxy listener serves: the proxy, or (mode `forward_auth`) the decision alone.
+pub enum ListenerApp {
+    Proxy(Arc<HttpProxy<Gateway>>),
+    ForwardAuth(Arc<HttpProxy<ForwardAuth>>),
+}
+
+#[async_trait]
+impl HttpServerApp for ListenerApp {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match self.as_ref() {
+            ListenerApp::Proxy(app) => app.process_new_http(session, shutdown).await,
+            ListenerApp::ForwardAuth(app) => app.process_new_http(session, shutdown).await,
+        }
+    }
+
+    fn h2_options(&self) -> Option<H2Options> {
+        match self {
+            ListenerApp::Proxy(app) => app.h2_options(),
+            ListenerApp::ForwardAuth(app) => app.h2_options(),
+        }
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        match self {
+            ListenerApp::Proxy(app) => app.server_options(),
+            ListenerApp::ForwardAuth(app) => app.server_options(),
+        }
+    }
+
+    async fn http_cleanup(&self) {
+        match self {
+            ListenerApp::Proxy(app) => app.http_cleanup().await,
+            ListenerApp::ForwardAuth(app) => app.http_cleanup().await,
+        }
+    }
+}
+
+/// Serves `inner` under pingora's HTTP machinery with the gateway's modules and options.
+fn http_app<SV>(inner: SV, conf: Arc<ServerConf>, limits: &ConnectionLimits) -> Arc<HttpProxy<SV>>
+where
+    SV: pingora_proxy::ProxyHttp,
+{
+    let mut http = HttpProxy::new(inner, conf);
+    http.handle_init_modules();
+    http.downstream_modules.add_module(Box::new(HeadRead));
+    http.server_options = Some(connections::server_options(limits));
+    Arc::new(http)
+}
 
 /// The services of one gateway, ready to start, and handles on its state.
 pub struct GatewayServices {
@@ -162,17 +220,17 @@ pub fn build(mut config: GatewayConfig, listeners: BoundListeners) -> Result<Gat
         client_verifier,
         metrics.clone(),
     ));
-    let gateway = Gateway::new(enforcer, metrics.clone());
-    let mut http = HttpProxy::new(gateway, conf);
-    http.handle_init_modules();
-    http.downstream_modules.add_module(Box::new(HeadRead));
-    http.server_options = Some(connections::server_options(&limits));
+    let app = if config.listener.mode == ListenerMode::ForwardAuth {
+        ListenerApp::ForwardAuth(http_app(ForwardAuth::new(enforcer, metrics.clone()), conf, &limits))
+    } else {
+        ListenerApp::Proxy(http_app(Gateway::new(enforcer, metrics.clone()), conf, &limits))
+    };
     // `tls` is absent behind a TLS-terminating proxy, on the bank's internal network.
     let proxy = ProxyListener::new(
         "fapi-gateway",
         listeners.proxy,
         tls,
-        DeadlineApp::new(http, &limits),
+        DeadlineApp::new(app, &limits),
         connections.clone(),
         accepting.clone(),
     )?;

@@ -60,10 +60,12 @@ pub(super) struct ListenerSection {
     #[serde(default = "default_tls_profile")]
     pub(super) tls_profile: Spanned<TlsProfile>,
     /// `mtls`: the client certificate comes from this listener's TLS handshake;
-    /// `behind_proxy`: from a header set by a TLS-terminating load balancer (RFC 9440).
+    /// `behind_proxy`: from a header set by a TLS-terminating load balancer (RFC 9440);
+    /// `forward_auth`: the same, and the listener answers the decision alone.
     #[serde(default = "default_mode")]
     pub(super) mode: Spanned<ListenerMode>,
-    /// In `behind_proxy` mode: whether this listener still speaks TLS (without client certificates).
+    /// In `behind_proxy` and `forward_auth` modes: whether this listener still speaks TLS
+    /// (without client certificates).
     #[serde(default = "yes")]
     pub(super) tls: bool,
     #[serde(default)]

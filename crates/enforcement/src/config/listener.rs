@@ -25,6 +25,9 @@ pub struct ListenerConfig {
     pub tls_profile: TlsProfile,
     /// Where the client certificate comes from.
     pub client_certificates: ClientCertificateSource,
+    /// What the listener serves: the proxy (`mtls`, `behind_proxy`), or the decision alone
+    /// (`forward_auth`).
+    pub mode: ListenerMode,
     /// Lower-case `host` or `host:port`; empty: any Host is served.
     pub server_names: Vec<String>,
 }
@@ -37,6 +40,9 @@ pub enum ListenerMode {
     Mtls,
     /// From a header set by a TLS-terminating load balancer (RFC 9440).
     BehindProxy,
+    /// From a header set by a TLS-terminating proxy too, and the listener answers the
+    /// decision alone, for that proxy to forward (nginx `auth_request`, Caddy `forward_auth`).
+    ForwardAuth,
 }
 
 /// Which TLS versions and cipher suites the listener offers (`listener.tls_profile`).
@@ -125,7 +131,8 @@ impl Cidr {
 /// Validates `[listener]`; `None` when its address is unusable (an error is recorded).
 pub(super) fn validate(l: &ListenerSection, d: &mut Diagnostics) -> Option<ListenerConfig> {
     let address = super::socket_address(&l.address, d);
-    let behind_proxy = *l.mode.get_ref() == ListenerMode::BehindProxy;
+    let mode = *l.mode.get_ref();
+    let behind_proxy = mode != ListenerMode::Mtls;
     let wants_tls = !behind_proxy || l.tls;
     let tls = match (&l.certificate, &l.private_key, wants_tls) {
         (Some(c), Some(k), true) => Some((
@@ -155,7 +162,11 @@ pub(super) fn validate(l: &ListenerSection, d: &mut Diagnostics) -> Option<Liste
             }
         }
         if l.trusted_proxies.is_empty() {
-            d.error(None, "listener.mode `behind_proxy` needs trusted_proxies (the load balancers' addresses)");
+            let (name, whose) = match mode {
+                ListenerMode::ForwardAuth => ("forward_auth", "proxies'"),
+                _ => ("behind_proxy", "load balancers'"),
+            };
+            d.error(None, format!("listener.mode `{name}` needs trusted_proxies (the {whose} addresses)"));
         }
         ClientCertificateSource::ProxyHeader { trusted, format: l.client_cert_header }
     } else {
@@ -183,6 +194,7 @@ pub(super) fn validate(l: &ListenerSection, d: &mut Diagnostics) -> Option<Liste
         http2: l.http2,
         tls_profile: *l.tls_profile.get_ref(),
         client_certificates,
+        mode,
         server_names,
     })
 }

@@ -318,6 +318,24 @@ gobank = "http://127.0.0.1:8070"
     }
 
     #[test]
+    fn forward_auth_mode_takes_proxy_headers_and_needs_trusted_proxies() {
+        let dir = folder();
+        let path = dir.path().join("gateway.toml");
+        let source = VALID.replace(
+            "client_ca = \"ca.pem\"",
+            "client_ca = \"ca.pem\"\nmode = \"forward_auth\"\ntls = false\ntrusted_proxies = [\"127.0.0.1\"]",
+        );
+        let c = GatewayConfig::parse(&path, &source).unwrap();
+        assert_eq!(c.listener.mode, ListenerMode::ForwardAuth);
+        assert!(c.listener.tls.is_none());
+        assert!(matches!(c.listener.client_certificates, ClientCertificateSource::ProxyHeader { .. }));
+        let untrusted = source.replace("trusted_proxies = [\"127.0.0.1\"]", "");
+        let p = problems(&untrusted);
+        assert!(p.iter().any(|m| m.contains("`forward_auth` needs trusted_proxies")), "{p:?}");
+        assert_eq!(GatewayConfig::parse(&path, VALID).unwrap().listener.mode, ListenerMode::Mtls);
+    }
+
+    #[test]
     fn upstream_urls() {
         use forwarding::parse_upstream_url;
         assert_eq!(parse_upstream_url("http://127.0.0.1:8070").unwrap(), "127.0.0.1:8070".parse().unwrap());
