@@ -21,7 +21,6 @@ struct Segment {
 }
 
 impl ClaimPath {
-    /// Parses `a.b[].c`; an empty or malformed segment is an error.
     pub fn parse(text: &str) -> Result<ClaimPath, String> {
         if text.is_empty() {
             return Err("claim path is empty".into());
@@ -43,7 +42,6 @@ impl ClaimPath {
         Ok(ClaimPath { segments, text: text.to_string() })
     }
 
-    /// The path as written.
     pub fn as_str(&self) -> &str {
         &self.text
     }
@@ -55,6 +53,18 @@ impl ClaimPath {
 
     /// Every value found at this path (arrays at the end are flattened).
     pub fn values<'a, N: Node>(&self, root: &'a N) -> Vec<&'a N> {
+        // A final array (e.g. `Permissions`) counts as its elements.
+        self.ends(root)
+            .into_iter()
+            .flat_map(|v| match v.items() {
+                Some(items) => items.iter().collect::<Vec<_>>(),
+                None => vec![v],
+            })
+            .collect()
+    }
+
+    /// The values at the end of the path, final arrays not flattened.
+    fn ends<'a, N: Node>(&self, root: &'a N) -> Vec<&'a N> {
         let mut current = vec![root];
         for seg in &self.segments {
             let mut next = Vec::new();
@@ -71,14 +81,7 @@ impl ClaimPath {
             }
             current = next;
         }
-        // A final array (e.g. `Permissions`) counts as its elements.
         current
-            .into_iter()
-            .flat_map(|v| match v.items() {
-                Some(items) => items.iter().collect::<Vec<_>>(),
-                None => vec![v],
-            })
-            .collect()
     }
 
     /// The single string at this path, if there is exactly one.
@@ -95,28 +98,43 @@ impl ClaimPath {
 
     /// Whether `wanted` is among the strings at this path (as `strings` lists them).
     pub fn contains<N: Node>(&self, root: &N, wanted: &str) -> bool {
-        let matches = |v: &N| v.text().is_some_and(|s| s == wanted || s.split_whitespace().any(|w| w == wanted));
+        self.any_string(root, |s| s == wanted)
+    }
+
+    /// The strings at this path. A string standing alone is a space-separated list (as
+    /// `scope` is); a string in an array (a final array, or reached through `name[]`) is one
+    /// value: an account granted as `["GB29 NWBK 6016"]` is that account, not three.
+    pub fn strings<N: Node>(&self, root: &N) -> Vec<String> {
+        let mut out = Vec::new();
+        self.any_string(root, |s| {
+            out.push(s.to_string());
+            false
+        });
+        out
+    }
+
+    /// Calls `f` on each string at this path, as `strings` lists them, until it returns true.
+    fn any_string<N: Node>(&self, root: &N, mut f: impl FnMut(&str) -> bool) -> bool {
+        let mut one = |v: &N, alone: bool| match v.text() {
+            Some(s) if alone => s.split_whitespace().any(&mut f),
+            Some(s) => f(s),
+            None => false,
+        };
+        // The common case, one plain member, without collecting.
         if let [Segment { name, each: false }] = self.segments.as_slice() {
             return match root.member(name) {
                 Some(v) => match v.items() {
-                    Some(items) => items.iter().any(matches),
-                    None => matches(v),
+                    Some(items) => items.iter().any(|i| one(i, false)),
+                    None => one(v, true),
                 },
                 None => false,
             };
         }
-        self.values(root).into_iter().any(matches)
-    }
-
-    /// The strings at this path; a space-separated string counts as a list (as `scope` is).
-    pub fn strings<N: Node>(&self, root: &N) -> Vec<String> {
-        self.values(root)
-            .into_iter()
-            .flat_map(|v| match v.text() {
-                Some(s) => s.split_whitespace().map(str::to_string).collect(),
-                None => Vec::new(),
-            })
-            .collect()
+        let walked = self.segments.iter().any(|s| s.each);
+        self.ends(root).into_iter().any(|v| match v.items() {
+            Some(items) => items.iter().any(|i| one(i, false)),
+            None => one(v, !walked),
+        })
     }
 }
 
@@ -182,5 +200,30 @@ mod tests {
         assert!(ClaimPath::parse("").is_err());
         assert!(ClaimPath::parse("a..b").is_err());
         assert!(ClaimPath::parse("a[0].b").is_err());
+    }
+
+    #[test]
+    fn a_string_in_an_array_is_one_value() {
+        // Found by tests/properties.rs: an account granted as `["A 1"]` read as accounts
+        // `A` and `1` (a consent for the IBAN `GB29 NWBK 6016` granted `GB29`, `NWBK`, ...).
+        let claims = json!({
+            "AccountIDs": ["GB29 NWBK 6016", "A2"], "scope": "openid accounts",
+            "fdx_consent": {"resources": [{"id": "A 1"}]}
+        });
+        let accounts = ClaimPath::parse("AccountIDs").unwrap();
+        assert_eq!(accounts.strings(&claims), vec!["GB29 NWBK 6016", "A2"]);
+        assert!(accounts.contains(&claims, "GB29 NWBK 6016"));
+        assert!(!accounts.contains(&claims, "GB29"));
+        let walked = ClaimPath::parse("fdx_consent.resources[].id").unwrap();
+        assert_eq!(walked.strings(&claims), vec!["A 1"]);
+        assert!(!walked.contains(&claims, "A"));
+        // A string standing alone is still a space-separated list.
+        let scope = ClaimPath::parse("scope").unwrap();
+        assert!(scope.contains(&claims, "accounts"));
+        assert!(!scope.contains(&claims, "openid accounts"));
+        let claim = Claim::from(&claims);
+        for p in [&accounts, &walked, &scope] {
+            assert_eq!(p.strings(&claim), p.strings(&claims));
+        }
     }
 }

@@ -622,3 +622,23 @@ fn explain_records_every_check() {
     assert_eq!(failed, vec![Check::Scopes, Check::Account]);
     assert!(explanation.checks.iter().any(|(c, r)| *c == Check::Binding && r.as_ref().unwrap().contains("THUMB")));
 }
+
+#[test]
+fn an_account_granted_with_spaces_is_one_account() {
+    // Found by tests/properties.rs: `AccountIDs: ["GB29 NWBK"]` granted `GB29` and `NWBK`
+    // (and refused the account the consent named).
+    let s = set(UK);
+    let mut claims = uk_token();
+    claims["AccountIDs"] = json!(["GB29 NWBK"]);
+    for path in ["/gobank/accounts/GB29/balances", "/gobank/accounts/NWBK/balances"] {
+        assert!(
+            matches!(
+                decide(&s, "GET", path, claims.clone()),
+                Err(Refusal::Consent(ConsentRefusal::AccountNotGranted { .. }))
+            ),
+            "{path}"
+        );
+    }
+    let g = decide(&s, "GET", "/gobank/accounts/GB29%20NWBK/balances", claims).unwrap();
+    assert_eq!(g.accounts, vec!["GB29 NWBK"]);
+}
