@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use fapi_gateway::config::DpopConfig;
-use fapi_gateway::credentials::{credentials, MAX_TOKEN_LEN};
-use fapi_gateway::dpop::DpopVerifier;
+use fapi_enforcement::config::DpopConfig;
+use fapi_enforcement::credentials::{credentials, MAX_TOKEN_LEN};
+use fapi_enforcement::dpop::DpopVerifier;
 use fapi_gateway_fuzz::NOW;
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue};

@@ -10,8 +10,8 @@
 
 use std::sync::OnceLock;
 
-use fapi_gateway::client_identity::{certificate_from_header, thumbprint, ClientVerifier};
-use fapi_gateway::config::CertificateHeader;
+use fapi_enforcement::client_identity::{certificate_from_header, thumbprint, ClientVerifier};
+use fapi_enforcement::config::CertificateHeader;
 use fapi_gateway_fuzz::repository;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;

@@ -10,9 +10,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use fapi_gateway::config::GatewayConfig;
-use fapi_gateway::pki::DevPki;
-use fapi_gateway::policy::PolicySet;
+use fapi_enforcement::config::GatewayConfig;
+use fapi_devkit::pki::DevPki;
+use fapi_enforcement::policy::PolicySet;
 use fapi_gateway_fuzz::{repository, servers, upstreams};
 use libfuzzer_sys::fuzz_target;
 

@@ -8,9 +8,9 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use fapi_gateway::introspection::{TokenInfo, STANDARD_MEMBERS};
-use fapi_gateway::policy::{Explanation, Presented};
-use fapi_gateway::strict_json;
+use fapi_enforcement::introspection::{TokenInfo, STANDARD_MEMBERS};
+use fapi_enforcement::policy::{Explanation, Presented};
+use fapi_enforcement::strict_json;
 use fapi_gateway_fuzz::{policies, sample_requests, NOW};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;

@@ -4,7 +4,7 @@
 //! twice or nests deeper than the strict limit.
 #![no_main]
 
-use fapi_gateway::strict_json::{self, StrictJsonError};
+use fapi_enforcement::strict_json::{self, StrictJsonError};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

@@ -6,8 +6,8 @@
 
 use std::sync::OnceLock;
 
-use fapi_gateway::introspection::TokenInfo;
-use fapi_gateway::policy::Presented;
+use fapi_enforcement::introspection::TokenInfo;
+use fapi_enforcement::policy::Presented;
 use fapi_gateway_fuzz::{is_normal_form, policies, NOW};
 use http::Method;
 use libfuzzer_sys::fuzz_target;

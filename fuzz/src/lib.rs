@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use fapi_gateway::config::Upstream;
-use fapi_gateway::policy::PolicySet;
+use fapi_enforcement::config::Upstream;
+use fapi_enforcement::policy::PolicySet;
 use http::Method;
 
 /// The clock every target decides at (seconds since the epoch), so a crash reproduces.
@@ -70,6 +70,8 @@ pub fn is_normal_form(path: &str) -> bool {
     !lower.contains("%2f")
         && !lower.contains("%2e")
         && !lower.contains("%5c")
+        && !lower.contains("%3b")
+        && !rest.contains(';')
         && !rest.contains('\\')
         && rest.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
 }

@@ -18,10 +18,7 @@ pub fn resolve(inline: Option<&str>, file: Option<&Path>, what: &str) -> Result<
     let value = match (inline, file) {
         (Some(_), Some(_)) => return Err(format!("give {what} or {what}_file, not both")),
         (Some(text), None) => expand_env(text, what)?,
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .map_err(|e| format!("{what}_file {}: {e}", path.display()))?
-            .trim_end_matches(['\n', '\r'])
-            .to_string(),
+        (None, Some(path)) => read_secret_file(path).map_err(|e| format!("{what}_file {}: {e}", path.display()))?,
         (None, None) => return Ok(None),
     };
     if value.is_empty() {
@@ -33,6 +30,28 @@ pub fn resolve(inline: Option<&str>, file: Option<&Path>, what: &str) -> Result<
         ));
     }
     Ok(Some(value))
+}
+
+/// Longest secret file read: a secret is a line, not a stream (`/dev/zero` is refused).
+const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
+/// A regular file's contents, without the final newline.
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(|e| e.to_string())?
+        .take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(format!("longer than {MAX_SECRET_FILE_BYTES} bytes"));
+    }
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
 /// Replaces every `${NAME}` with the environment variable `NAME` (which must be set).
@@ -69,6 +88,11 @@ mod tests {
         assert_eq!(resolve(None, Some(&file), "x").unwrap().as_deref(), Some("from-a-file"));
         assert!(resolve(Some("a"), Some(&file), "x").unwrap_err().contains("not both"));
         assert!(resolve(None, Some(&dir.path().join("missing")), "x").is_err());
+        // Not a stream, not a folder.
+        assert!(resolve(None, Some(Path::new("/dev/zero")), "x").unwrap_err().contains("not a regular file"));
+        assert!(resolve(None, Some(dir.path()), "x").unwrap_err().contains("not a regular file"));
+        std::fs::write(&file, "x".repeat(70 * 1024)).unwrap();
+        assert!(resolve(None, Some(&file), "x").unwrap_err().contains("longer than"));
         // SAFETY of set_var: tests of this module are the only readers of this variable.
         std::env::set_var("FAPI_GATEWAY_TEST_SECRET", "from-env");
         assert_eq!(resolve(Some("${FAPI_GATEWAY_TEST_SECRET}"), None, "x").unwrap().as_deref(), Some("from-env"));
