@@ -21,6 +21,7 @@ struct Segment {
 }
 
 impl ClaimPath {
+    /// Parses `a.b[].c`; an empty or malformed segment is an error.
     pub fn parse(text: &str) -> Result<ClaimPath, String> {
         if text.is_empty() {
             return Err("claim path is empty".into());
@@ -42,6 +43,7 @@ impl ClaimPath {
         Ok(ClaimPath { segments, text: text.to_string() })
     }
 
+    /// The path as written.
     pub fn as_str(&self) -> &str {
         &self.text
     }
