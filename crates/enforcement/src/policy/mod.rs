@@ -246,28 +246,46 @@ pub enum PathForm {
 /// Classifies a path: encoded `/`, `\`, `.` and `;` (which some servers decode before
 /// routing), `\` itself, empty segments and `.`/`..` segments (also before a `;`, as
 /// `..;`) are not normal form.
+#[inline]
 pub fn path_form(path: &str) -> PathForm {
-    let Some(rest) = path.strip_prefix('/') else {
+    let Some(rest) = path.as_bytes().strip_prefix(b"/") else {
         return PathForm::NotNormal;
     };
     if rest.is_empty() {
         return PathForm::Normal;
     }
-    let b = rest.as_bytes();
-    let encoded = b
-        .windows(3)
-        .any(|w| w[0] == b'%' && matches!((w[1], w[2] | 0x20), (b'2', b'f' | b'e') | (b'5', b'c') | (b'3', b'b')));
-    if encoded || rest.contains('\\') {
-        return PathForm::NotNormal;
+    // One pass over the bytes (this runs on every request): each segment's part before
+    // any `;` must be a name, and nothing encoded may change the path.
+    let mut parameters = false;
+    let mut segment_start = 0;
+    let mut base_end: Option<usize> = None;
+    for i in 0..=rest.len() {
+        match rest.get(i).copied().unwrap_or(b'/') {
+            b'/' => {
+                let base = &rest[segment_start..base_end.unwrap_or(i)];
+                if base.is_empty() || base == b"." || base == b".." {
+                    return PathForm::NotNormal;
+                }
+                segment_start = i + 1;
+                base_end = None;
+            }
+            b';' => {
+                parameters = true;
+                base_end.get_or_insert(i);
+            }
+            b'\\' => return PathForm::NotNormal,
+            b'%' if i + 2 < rest.len() => {
+                if matches!((rest[i + 1], rest[i + 2] | 0x20), (b'2', b'f' | b'e') | (b'5', b'c') | (b'3', b'b')) {
+                    return PathForm::NotNormal;
+                }
+            }
+            _ => {}
+        }
     }
-    let normal = rest.split('/').all(|seg| {
-        let base = seg.split(';').next().unwrap_or("");
-        !base.is_empty() && base != "." && base != ".."
-    });
-    match (normal, rest.contains(';')) {
-        (false, _) => PathForm::NotNormal,
-        (true, false) => PathForm::Normal,
-        (true, true) => PathForm::WithParameters,
+    if parameters {
+        PathForm::WithParameters
+    } else {
+        PathForm::Normal
     }
 }
 

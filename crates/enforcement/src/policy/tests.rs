@@ -642,3 +642,32 @@ fn an_account_granted_with_spaces_is_one_account() {
     let g = decide(&s, "GET", "/gobank/accounts/GB29%20NWBK/balances", claims).unwrap();
     assert_eq!(g.accounts, vec!["GB29 NWBK"]);
 }
+
+#[test]
+fn path_forms() {
+    use PathForm::*;
+    for (path, form) in [
+        ("/", Normal),
+        ("/a", Normal),
+        ("/a/b.c/..d/%41", Normal),
+        ("a", NotNormal),
+        ("", NotNormal),
+        ("//", NotNormal),
+        ("/a/", NotNormal),
+        ("/a//b", NotNormal),
+        ("/./a", NotNormal),
+        ("/a/..", NotNormal),
+        ("/a/..;/b", NotNormal),
+        ("/a/;x", NotNormal),
+        ("/a\\b", NotNormal),
+        ("/a%2fb", NotNormal),
+        ("/a%2Eb", NotNormal),
+        ("/a%5Cb", NotNormal),
+        ("/a%3bb", NotNormal),
+        ("/a%2", Normal),
+        ("/a;v=1/b", WithParameters),
+        ("/a/b;", WithParameters),
+    ] {
+        assert_eq!(path_form(path), form, "{path:?}");
+    }
+}
