@@ -143,6 +143,9 @@ impl GatewayConfig {
         };
         if let Some(p) = &policies {
             dpop_needs_a_known_url(p, &dpop, &file.listener.server_names, &mut d);
+            if *file.listener.mode.get_ref() == ListenerMode::ForwardAuth {
+                bodies_unseen_in_forward_auth(p, &mut d);
+            }
         }
 
         match (d.errors.is_empty(), listener, policies) {
@@ -193,6 +196,22 @@ fn dpop_needs_a_known_url(
             None,
             format!(
                 "route `{}` ({}:{}) takes DPoP proofs: set dpop.external_url or listener.server_names (a proof's htu is never checked against the client's Host alone)",
+                r.path,
+                r.file.display(),
+                r.line
+            ),
+        );
+    }
+}
+
+/// In forward-auth mode the proxy never shows the gateway a request body: routes that
+/// check theirs (payments) refuse every request.
+fn bodies_unseen_in_forward_auth(policies: &PolicySet, d: &mut Diagnostics) {
+    for r in policies.apis().iter().flat_map(|a| a.routes.iter()).filter(|r| r.body_consent.is_some()) {
+        d.warn(
+            None,
+            format!(
+                "route `{}` ({}:{}) checks the request body, which forward-auth does not see: its requests are refused (run the gateway in the data path for it)",
                 r.path,
                 r.file.display(),
                 r.line
@@ -333,6 +352,18 @@ gobank = "http://127.0.0.1:8070"
         let p = problems(&untrusted);
         assert!(p.iter().any(|m| m.contains("`forward_auth` needs trusted_proxies")), "{p:?}");
         assert_eq!(GatewayConfig::parse(&path, VALID).unwrap().listener.mode, ListenerMode::Mtls);
+        // Routes that read their body cannot be served in this mode: said at check time.
+        let payments = "\n[[route]]\nmethods = [\"POST\"]\npath = \"/pay\"\nbody_consent = \"Data.ConsentId\"\n";
+        let policy = dir.path().join("policies/gobank.toml");
+        let mut text = std::fs::read_to_string(&policy).unwrap();
+        text.push_str(payments);
+        std::fs::write(&policy, text).unwrap();
+        let warned = GatewayConfig::parse(&path, &source).unwrap().warnings;
+        assert!(
+            warned.iter().any(|w| w.message.contains("route `/pay`") && w.message.contains("forward-auth")),
+            "{warned:?}"
+        );
+        assert!(GatewayConfig::parse(&path, VALID).unwrap().warnings.is_empty());
     }
 
     #[test]
