@@ -24,7 +24,15 @@ pub enum StrictJsonError {
     /// An object names a member twice.
     #[error("duplicate member `{0}`")]
     DuplicateMember(String),
+    /// A member name that serde_json (with `arbitrary_precision` or `raw_value`) reads as an
+    /// instruction, not a name: a Rust bank would see a number or raw JSON where the
+    /// gateway saw an object (found by fuzzing against serde_json).
+    #[error("reserved member name `{0}`")]
+    ReservedMember(String),
 }
+
+/// Member names serde_json reserves for itself.
+const RESERVED_PREFIX: &str = "$serde_json::private::";
 
 /// Parses one JSON document, refusing duplicate member names at any depth.
 pub fn parse(bytes: &[u8]) -> Result<Value, StrictJsonError> {
@@ -48,13 +56,18 @@ pub fn jws_payload(jws: &str) -> Result<Value, StrictJsonError> {
 /// serde_json wraps a visitor's custom error in its own; the duplicate stands out by prefix.
 fn classify(e: serde_json::Error) -> StrictJsonError {
     let text = e.to_string();
-    match text.strip_prefix(DUPLICATE) {
-        Some(rest) => StrictJsonError::DuplicateMember(rest.split('`').next().unwrap_or("").to_string()),
+    let name = |rest: &str| rest.split('`').next().unwrap_or("").to_string();
+    if let Some(rest) = text.strip_prefix(DUPLICATE) {
+        return StrictJsonError::DuplicateMember(name(rest));
+    }
+    match text.strip_prefix(RESERVED) {
+        Some(rest) => StrictJsonError::ReservedMember(name(rest)),
         None => StrictJsonError::Syntax(text),
     }
 }
 
 const DUPLICATE: &str = "duplicate member `";
+const RESERVED: &str = "reserved member `";
 
 struct StrictValue {
     depth: usize,
@@ -106,6 +119,9 @@ impl<'de> Visitor<'de> for StrictValue {
         let depth = self.deeper::<A::Error>()?;
         let mut members = Map::new();
         while let Some(name) = map.next_key::<String>()? {
+            if name.starts_with(RESERVED_PREFIX) {
+                return Err(de::Error::custom(format_args!("{RESERVED}{name}`")));
+            }
             if members.contains_key(&name) {
                 return Err(de::Error::custom(format_args!("{DUPLICATE}{name}`")));
             }
@@ -149,6 +165,17 @@ mod tests {
             assert!(matches!(parse(text.as_bytes()), Err(StrictJsonError::DuplicateMember(_))), "{text}");
         }
         assert_eq!(parse(br#"{"a":1,"a":2}"#), Err(StrictJsonError::DuplicateMember("a".into())));
+    }
+
+    #[test]
+    fn refuses_serde_jsons_reserved_member_names() {
+        for text in [
+            r#"{"$serde_json::private::Number": "1e400"}"#,
+            r#"{"Data": {"ConsentId": {"$serde_json::private::RawValue": "\"c1\""}}}"#,
+        ] {
+            assert!(matches!(parse(text.as_bytes()), Err(StrictJsonError::ReservedMember(_))), "{text}");
+        }
+        assert!(parse(br#"{"$serde_json": 1, "private::Number": 2}"#).is_ok());
     }
 
     #[test]
