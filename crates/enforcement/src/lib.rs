@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod policy;
 pub mod refusal;
 pub mod resilience;
+pub mod revocation;
 pub mod secrets;
 pub mod strict_json;
 

@@ -54,6 +54,16 @@ impl TokenKey {
         TokenKey(key)
     }
 
+    /// The key's 16 bytes, to carry it between replicas.
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0
+    }
+
+    /// The key from its 16 bytes (as [`TokenKey::to_bytes`] gave them).
+    pub fn from_bytes(bytes: [u8; 16]) -> TokenKey {
+        TokenKey(bytes)
+    }
+
     /// A short, non-reversible tag to correlate log lines about one token.
     pub fn short(&self) -> String {
         self.0[..6].iter().map(|b| format!("{b:02x}")).collect()
