@@ -160,6 +160,12 @@ impl Metrics {
         }
     }
 
+    /// Adds a host's own metrics (the gateway's fleet metrics) to this registry, so one
+    /// scrape shows them all. Fails on a name already registered.
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) -> prometheus::Result<()> {
+        self.registry.register(collector)
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();

@@ -188,6 +188,8 @@ pub struct IntrospectionCache {
     consent_paths: ArcSwap<Vec<ClaimPath>>,
     generations: AtomicU64,
     metrics: Arc<Metrics>,
+    /// The fleet's hooks and the degraded-mode cap ([`fleet`]).
+    fleet: fleet::FleetState,
 }
 
 impl IntrospectionCache {
@@ -216,6 +218,7 @@ impl IntrospectionCache {
             consent_paths: ArcSwap::from_pointee(Vec::new()),
             generations: AtomicU64::new(0),
             metrics,
+            fleet: fleet::FleetState::default(),
         }
     }
 
@@ -249,7 +252,8 @@ impl IntrospectionCache {
     fn get(&self, key: &TokenKey) -> Option<Arc<Cached>> {
         let mut shard = lock(self.shard(key));
         let slot = shard.entries.get(key)?;
-        if slot.expires_ms > self.now_ms() {
+        let now = self.now_ms();
+        if slot.expires_ms > now && self.fleet.within_degraded_cap(slot.value.fetched_ms, now) {
             return Some(slot.value.clone());
         }
         let expired = shard.entries.remove(key).expect("present");
@@ -516,7 +520,36 @@ pub fn set_consent_paths(links: &ServerLinks, policies: &crate::policy::PolicySe
     }
 }
 
+mod fleet;
 mod index;
+
+pub use fleet::RevocationListener;
 
 #[cfg(test)]
 mod tests;
+
+impl IntrospectionCache {
+    /// Drops every entry whose token was issued for `subject` (RFC 7662 `sub`); returns
+    /// how many there were. A scan of every shard (no subject index: subject revocations
+    /// are rare, and the scan holds one shard's lock at a time).
+    pub async fn revoke_subject(&self, subject: &str) -> usize {
+        let mut gone = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            shard.entries.retain(|k, slot| {
+                let keep = slot.value.info.subject.as_deref() != Some(subject);
+                if !keep {
+                    gone.push((*k, slot.value.generation));
+                }
+                keep
+            });
+        }
+        let mut index = lock(&self.index);
+        for (k, generation) in &gone {
+            index.remove(*k, Some(*generation));
+        }
+        drop(index);
+        self.metrics.cache_evictions.with_label_values(&["revoked"]).inc_by(gone.len() as u64);
+        gone.len()
+    }
+}

@@ -9,6 +9,7 @@
 mod admin;
 mod authorization_server;
 mod cache;
+mod cluster;
 mod connections;
 mod dpop;
 mod file;
@@ -26,6 +27,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 pub use self::admin::AdminConfig;
+pub use self::cluster::{redact_url, ClusterConfig};
 pub use self::connections::ConnectionLimits;
 pub use self::forwarding::IdentityHeaderNames;
 pub use self::limits::Limits;
@@ -90,6 +92,8 @@ pub struct GatewayConfig {
     pub policies: PolicySet,
     /// `[server]`.
     pub server: ServerConfig,
+    /// `[cluster]`, if the gateway is one of a fleet.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl GatewayConfig {
@@ -128,6 +132,7 @@ impl GatewayConfig {
         let upstreams = forwarding::upstreams(&file.upstreams, &mut d);
         let connections = connections::validate(&file.connections, &mut d);
         let server = server::validate(&file.server, &mut d);
+        let cluster = file.cluster.as_ref().and_then(|c| cluster::validate(c, &mut d));
 
         let policies_dir = d.base.join(file.policies.get_ref());
         let server_names: Vec<String> = authorization_servers.iter().map(|a| a.name.clone()).collect();
@@ -169,6 +174,7 @@ impl GatewayConfig {
                 policies_dir,
                 policies,
                 server,
+                cluster,
             }),
             _ => Err(ConfigErrors(d.errors)),
         }

@@ -221,7 +221,17 @@ impl Enforcer {
             body: body.as_ref(),
             dpop_thumbprint: dpop_thumbprint.as_deref(),
         };
-        matched.evaluate(&cached.info, presented, unix_now())
+        let decision = matched.evaluate(&cached.info, presented, unix_now());
+        if outcome == CacheOutcome::Miss {
+            if let Err(Refusal::Consent(crate::refusal::ConsentRefusal::Status { .. })) = &decision {
+                // A fresh answer says the consent no longer grants access: its other
+                // tokens go here, and (through the cache's listener) at every replica.
+                if let Some(consent) = matched.api.claims.consent_id.string(&cached.info.claims) {
+                    server.cache.consent_found_not_granting(consent, key).await;
+                }
+            }
+        }
+        decision
     }
 
     /// Verifies the request's DPoP proof for `token`; returns the proof key's thumbprint.
