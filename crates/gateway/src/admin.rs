@@ -24,10 +24,12 @@ use pingora_core::services::Service;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::cluster::Revocations;
 use crate::connections::Accepting;
-use fapi_enforcement::cache::ServerLinks;
+use fapi_enforcement::cache::{ServerLinks, TokenKey};
 use fapi_enforcement::metrics::Metrics;
 use fapi_enforcement::resilience::CircuitState;
+use fapi_enforcement::revocation::{Revocation, Revoked};
 
 /// What the admin endpoints read and act on.
 pub struct AdminState {
@@ -36,6 +38,8 @@ pub struct AdminState {
     pub bearer_secret: Option<String>,
     /// Whether the proxy listener is accepting connections.
     pub accepting: Accepting,
+    /// The one place revocations are applied (locally, and to the fleet's feed).
+    pub revocations: Arc<Revocations>,
 }
 
 pub struct AdminService {
@@ -115,7 +119,7 @@ async fn metrics(State(s): Shared, headers: HeaderMap) -> Response {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Revocation {
+struct RevocationRequest {
     consent_id: Option<String>,
     token: Option<String>,
     /// Limits the revocation to one server's cache; all by default.
@@ -131,31 +135,30 @@ async fn revoke(State(s): Shared, headers: HeaderMap, body: axum::body::Bytes) -
         return unauthorized();
     }
     let bad = |m: &str| (StatusCode::BAD_REQUEST, Json(json!({"error": m}))).into_response();
-    let Ok(r) = serde_json::from_slice::<Revocation>(&body) else {
+    let Ok(r) = serde_json::from_slice::<RevocationRequest>(&body) else {
         return bad("body must be JSON: {\"consent_id\": \"…\"} or {\"token\": \"…\"}");
     };
-    let links: Vec<_> = match &r.authorization_server {
-        Some(name) => match s.servers.get(name) {
-            Some(link) => vec![link],
-            None => return bad("unknown authorization_server"),
-        },
-        None => s.servers.values().collect(),
-    };
+    if !s.revocations.knows_server(r.authorization_server.as_deref()) {
+        return bad("unknown authorization_server");
+    }
     let mut evicted = 0;
     match (r.consent_id, r.token) {
         (Some(consent), None) if !consent.is_empty() => {
-            for link in links {
-                evicted += link.cache.revoke_consent(&consent).await;
-            }
-            s.metrics.revocations.with_label_values(&["consent"]).inc();
+            let server = r.authorization_server;
+            evicted += s.revocations.apply(Revocation { server, revoked: Revoked::Consent(consent.clone()) }).await;
             tracing::info!(consent_id = %consent, evicted, "consent revoked: cached results dropped");
         }
         (None, Some(token)) if !token.is_empty() => {
-            for link in links {
-                evicted += usize::from(link.cache.revoke_token(&token).await);
+            // Per server: the token's key depends on it, and only the key travels.
+            let servers = match r.authorization_server {
+                Some(name) => vec![name],
+                None => s.revocations.server_names(),
+            };
+            for server in servers {
+                let revoked = Revoked::Token(TokenKey::new(&server, &token));
+                evicted += s.revocations.apply(Revocation { server: Some(server), revoked }).await;
             }
-            s.metrics.revocations.with_label_values(&["token"]).inc();
-            let tag = fapi_enforcement::cache::TokenKey::new("", &token).short();
+            let tag = TokenKey::new("", &token).short();
             tracing::info!(token = %tag, evicted, "token revoked: cached results dropped");
         }
         _ => return bad("give exactly one of consent_id and token"),

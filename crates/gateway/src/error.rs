@@ -29,6 +29,10 @@ pub enum GatewayError {
     /// The proxy listener did not start accepting in time.
     #[error("the proxy listener did not start accepting within {0:?}")]
     NotAccepting(Duration),
+    /// `[cluster]` cannot be set up (its Redis URL or CA); a Redis that is merely down is
+    /// no error (the gateway starts degraded).
+    #[error("{0}")]
+    Cluster(String),
     /// A reload asks for what only a restart can do.
     #[error("{0}")]
     NeedsRestart(String),

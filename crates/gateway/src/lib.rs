@@ -3,11 +3,13 @@
 //! and bounds downstream connections, [`proxy`] is the `ProxyHttp` that decides and
 //! forwards, [`forward_auth`] answers the decision alone for nginx and Caddy (mode
 //! `forward_auth`), [`access`] logs and counts each request, [`admin`] serves health,
-//! readiness, metrics and revocations, [`reload`] applies configuration changes without
+//! readiness, metrics and revocations, [`cluster`] carries revocations to every replica
+//! of a fleet, [`reload`] applies configuration changes without
 //! a restart.
 
 pub mod access;
 pub mod admin;
+pub mod cluster;
 pub mod connections;
 pub mod error;
 pub mod forward_auth;

@@ -51,6 +51,7 @@ fn restart_only(c: &GatewayConfig) -> Vec<(&'static str, String)> {
         ("logging", format!("{:?}", c.logging)),
         ("dpop", format!("{:?}", c.dpop)),
         ("connections", format!("{:?}", c.connections)),
+        ("cluster", format!("{:?}", c.cluster)),
     ]
 }
 

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{AdminService, AdminState};
+use crate::cluster::{Cluster, ClusterService, Revocations};
 use crate::connections::{self, Accepting, ConnectionTracker, DeadlineApp, HeadRead, ProxyListener};
 use crate::error::GatewayError;
 use crate::forward_auth::ForwardAuth;
@@ -102,6 +103,10 @@ pub struct GatewayServices {
     pub connections: Arc<ConnectionTracker>,
     /// Whether the proxy listener accepts connections (`/readyz`).
     pub accepting: Accepting,
+    /// The one place revocations are applied.
+    pub revocations: Arc<Revocations>,
+    /// The fleet's feed, with `[cluster]`.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// The gateway's listening sockets, bound before anything starts.
@@ -195,6 +200,16 @@ pub fn build(mut config: GatewayConfig, listeners: BoundListeners) -> Result<Gat
     };
     let conf = Arc::new(server_conf(&config));
     let accepting: Accepting = Arc::new(AtomicBool::new(false));
+    let cluster = match &config.cluster {
+        Some(c) => {
+            Some(Cluster::new(c, config.cache.max_ttl.max(config.cache.inactive_ttl), servers.clone(), &metrics)?)
+        }
+        None => None,
+    };
+    let revocations = match &cluster {
+        Some(c) => c.revocations().clone(),
+        None => Revocations::local(servers.clone(), metrics.clone()),
+    };
     let admin_listener = listeners.admin;
     let admin = config.admin.as_ref().map(|a| {
         let state = AdminState {
@@ -202,6 +217,7 @@ pub fn build(mut config: GatewayConfig, listeners: BoundListeners) -> Result<Gat
             servers: servers.clone(),
             bearer_secret: a.bearer_secret.clone(),
             accepting: accepting.clone(),
+            revocations: revocations.clone(),
         };
         AdminService::new(a.address, admin_listener, Arc::new(state))
     });
@@ -234,7 +250,7 @@ pub fn build(mut config: GatewayConfig, listeners: BoundListeners) -> Result<Gat
         connections.clone(),
         accepting.clone(),
     )?;
-    Ok(GatewayServices { proxy, admin, reloader, servers, metrics, connections, accepting })
+    Ok(GatewayServices { proxy, admin, reloader, servers, metrics, connections, accepting, revocations, cluster })
 }
 
 /// A gateway with its listeners bound, ready to run.
@@ -259,6 +275,9 @@ pub fn prepare(config: GatewayConfig, upgrade: bool) -> Result<Prepared, Gateway
         server.add_service(admin);
     }
     server.add_service(ReloadService(services.reloader));
+    if let Some(cluster) = services.cluster {
+        server.add_service(ClusterService(cluster));
+    }
     Ok(Prepared { server })
 }
 
@@ -283,6 +302,8 @@ pub struct RunningGateway {
     pub metrics: Arc<Metrics>,
     pub reloader: Arc<Reloader>,
     pub connections: Arc<ConnectionTracker>,
+    /// The one place revocations are applied (locally, and to the fleet with `[cluster]`).
+    pub revocations: Arc<Revocations>,
 }
 
 impl RunningGateway {
@@ -302,6 +323,9 @@ impl RunningGateway {
             tasks.push(tokio::spawn(async move { admin.start_service(None, w, 1).await }));
         }
         tasks.push(tokio::spawn(services.reloader.clone().watch(watch.clone())));
+        if let Some(cluster) = &services.cluster {
+            tasks.push(tokio::spawn(cluster.clone().run(watch.clone())));
+        }
         let running = RunningGateway {
             shutdown,
             tasks,
@@ -309,6 +333,7 @@ impl RunningGateway {
             metrics: services.metrics,
             reloader: services.reloader,
             connections: services.connections,
+            revocations: services.revocations,
         };
         for _ in 0..200 {
             if accepting.load(Ordering::SeqCst) {

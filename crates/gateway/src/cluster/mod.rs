@@ -1,0 +1,269 @@
+//! A fleet of gateways: revocations reach every replica through a Redis Stream, and
+//! (optionally) introspection results are shared through Redis, sealed.
+//!
+//! [`Revocations`] is the one place a revocation is applied, whatever announced it (the
+//! admin endpoint, a Security Event Token, an introspection that found a consent
+//! revoked): it evicts in the local caches and appends to the feed. [`feed`] reads the
+//! feed and applies what other replicas announced, and caps cached results' lifetime
+//! while it cannot ([`ClusterConfig::degraded_max_ttl`]). [`shared`] is the sealed
+//! shared cache.
+
+pub mod feed;
+mod metrics;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora_core::server::{ListenFds, ShutdownWatch};
+use pingora_core::services::Service;
+use tokio::sync::mpsc;
+
+use fapi_enforcement::cache::ServerLinks;
+use fapi_enforcement::config::{redact_url, ClusterConfig};
+use fapi_enforcement::metrics::Metrics;
+use fapi_enforcement::revocation::{Revocation, Revoked};
+
+use crate::error::GatewayError;
+pub use metrics::ClusterMetrics;
+
+/// Revocations waiting to be appended to the feed (while Redis is away they wait here,
+/// in order; past this many the oldest are not announced and are counted).
+const PUBLISH_QUEUE: usize = 65_536;
+
+/// The one place a revocation is applied: locally in every matching server's cache, and
+/// into the fleet's feed when `[cluster]` is configured.
+pub struct Revocations {
+    servers: Arc<ServerLinks>,
+    metrics: Arc<Metrics>,
+    publish: Option<mpsc::Sender<Revocation>>,
+    cluster_metrics: Option<Arc<ClusterMetrics>>,
+    /// Consents announced or heard of lately (server, consent): an introspection that
+    /// finds one of them not granting does not announce it again (no ping-pong between
+    /// replicas whose clients keep presenting a revoked consent's token).
+    recent: Mutex<HashMap<(Option<String>, String), Instant>>,
+    remember: Duration,
+}
+
+impl Revocations {
+    /// Local revocations only (no `[cluster]`).
+    pub fn local(servers: Arc<ServerLinks>, metrics: Arc<Metrics>) -> Arc<Revocations> {
+        Self::build(servers, metrics, None, None, Duration::from_secs(30))
+    }
+
+    fn build(
+        servers: Arc<ServerLinks>,
+        metrics: Arc<Metrics>,
+        publish: Option<mpsc::Sender<Revocation>>,
+        cluster_metrics: Option<Arc<ClusterMetrics>>,
+        remember: Duration,
+    ) -> Arc<Revocations> {
+        let revocations =
+            Arc::new(Revocations { servers, metrics, publish, cluster_metrics, recent: Mutex::default(), remember });
+        // Consents an introspection finds revoked are announced through this handle.
+        let weak: Weak<Revocations> = Arc::downgrade(&revocations);
+        for link in revocations.servers.values() {
+            let weak = weak.clone();
+            link.cache.set_revocation_listener(Arc::new(move |rev| {
+                if let Some(r) = weak.upgrade() {
+                    r.found_by_introspection(rev);
+                }
+            }));
+        }
+        revocations
+    }
+
+    /// Applies `rev`: evicts in every matching server's cache here and announces it to
+    /// the fleet (queued: the feed's writer appends it, retrying while Redis is away).
+    /// Returns how many cached results went here.
+    pub async fn apply(&self, rev: Revocation) -> usize {
+        let evicted = self.evict(&rev).await;
+        self.metrics.revocations.with_label_values(&[kind(&rev.revoked)]).inc();
+        if let Revoked::Consent(c) = &rev.revoked {
+            self.remember(rev.server.clone(), c);
+        }
+        self.announce(rev);
+        evicted
+    }
+
+    /// Evicts what `rev` names in the local caches, announcing nothing.
+    pub async fn evict(&self, rev: &Revocation) -> usize {
+        let mut evicted = 0;
+        for link in self.servers.values().filter(|l| rev.server.as_deref().is_none_or(|s| s == l.name)) {
+            evicted += match &rev.revoked {
+                Revoked::Consent(consent) => link.cache.revoke_consent(consent).await,
+                Revoked::Token(key) => usize::from(link.cache.revoke_key(*key)),
+                Revoked::Subject(subject) => link.cache.revoke_subject(subject).await,
+            };
+        }
+        evicted
+    }
+
+    /// Whether `server` is one this gateway knows (`None`: all).
+    pub fn knows_server(&self, server: Option<&str>) -> bool {
+        server.is_none_or(|s| self.servers.contains_key(s))
+    }
+
+    /// The names of the authorization servers (for per-server token keys).
+    pub fn server_names(&self) -> Vec<String> {
+        self.servers.keys().cloned().collect()
+    }
+
+    fn announce(&self, rev: Revocation) {
+        let Some(queue) = &self.publish else { return };
+        if queue.try_send(rev).is_err() {
+            tracing::error!(
+                "revocation feed queue full or closed: a revocation is not announced to the other replicas"
+            );
+            if let Some(m) = &self.cluster_metrics {
+                m.published.with_label_values(&["dropped"]).inc();
+            }
+        }
+    }
+
+    /// A cache found a consent no longer granting (and evicted its other tokens
+    /// itself): announced, unless it was announced or heard of lately.
+    fn found_by_introspection(&self, rev: Revocation) {
+        let Revoked::Consent(consent) = &rev.revoked else { return };
+        if !self.remember(rev.server.clone(), consent) {
+            return;
+        }
+        tracing::info!(consent_id = %consent, "introspection found the consent not granting: announced to the fleet");
+        self.announce(rev);
+    }
+
+    /// Notes a consent as announced or heard of; returns whether it was not already.
+    fn remember(&self, server: Option<String>, consent: &str) -> bool {
+        let now = Instant::now();
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() > 100_000 {
+            recent.retain(|_, at| now.duration_since(*at) < self.remember);
+        }
+        let key = (server, consent.to_string());
+        let fresh = recent.get(&key).is_none_or(|at| now.duration_since(*at) >= self.remember);
+        recent.insert(key, now);
+        fresh
+    }
+}
+
+/// The `kind` label of a revocation.
+pub fn kind(revoked: &Revoked) -> &'static str {
+    match revoked {
+        Revoked::Consent(_) => "consent",
+        Revoked::Token(_) => "token",
+        Revoked::Subject(_) => "subject",
+    }
+}
+
+/// A gateway's membership of a fleet: the Redis client, the revocation handle whose
+/// announcements it appends, and the metrics.
+pub struct Cluster {
+    pub(crate) config: ClusterConfig,
+    pub(crate) client: redis::Client,
+    /// Tells this replica's entries in the feed from the others'.
+    pub(crate) origin: String,
+    pub(crate) servers: Arc<ServerLinks>,
+    pub(crate) revocations: Arc<Revocations>,
+    pub(crate) metrics: Arc<ClusterMetrics>,
+    /// The longest a cached result lives: how far back a starting replica replays.
+    pub(crate) replay_window: Duration,
+    queue: Mutex<Option<mpsc::Receiver<Revocation>>>,
+}
+
+impl Cluster {
+    /// Sets up the fleet membership of a gateway whose caches are `servers`: the Redis
+    /// client (an invalid URL or CA fails the start; a Redis that is down does not), the
+    /// revocation handle and the metrics.
+    pub fn new(
+        config: &ClusterConfig,
+        cache_max_ttl: Duration,
+        servers: Arc<ServerLinks>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Arc<Cluster>, GatewayError> {
+        let client = redis_client(config)?;
+        let cluster_metrics = Arc::new(ClusterMetrics::new());
+        cluster_metrics.register(metrics)?;
+        let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
+        let replay_window = cache_max_ttl + Duration::from_secs(5);
+        let revocations = Revocations::build(
+            servers.clone(),
+            metrics.clone(),
+            Some(tx),
+            Some(cluster_metrics.clone()),
+            replay_window,
+        );
+        tracing::info!(redis = %redact_url(&config.redis_url), stream = %config.stream_key, shared_cache = config.shared_cache, "fleet: revocations go through the Redis stream");
+        Ok(Arc::new(Cluster {
+            config: config.clone(),
+            client,
+            origin: uuid::Uuid::new_v4().simple().to_string(),
+            servers,
+            revocations,
+            metrics: cluster_metrics,
+            replay_window,
+            queue: Mutex::new(Some(rx)),
+        }))
+    }
+
+    /// The revocation handle (the admin endpoints apply revocations through it).
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.revocations
+    }
+
+    /// Reads and writes the feed until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: ShutdownWatch) {
+        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(queue) = queue else { return };
+        let reader = tokio::spawn(feed::read(self.clone(), shutdown.clone()));
+        let writer = tokio::spawn(feed::write(self.clone(), queue, shutdown));
+        let _ = tokio::join!(reader, writer);
+    }
+}
+
+/// The Redis client of `[cluster]`: TLS with the configured CA for `rediss://`,
+/// credentials from the configuration (never in the URL).
+fn redis_client(config: &ClusterConfig) -> Result<redis::Client, GatewayError> {
+    use redis::IntoConnectionInfo;
+    let bad = |m: String| GatewayError::Cluster(format!("cluster.redis_url {}: {m}", redact_url(&config.redis_url)));
+    let mut info = config.redis_url.as_str().into_connection_info().map_err(|e| bad(e.to_string()))?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(user) = &config.username {
+        settings = settings.set_username(user);
+    }
+    if let Some(password) = &config.password {
+        settings = settings.set_password(password);
+    }
+    info = info.set_redis_settings(settings);
+    if config.redis_url.starts_with("rediss://") {
+        let root_cert = match &config.ca {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| GatewayError::Cluster(format!("cluster.ca {}: cannot read: {e}", path.display())))?,
+            ),
+            None => None,
+        };
+        redis::Client::build_with_tls(info, redis::TlsCertificates { client_tls: None, root_cert })
+            .map_err(|e| bad(e.to_string()))
+    } else {
+        redis::Client::open(info).map_err(|e| bad(e.to_string()))
+    }
+}
+
+/// The fleet's feed as a pingora service (it starts and stops with the gateway).
+pub struct ClusterService(pub Arc<Cluster>);
+
+#[async_trait]
+impl Service for ClusterService {
+    async fn start_service(&mut self, _fds: Option<ListenFds>, shutdown: ShutdownWatch, _listeners_per_fd: usize) {
+        self.0.clone().run(shutdown).await;
+    }
+
+    fn name(&self) -> &str {
+        "fapi-gateway fleet"
+    }
+
+    fn threads(&self) -> Option<usize> {
+        Some(1)
+    }
+}
