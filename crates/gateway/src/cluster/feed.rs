@@ -258,7 +258,7 @@ async fn apply(cluster: &Cluster, entries: Vec<Entry>, mut at: Position) -> Posi
             Ok((_, rev)) => {
                 let evicted = cluster.revocations.evict(&rev).await;
                 if let Revoked::Consent(c) = &rev.revoked {
-                    cluster.revocations.remember(rev.server.clone(), c);
+                    cluster.revocations.remember(c);
                 }
                 cluster.metrics.received.with_label_values(&[kind(&rev.revoked)]).inc();
                 tracing::debug!(id, kind = kind(&rev.revoked), evicted, "fleet: revocation applied");

@@ -39,10 +39,10 @@ pub struct Revocations {
     metrics: Arc<Metrics>,
     publish: Option<mpsc::Sender<Revocation>>,
     cluster_metrics: Option<Arc<ClusterMetrics>>,
-    /// Consents announced or heard of lately (server, consent): an introspection that
+    /// Consents announced or heard of lately (at any server): an introspection that
     /// finds one of them not granting does not announce it again (no ping-pong between
     /// replicas whose clients keep presenting a revoked consent's token).
-    recent: Mutex<HashMap<(Option<String>, String), Instant>>,
+    recent: Mutex<HashMap<String, Instant>>,
     remember: Duration,
 }
 
@@ -81,7 +81,7 @@ impl Revocations {
         let evicted = self.evict(&rev).await;
         self.metrics.revocations.with_label_values(&[kind(&rev.revoked)]).inc();
         if let Revoked::Consent(c) = &rev.revoked {
-            self.remember(rev.server.clone(), c);
+            self.remember(c);
         }
         self.announce(rev);
         evicted
@@ -126,7 +126,7 @@ impl Revocations {
     /// itself): announced, unless it was announced or heard of lately.
     fn found_by_introspection(&self, rev: Revocation) {
         let Revoked::Consent(consent) = &rev.revoked else { return };
-        if !self.remember(rev.server.clone(), consent) {
+        if !self.remember(consent) {
             return;
         }
         tracing::info!(consent_id = %consent, "introspection found the consent not granting: announced to the fleet");
@@ -134,15 +134,14 @@ impl Revocations {
     }
 
     /// Notes a consent as announced or heard of; returns whether it was not already.
-    fn remember(&self, server: Option<String>, consent: &str) -> bool {
+    fn remember(&self, consent: &str) -> bool {
         let now = Instant::now();
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         if recent.len() > 100_000 {
             recent.retain(|_, at| now.duration_since(*at) < self.remember);
         }
-        let key = (server, consent.to_string());
-        let fresh = recent.get(&key).is_none_or(|at| now.duration_since(*at) >= self.remember);
-        recent.insert(key, now);
+        let fresh = recent.get(consent).is_none_or(|at| now.duration_since(*at) >= self.remember);
+        recent.insert(consent.to_string(), now);
         fresh
     }
 }

@@ -1,0 +1,374 @@
+//! A fleet of gateways sharing one real Redis (`redis-server` on a loopback port, no
+//! persistence): revocations reach every replica, a late replica replays them, a Redis
+//! outage caps cached results and is caught up afterwards, and a gap in the feed flushes
+//! the cache.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+/// A `redis-server` on a free loopback port, without persistence; killed when dropped.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    async fn start() -> Redis {
+        let mut redis = Redis { port: free_port().port(), child: None, dir: tempfile::tempdir().unwrap() };
+        redis.spawn().await;
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            // Small stream nodes, so `MAXLEN ~` trims at a few entries (the gap test).
+            .args(["--stream-node-max-entries", "2"])
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (apt-get install redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.ping().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not answer PING within 10 s");
+    }
+
+    async fn ping(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else { return false };
+        if s.write_all(b"PING\r\n").await.is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 7];
+        matches!(tokio::time::timeout(Duration::from_secs(1), s.read_exact(&mut buf)).await, Ok(Ok(_)))
+            && &buf == b"+PONG\r\n"
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One `fapi-gateway run` process of the fleet; killed when dropped.
+struct Replica {
+    child: Child,
+    gateway: SocketAddr,
+    admin: SocketAddr,
+    log: PathBuf,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `[cluster]` section for `redis`, with `extra` lines.
+fn cluster_section(redis: &Redis, extra: &str) -> String {
+    format!("[cluster]\nredis_url = \"{}\"\n{extra}\n", redis.url())
+}
+
+/// A fleet: the world's in-process gateway (replica 0, the one the authorization server
+/// notifies of revocations) and `processes` more as `fapi-gateway run` processes.
+struct Fleet {
+    w: World,
+    options_extra: String,
+    replicas: Vec<Replica>,
+}
+
+impl Fleet {
+    async fn start(redis: &Redis, max_ttl_seconds: f64, cluster_extra: &str, processes: usize) -> Fleet {
+        let extra = cluster_section(redis, cluster_extra);
+        let w = World::start_with(Options { max_ttl_seconds, config_extra: extra.clone(), ..Options::default() }).await;
+        let mut fleet = Fleet { w, options_extra: extra, replicas: Vec::new() };
+        for _ in 0..processes {
+            fleet.add_replica().await;
+        }
+        fleet
+    }
+
+    async fn add_replica(&mut self) {
+        let n = self.replicas.len() + 1;
+        let (gateway, admin) = (free_port(), free_port());
+        let dir = self.w.dir.path().join(format!("replica-{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let options = Options { max_ttl_seconds: 30.0, config_extra: self.options_extra.clone(), ..Options::default() };
+        let config = write_config(&dir, &self.w.fixtures, gateway, admin, &options);
+        let text = std::fs::read_to_string(&config).unwrap().replace("\"certs/", "\"../certs/");
+        std::fs::write(&config, text).unwrap();
+        let log = dir.join("stderr.log");
+        let child = spawn_gateway(&config, &log);
+        let replica = Replica { child, gateway, admin, log };
+        if let Err(e) = fapi_gateway_server::server::wait_for_listener(gateway).await {
+            panic!("replica {n}: {e}\n{}", std::fs::read_to_string(&replica.log).unwrap_or_default());
+        }
+        self.replicas.push(replica);
+    }
+
+    fn gateway(&self, i: usize) -> SocketAddr {
+        if i == 0 {
+            self.w.gateway_addr
+        } else {
+            self.replicas[i - 1].gateway
+        }
+    }
+
+    fn admin(&self, i: usize) -> SocketAddr {
+        if i == 0 {
+            self.w.admin_addr
+        } else {
+            self.replicas[i - 1].admin
+        }
+    }
+
+    fn count(&self) -> usize {
+        1 + self.replicas.len()
+    }
+
+    async fn status(&self, i: usize, token: &str) -> u16 {
+        let url = format!("https://{}/gobank/accounts", self.gateway(i));
+        self.w.tpp.get(url).bearer_auth(token).send().await.unwrap().status().as_u16()
+    }
+
+    async fn revoke(&self, i: usize, body: serde_json::Value) {
+        let r = reqwest::Client::new()
+            .post(format!("http://{}/revocations", self.admin(i)))
+            .bearer_auth(ADMIN_SECRET)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+
+    async fn metric(&self, i: usize, sample: &str) -> f64 {
+        let text = reqwest::Client::new()
+            .get(format!("http://{}/metrics", self.admin(i)))
+            .bearer_auth(ADMIN_SECRET)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metric_value(&text, sample)
+    }
+
+    /// Waits (up to `limit`) until `sample` at replica `i` is at least `value`.
+    async fn wait_metric(&self, i: usize, sample: &str, value: f64, limit: Duration) -> f64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            let v = self.metric(i, sample).await;
+            if v >= value || Instant::now() > deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits (up to `limit`) until replica `i` answers `token` with `status`; how long it took.
+    async fn wait_status(&self, i: usize, token: &str, status: u16, limit: Duration) -> Option<Duration> {
+        let started = Instant::now();
+        loop {
+            if self.status(i, token).await == status {
+                return Some(started.elapsed());
+            }
+            if started.elapsed() > limit {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn logs(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.replicas[i - 1].log).unwrap_or_default()
+    }
+}
+
+fn spawn_gateway(config: &Path, log: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_fapi-gateway"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+const RECEIVED_CONSENT: &str = "fapi_gateway_cluster_revocations_received_total{kind=\"consent\"}";
+const RECEIVED_TOKEN: &str = "fapi_gateway_cluster_revocations_received_total{kind=\"token\"}";
+const PUBLISHED: &str = "fapi_gateway_cluster_revocations_published_total{result=\"ok\"}";
+const DEGRADED: &str = "fapi_gateway_cluster_feed_degraded";
+const FLUSHES: &str = "fapi_gateway_cluster_cache_flushes_total";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_at_one_replica_is_refused_at_every_replica_and_replayed_by_a_late_one() {
+    let test = async {
+        let redis = Redis::start().await;
+        let mut fleet = Fleet::start(&redis, 30.0, "", 2).await;
+        let (consent, token) = fleet.w.go_bank_token().await;
+        for i in 0..fleet.count() {
+            assert_eq!(fleet.status(i, &token).await, 200, "replica {i}");
+        }
+        // Each replica holds the answer now: without the feed, 30 s more of 200s.
+        let calls = fleet.w.introspections();
+        for i in 0..fleet.count() {
+            assert_eq!(fleet.status(i, &token).await, 200);
+        }
+        assert_eq!(fleet.w.introspections(), calls, "every replica answers from its cache");
+
+        // The customer revokes; the authorization server tells replica 0 (admin JSON).
+        assert!(fleet.w.fixtures.authorization_server.revoke_consent(&consent).await);
+        assert_eq!(fleet.status(0, &token).await, 403);
+        for i in 1..fleet.count() {
+            let took = fleet.wait_status(i, &token, 403, Duration::from_secs(5)).await;
+            assert!(took.is_some(), "replica {i} still lets the revoked consent through\n{}", fleet.logs(i));
+            assert_eq!(fleet.metric(i, RECEIVED_CONSENT).await, 1.0);
+        }
+        assert_eq!(fleet.metric(0, PUBLISHED).await, 1.0);
+        assert_eq!(fleet.metric(0, RECEIVED_CONSENT).await, 0.0, "a replica does not apply its own entries twice");
+
+        // A token revoked at replica 1 (its key travels, not the token) is dropped everywhere.
+        let (_, other) = fleet.w.go_bank_token().await;
+        for i in 0..fleet.count() {
+            assert_eq!(fleet.status(i, &other).await, 200);
+        }
+        fleet.revoke(1, json!({"token": other})).await;
+        for i in [0, 2] {
+            assert_eq!(fleet.wait_metric(i, RECEIVED_TOKEN, 1.0, Duration::from_secs(5)).await, 1.0, "replica {i}");
+        }
+        let calls = fleet.w.introspections();
+        for i in 0..fleet.count() {
+            assert_eq!(fleet.status(i, &other).await, 200, "still active at the authorization server");
+        }
+        assert_eq!(fleet.w.introspections(), calls + 3, "each replica asked again");
+
+        // A replica started after the revocations replays them.
+        fleet.add_replica().await;
+        let late = fleet.count() - 1;
+        assert_eq!(fleet.wait_metric(late, RECEIVED_CONSENT, 1.0, Duration::from_secs(5)).await, 1.0);
+        assert_eq!(fleet.wait_metric(late, RECEIVED_TOKEN, 1.0, Duration::from_secs(5)).await, 1.0);
+        assert_eq!(fleet.status(late, &token).await, 403);
+        assert!(!fleet.logs(late).contains(&token), "a token reached the logs");
+    };
+    tokio::time::timeout(Duration::from_secs(120), test).await.expect("test took over 120 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_down_results_live_at_most_the_cap_and_missed_revocations_follow_when_it_is_back() {
+    let test = async {
+        let mut redis = Redis::start().await;
+        let fleet = Fleet::start(&redis, 30.0, "degraded_max_ttl_seconds = 1", 2).await;
+        let (consent, token) = fleet.w.go_bank_token().await;
+        let (_, other) = fleet.w.go_bank_token().await;
+        for i in 0..fleet.count() {
+            assert_eq!(fleet.status(i, &token).await, 200);
+            assert_eq!(fleet.status(i, &other).await, 200);
+            assert_eq!(fleet.metric(i, DEGRADED).await, 0.0);
+        }
+
+        redis.kill();
+        for i in 0..fleet.count() {
+            assert_eq!(fleet.wait_metric(i, DEGRADED, 1.0, Duration::from_secs(5)).await, 1.0, "replica {i}");
+        }
+        // Still serving (the authorization server still answers).
+        for i in 0..fleet.count() {
+            assert_eq!(fleet.status(i, &token).await, 200, "replica {i} stopped serving without Redis");
+        }
+        // A revocation reaches replica 0 only; the others refuse within the cap (1 s), not 30 s.
+        assert!(fleet.w.fixtures.authorization_server.revoke_consent(&consent).await);
+        assert_eq!(fleet.status(0, &token).await, 403);
+        for i in 1..fleet.count() {
+            let took = fleet.wait_status(i, &token, 403, Duration::from_secs(5)).await;
+            let took = took.unwrap_or_else(|| panic!("replica {i} still serves a revoked consent in degraded mode"));
+            assert!(took < Duration::from_secs(5));
+        }
+        // A token revocation during the outage waits at replica 0 for Redis.
+        fleet.revoke(0, json!({"token": other})).await;
+        assert_eq!(fleet.metric(1, RECEIVED_TOKEN).await, 0.0);
+
+        redis.spawn().await;
+        for i in 1..fleet.count() {
+            assert_eq!(
+                fleet.wait_metric(i, RECEIVED_TOKEN, 1.0, Duration::from_secs(10)).await,
+                1.0,
+                "replica {i} never got the revocation made during the outage\n{}",
+                fleet.logs(i)
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for i in 0..fleet.count() {
+            while fleet.metric(i, DEGRADED).await != 0.0 {
+                assert!(Instant::now() < deadline, "replica {i} still degraded with Redis back");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        assert!(fleet.logs(1).contains("degraded mode over"), "{}", fleet.logs(1));
+        assert_eq!(fleet.logs(1).matches("cannot be read: degraded mode").count(), 1, "logged once per outage");
+    };
+    tokio::time::timeout(Duration::from_secs(120), test).await.expect("test took over 120 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_missed_trimmed_entries_drops_its_whole_cache() {
+    let test = async {
+        let redis = Redis::start().await;
+        let fleet = Fleet::start(&redis, 30.0, "stream_maxlen = 3", 1).await;
+        let (_, token) = fleet.w.go_bank_token().await;
+        assert_eq!(fleet.status(1, &token).await, 200);
+        // Replica 1 has read one entry...
+        fleet.revoke(0, json!({"consent_id": "warm-up"})).await;
+        assert_eq!(fleet.wait_metric(1, RECEIVED_CONSENT, 1.0, Duration::from_secs(5)).await, 1.0);
+        assert_eq!(fleet.status(1, &token).await, 200);
+        let calls = fleet.w.introspections();
+        // ...then sleeps while the stream moves on past what it keeps.
+        let pid = fleet.replicas[0].child.id().to_string();
+        assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+        for n in 0..20 {
+            fleet.revoke(0, json!({"consent_id": format!("other-{n}")})).await;
+        }
+        assert_eq!(fleet.wait_metric(0, PUBLISHED, 21.0, Duration::from_secs(5)).await, 21.0);
+        assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+        assert_eq!(
+            fleet.wait_metric(1, FLUSHES, 1.0, Duration::from_secs(10)).await,
+            1.0,
+            "no flush after a gap\n{}",
+            fleet.logs(1)
+        );
+        // The token's answer went with the rest: asked again.
+        assert_eq!(fleet.status(1, &token).await, 200);
+        assert_eq!(fleet.w.introspections(), calls + 1);
+        assert_eq!(fleet.metric(0, FLUSHES).await, 0.0, "a replica that kept up keeps its cache");
+    };
+    tokio::time::timeout(Duration::from_secs(120), test).await.expect("test took over 120 s");
+}
