@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{AdminService, AdminState};
-use crate::cluster::{Cluster, ClusterService, Revocations};
+use crate::cluster::{Cluster, ClusterService, Membership, Revocations};
 use crate::connections::{self, Accepting, ConnectionTracker, DeadlineApp, HeadRead, ProxyListener};
 use crate::error::GatewayError;
 use crate::forward_auth::ForwardAuth;
@@ -187,7 +187,14 @@ pub fn build(mut config: GatewayConfig, listeners: BoundListeners) -> Result<Gat
     // Before any TLS (the introspection clients included) is set up.
     install_crypto_provider(config.listener.tls_profile)?;
     let metrics = Arc::new(Metrics::new());
-    let enforcer = Arc::new(Enforcer::from_config(&mut config, &metrics)?);
+    let membership = match &config.cluster {
+        Some(c) => Some(Membership::prepare(c, &config.cache)?),
+        None => None,
+    };
+    let enforcer = Arc::new(match &membership {
+        Some(m) => Enforcer::from_config_wrapped(&mut config, &metrics, &|server, client| m.wrap(server, client))?,
+        None => Enforcer::from_config(&mut config, &metrics)?,
+    });
     let servers = enforcer.servers().clone();
     let server_certificate = match &config.listener.tls {
         Some((cert, key)) => Some(Arc::new(ServerCertificate::load(cert, key)?)),
@@ -200,10 +207,8 @@ pub fn build(mut config: GatewayConfig, listeners: BoundListeners) -> Result<Gat
     };
     let conf = Arc::new(server_conf(&config));
     let accepting: Accepting = Arc::new(AtomicBool::new(false));
-    let cluster = match &config.cluster {
-        Some(c) => {
-            Some(Cluster::new(c, config.cache.max_ttl.max(config.cache.inactive_ttl), servers.clone(), &metrics)?)
-        }
+    let cluster = match membership {
+        Some(m) => Some(m.join(servers.clone(), &metrics)?),
         None => None,
     };
     let revocations = match &cluster {

@@ -12,7 +12,7 @@ use crate::client_identity::ClientVerifier;
 use crate::config::GatewayConfig;
 use crate::dpop::DpopVerifier;
 use crate::error::StartError;
-use crate::introspection::HttpIntrospector;
+use crate::introspection::{HttpIntrospector, Introspector};
 use crate::metrics::Metrics;
 use crate::resilience::{CircuitBreaker, Guarded};
 
@@ -31,8 +31,21 @@ impl ForwardingSettings {
     }
 }
 
+/// Puts something between a server's cache and its guarded client (the fleet's shared
+/// cache): given the server's name and the guarded client, the introspector the cache asks.
+pub type WrapIntrospector<'a> = &'a dyn Fn(&str, Arc<dyn Introspector>) -> Arc<dyn Introspector>;
+
 /// The introspection path to each authorization server: client, call limit, breaker, cache.
 pub fn server_links(config: &GatewayConfig, metrics: &Arc<Metrics>) -> Result<ServerLinks, StartError> {
+    server_links_wrapped(config, metrics, &|_, client| client)
+}
+
+/// As [`server_links`], each guarded client wrapped by `wrap`.
+pub fn server_links_wrapped(
+    config: &GatewayConfig,
+    metrics: &Arc<Metrics>,
+    wrap: WrapIntrospector<'_>,
+) -> Result<ServerLinks, StartError> {
     let mut links = ServerLinks::new();
     for server in &config.authorization_servers {
         let circuit = metrics.circuit_state.with_label_values(&[&server.name]);
@@ -44,7 +57,8 @@ pub fn server_links(config: &GatewayConfig, metrics: &Arc<Metrics>) -> Result<Se
         ));
         let client = HttpIntrospector::new(server)?;
         let guarded = Guarded::new(client, server.max_concurrent_calls, server.timeout, breaker.clone());
-        let cache = Arc::new(IntrospectionCache::new(&server.name, &config.cache, Arc::new(guarded), metrics.clone()));
+        let client = wrap(&server.name, Arc::new(guarded));
+        let cache = Arc::new(IntrospectionCache::new(&server.name, &config.cache, client, metrics.clone()));
         links.insert(
             server.name.clone(),
             ServerLink { name: server.name.clone(), cache, breaker, retry_after_seconds: server.retry_after.as_secs() },
@@ -59,7 +73,17 @@ impl Enforcer {
     /// ([`install_crypto_provider`](crate::install_crypto_provider)): the introspection
     /// clients are TLS clients.
     pub fn from_config(config: &mut GatewayConfig, metrics: &Arc<Metrics>) -> Result<Enforcer, StartError> {
-        let servers = Arc::new(server_links(config, metrics)?);
+        Self::from_config_wrapped(config, metrics, &|_, client| client)
+    }
+
+    /// As [`Enforcer::from_config`], each server's guarded client wrapped by `wrap`
+    /// before its cache (the fleet's shared cache goes there).
+    pub fn from_config_wrapped(
+        config: &mut GatewayConfig,
+        metrics: &Arc<Metrics>,
+        wrap: WrapIntrospector<'_>,
+    ) -> Result<Enforcer, StartError> {
+        let servers = Arc::new(server_links_wrapped(config, metrics, wrap)?);
         let client_verifier = Arc::new(ClientVerifier::load(&config.listener.client_ca, &config.listener.crls)?);
         let policies = std::mem::take(&mut config.policies);
         set_consent_paths(&servers, &policies);

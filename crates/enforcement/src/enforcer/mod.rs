@@ -45,7 +45,7 @@ use crate::dpop::{DpopVerifier, ProofError};
 use crate::introspection::unix_now;
 use crate::policy::{Grant, PolicySet, Presented};
 use crate::refusal::Refusal;
-pub use build::server_links;
+pub use build::{server_links, server_links_wrapped, WrapIntrospector};
 pub use request::{interaction_id, INTERACTION_ID};
 
 /// What forwarding needs besides the policy.

@@ -9,6 +9,7 @@ pub mod claims;
 mod client;
 mod client_auth;
 mod http;
+mod response;
 mod settings;
 mod signed;
 

@@ -84,6 +84,9 @@ impl Health {
             link.cache.set_degraded(Some(cap));
         }
         self.cluster.metrics.degraded.set(1);
+        if let Some(shared) = &self.cluster.shared {
+            shared.feed_down.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         tracing::warn!(error = %why, cap_seconds = cap.as_secs_f64(), "fleet: the revocation feed cannot be read: degraded mode, cached results now live at most the cap");
     }
 
@@ -96,6 +99,9 @@ impl Health {
             link.cache.set_degraded(None);
         }
         self.cluster.metrics.degraded.set(0);
+        if let Some(shared) = &self.cluster.shared {
+            shared.feed_down.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
         tracing::info!("fleet: the revocation feed is read again (missed entries replayed): degraded mode over");
     }
 }

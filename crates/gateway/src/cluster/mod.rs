@@ -10,6 +10,7 @@
 
 pub mod feed;
 mod metrics;
+pub mod shared;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -20,13 +21,15 @@ use pingora_core::server::{ListenFds, ShutdownWatch};
 use pingora_core::services::Service;
 use tokio::sync::mpsc;
 
-use fapi_enforcement::cache::ServerLinks;
+use fapi_enforcement::cache::{CacheConfig, ServerLinks};
 use fapi_enforcement::config::{redact_url, ClusterConfig};
+use fapi_enforcement::introspection::Introspector;
 use fapi_enforcement::metrics::Metrics;
 use fapi_enforcement::revocation::{Revocation, Revoked};
 
 use crate::error::GatewayError;
 pub use metrics::ClusterMetrics;
+use shared::{RevokedLately, SharedCache, SharedIntrospector};
 
 /// Revocations waiting to be appended to the feed (while Redis is away they wait here,
 /// in order; past this many the oldest are not announced and are counted).
@@ -44,12 +47,14 @@ pub struct Revocations {
     /// replicas whose clients keep presenting a revoked consent's token).
     recent: Mutex<HashMap<String, Instant>>,
     remember: Duration,
+    /// When revocations were learnt here, against shared-cache values fetched before.
+    revoked_lately: Option<Arc<RevokedLately>>,
 }
 
 impl Revocations {
     /// Local revocations only (no `[cluster]`).
     pub fn local(servers: Arc<ServerLinks>, metrics: Arc<Metrics>) -> Arc<Revocations> {
-        Self::build(servers, metrics, None, None, Duration::from_secs(30))
+        Self::build(servers, metrics, None, None, Duration::from_secs(30), None)
     }
 
     fn build(
@@ -58,9 +63,17 @@ impl Revocations {
         publish: Option<mpsc::Sender<Revocation>>,
         cluster_metrics: Option<Arc<ClusterMetrics>>,
         remember: Duration,
+        revoked_lately: Option<Arc<RevokedLately>>,
     ) -> Arc<Revocations> {
-        let revocations =
-            Arc::new(Revocations { servers, metrics, publish, cluster_metrics, recent: Mutex::default(), remember });
+        let revocations = Arc::new(Revocations {
+            servers,
+            metrics,
+            publish,
+            cluster_metrics,
+            recent: Mutex::default(),
+            remember,
+            revoked_lately,
+        });
         // Consents an introspection finds revoked are announced through this handle.
         let weak: Weak<Revocations> = Arc::downgrade(&revocations);
         for link in revocations.servers.values() {
@@ -89,6 +102,9 @@ impl Revocations {
 
     /// Evicts what `rev` names in the local caches, announcing nothing.
     pub async fn evict(&self, rev: &Revocation) -> usize {
+        if let Some(lately) = &self.revoked_lately {
+            lately.note(&rev.revoked, self.remember);
+        }
         let mut evicted = 0;
         for link in self.servers.values().filter(|l| rev.server.as_deref().is_none_or(|s| s == l.name)) {
             evicted += match &rev.revoked {
@@ -167,44 +183,87 @@ pub struct Cluster {
     pub(crate) metrics: Arc<ClusterMetrics>,
     /// The longest a cached result lives: how far back a starting replica replays.
     pub(crate) replay_window: Duration,
+    /// The shared introspection cache, with `cluster.shared_cache`.
+    pub(crate) shared: Option<Arc<SharedCache>>,
     queue: Mutex<Option<mpsc::Receiver<Revocation>>>,
 }
 
-impl Cluster {
-    /// Sets up the fleet membership of a gateway whose caches are `servers`: the Redis
-    /// client (an invalid URL or CA fails the start; a Redis that is down does not), the
-    /// revocation handle and the metrics.
-    pub fn new(
-        config: &ClusterConfig,
-        cache_max_ttl: Duration,
-        servers: Arc<ServerLinks>,
-        metrics: &Arc<Metrics>,
-    ) -> Result<Arc<Cluster>, GatewayError> {
+/// A gateway's fleet membership before its caches exist: the Redis client, the metrics
+/// and the shared cache, which goes between each server's client and its cache.
+pub struct Membership {
+    config: ClusterConfig,
+    client: redis::Client,
+    metrics: Arc<ClusterMetrics>,
+    shared: Option<Arc<SharedCache>>,
+    revoked_lately: Arc<RevokedLately>,
+    replay_window: Duration,
+}
+
+impl Membership {
+    /// Checks `[cluster]` (an invalid URL or CA fails the start; a Redis that is down does
+    /// not) and prepares the shared cache, for caches configured as `cache`.
+    pub fn prepare(config: &ClusterConfig, cache: &CacheConfig) -> Result<Membership, GatewayError> {
         let client = redis_client(config)?;
-        let cluster_metrics = Arc::new(ClusterMetrics::new());
-        cluster_metrics.register(metrics)?;
+        let metrics = Arc::new(ClusterMetrics::new());
+        let revoked_lately = Arc::new(RevokedLately::default());
+        let replay_window = cache.max_ttl.max(cache.inactive_ttl) + shared::CLOCK_SKEW + Duration::from_secs(5);
+        let shared = match (config.shared_cache, &config.cluster_key) {
+            (true, Some(key)) => Some(Arc::new(SharedCache::new(
+                key,
+                &config.shared_cache_prefix,
+                config.redis_timeout,
+                cache,
+                revoked_lately.clone(),
+                metrics.clone(),
+            ))),
+            (true, None) => {
+                return Err(GatewayError::Cluster("cluster.shared_cache needs cluster.cluster_key_file".into()))
+            }
+            (false, _) => None,
+        };
+        Ok(Membership { config: config.clone(), client, metrics, shared, revoked_lately, replay_window })
+    }
+
+    /// `client` (server `server`'s guarded introspection client) behind the shared cache,
+    /// if there is one.
+    pub fn wrap(&self, server: &str, client: Arc<dyn Introspector>) -> Arc<dyn Introspector> {
+        match &self.shared {
+            Some(shared) => {
+                Arc::new(SharedIntrospector { inner: client, server: server.to_string(), shared: shared.clone() })
+            }
+            None => client,
+        }
+    }
+
+    /// Joins the fleet with the caches `servers`: the revocation handle, the metrics in
+    /// `metrics`' registry.
+    pub fn join(self, servers: Arc<ServerLinks>, metrics: &Arc<Metrics>) -> Result<Arc<Cluster>, GatewayError> {
+        self.metrics.register(metrics)?;
         let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
-        let replay_window = cache_max_ttl + Duration::from_secs(5);
         let revocations = Revocations::build(
             servers.clone(),
             metrics.clone(),
             Some(tx),
-            Some(cluster_metrics.clone()),
-            replay_window,
+            Some(self.metrics.clone()),
+            self.replay_window,
+            Some(self.revoked_lately),
         );
-        tracing::info!(redis = %redact_url(&config.redis_url), stream = %config.stream_key, shared_cache = config.shared_cache, "fleet: revocations go through the Redis stream");
+        tracing::info!(redis = %redact_url(&self.config.redis_url), stream = %self.config.stream_key, shared_cache = self.config.shared_cache, "fleet: revocations go through the Redis stream");
         Ok(Arc::new(Cluster {
-            config: config.clone(),
-            client,
+            config: self.config,
+            client: self.client,
             origin: uuid::Uuid::new_v4().simple().to_string(),
             servers,
             revocations,
-            metrics: cluster_metrics,
-            replay_window,
+            metrics: self.metrics,
+            replay_window: self.replay_window,
+            shared: self.shared,
             queue: Mutex::new(Some(rx)),
         }))
     }
+}
 
+impl Cluster {
     /// The revocation handle (the admin endpoints apply revocations through it).
     pub fn revocations(&self) -> &Arc<Revocations> {
         &self.revocations
@@ -215,7 +274,10 @@ impl Cluster {
         let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(queue) = queue else { return };
         let reader = tokio::spawn(feed::read(self.clone(), shutdown.clone()));
-        let writer = tokio::spawn(feed::write(self.clone(), queue, shutdown));
+        let writer = tokio::spawn(feed::write(self.clone(), queue, shutdown.clone()));
+        if let Some(shared) = &self.shared {
+            tokio::spawn(shared.clone().keep_connected(self.client.clone(), shutdown));
+        }
         let _ = tokio::join!(reader, writer);
     }
 }
