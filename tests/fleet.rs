@@ -372,3 +372,132 @@ async fn a_replica_that_missed_trimmed_entries_drops_its_whole_cache() {
     };
     tokio::time::timeout(Duration::from_secs(120), test).await.expect("test took over 120 s");
 }
+
+/// One Redis command over a plain connection (RESP); the raw reply.
+async fn redis_command(redis: &Redis, args: &[&[u8]]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", redis.port)).await.unwrap();
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend(format!("${}\r\n", a.len()).as_bytes());
+        out.extend(*a);
+        out.extend(b"\r\n");
+    }
+    s.write_all(&out).await.unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await.unwrap().unwrap();
+        reply.extend(&buf[..n]);
+        if n == 0 || complete(&reply) {
+            return reply;
+        }
+    }
+}
+
+/// Whether `reply` is a whole simple, error, integer or bulk-string reply.
+fn complete(reply: &[u8]) -> bool {
+    let Some(end) = reply.windows(2).position(|w| w == b"\r\n") else { return false };
+    if reply[0] != b'$' {
+        return true;
+    }
+    let len: i64 = std::str::from_utf8(&reply[1..end]).unwrap().parse().unwrap();
+    len < 0 || reply.len() >= end + 2 + len as usize + 2
+}
+
+/// The value of a bulk-string reply (`None` for nil).
+fn bulk(reply: &[u8]) -> Option<Vec<u8>> {
+    let end = reply.windows(2).position(|w| w == b"\r\n").unwrap();
+    let len: i64 = std::str::from_utf8(&reply[1..end]).unwrap().parse().unwrap();
+    (len >= 0).then(|| reply[end + 2..end + 2 + len as usize].to_vec())
+}
+
+const SHARED_HIT: &str = "fapi_gateway_cluster_shared_cache_total{result=\"hit\"}";
+const SHARED_REJECTED: &str = "fapi_gateway_cluster_shared_cache_total{result=\"rejected\"}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_cache_asks_once_per_token_and_believes_nothing_it_did_not_seal() {
+    let test = async {
+        let mut redis = Redis::start().await;
+        let secrets = tempfile::tempdir().unwrap();
+        let key_file = secrets.path().join("cluster.key");
+        let cluster_key = "0123456789abcdef0123456789abcdef-fleet-test";
+        std::fs::write(&key_file, cluster_key).unwrap();
+        let extra = format!("shared_cache = true\ncluster_key_file = \"{}\"", key_file.display());
+        let fleet = Fleet::start(&redis, 30.0, &extra, 2).await;
+        let n = fleet.count();
+
+        // Round-robin over the replicas: one introspection per token, not one per replica.
+        let mut tokens = Vec::new();
+        for _ in 0..6 {
+            tokens.push(fleet.w.go_bank_token().await);
+        }
+        let before = fleet.w.introspections();
+        for round in 0..n {
+            for (j, (_, token)) in tokens.iter().enumerate() {
+                assert_eq!(fleet.status((j + round) % n, token).await, 200);
+            }
+        }
+        assert_eq!(fleet.w.introspections(), before + tokens.len() as u64, "one introspection per token");
+        let mut hits = 0.0;
+        for i in 0..n {
+            hits += fleet.metric(i, SHARED_HIT).await;
+        }
+        assert_eq!(hits, (tokens.len() * (n - 1)) as f64);
+        // Nothing in Redis names a token.
+        let keys = redis_command(&redis, &[b"KEYS", b"*"]).await;
+        for (_, token) in &tokens {
+            assert!(!String::from_utf8_lossy(&keys).contains(token.as_str()));
+        }
+
+        // A revoked consent is not served from the shared cache either.
+        let (consent, token) = &tokens[0];
+        assert!(fleet.w.fixtures.authorization_server.revoke_consent(consent).await);
+        for i in 0..n {
+            assert!(fleet.wait_status(i, token, 403, Duration::from_secs(5)).await.is_some(), "replica {i}");
+        }
+
+        // A value moved from another token's key, altered, or forged does not open: a
+        // miss, and the authorization server decides.
+        let key_of = |token: &str| {
+            fapi_gateway_server::cluster::shared::redis_key(
+                cluster_key.as_bytes(),
+                "fapi-gateway:introspection:",
+                "default",
+                token,
+            )
+        };
+        let sealed = bulk(&redis_command(&redis, &[b"GET", key_of(&tokens[1].1).as_bytes()]).await).unwrap();
+        let unknown = "not-a-token-the-server-issued";
+        redis_command(&redis, &[b"SET", key_of(unknown).as_bytes(), &sealed]).await;
+        let mut altered = sealed.clone();
+        let at = altered.len() / 2;
+        altered[at] ^= 0x20;
+        let (_, fresh) = fleet.w.go_bank_token().await;
+        redis_command(&redis, &[b"SET", key_of(&fresh).as_bytes(), &altered]).await;
+        let forged = br#"{"active":true,"scope":"openid accounts","client_id":"financroo"}"#;
+        redis_command(&redis, &[b"SET", key_of("forged-token").as_bytes(), forged]).await;
+        let rejected = fleet.metric(1, SHARED_REJECTED).await;
+        let calls = fleet.w.introspections();
+        assert_eq!(fleet.status(1, unknown).await, 401, "a moved value let an unknown token through");
+        assert_eq!(fleet.status(1, "forged-token").await, 401, "a forged value let a token through");
+        assert_eq!(fleet.status(1, &fresh).await, 200);
+        assert_eq!(fleet.w.introspections(), calls + 3, "each was a miss: the authorization server was asked");
+        assert_eq!(fleet.metric(1, SHARED_REJECTED).await, rejected + 3.0);
+
+        // Redis stopped (slow: no answer at all) and then gone: the local path answers.
+        let pid = redis.child.as_ref().unwrap().id().to_string();
+        assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+        let (_, slow) = fleet.w.go_bank_token().await;
+        for i in 0..n {
+            assert_eq!(fleet.status(i, &slow).await, 200, "replica {i} with Redis not answering");
+        }
+        assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+        redis.kill();
+        let (_, down) = fleet.w.go_bank_token().await;
+        for i in 0..n {
+            assert_eq!(fleet.status(i, &down).await, 200, "replica {i} with Redis down");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), test).await.expect("test took over 120 s");
+}
