@@ -36,6 +36,10 @@ enum Command {
         /// Defaults to ./gateway.toml, else the embedded example.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Run a fleet: this many gateways (the others on the next ports, 8444, …) sharing
+        /// revocations through a redis-server started from PATH on 127.0.0.1:6390.
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
     },
     /// Validate a configuration and its policies; print every problem with file and line.
     Check {
@@ -147,9 +151,9 @@ fn main() -> ExitCode {
                 fapi_gateway_server::server::run(config, upgrade).map_err(|e| e.to_string())
             })
             .map(|never| match never {}),
-        Command::Demo { config } => {
+        Command::Demo { config, replicas } => {
             init_logging(None);
-            fapi_devkit::demo::run(config.as_deref()).map(|never| match never {})
+            fapi_devkit::demo_fleet::run(config.as_deref(), replicas).map(|never| match never {})
         }
         Command::Check { config } => check(&config),
         Command::Bench(args) => {

@@ -501,3 +501,85 @@ async fn the_shared_cache_asks_once_per_token_and_believes_nothing_it_did_not_se
     };
     tokio::time::timeout(Duration::from_secs(120), test).await.expect("test took over 120 s");
 }
+
+#[test]
+fn the_compose_fleet_config_is_the_demo_config_with_a_cluster_section() {
+    let demo = std::fs::read_to_string(repo_path("gateway.toml")).unwrap();
+    let fleet = std::fs::read_to_string(repo_path("docker/gateway-fleet.toml")).unwrap();
+    let (head, cluster) = fleet.split_at(fleet.find("\n# The compose stack is a fleet").expect("the fleet's section"));
+    assert_eq!(head.trim_end(), demo.trim_end(), "docker/gateway-fleet.toml drifted from gateway.toml");
+    assert!(cluster.contains("[cluster]\nredis_url = \"redis://127.0.0.1:6379\""));
+}
+
+/// `fapi-gateway demo --replicas 2` (fixed demo ports): both replicas serve, and a consent
+/// the customer revokes (the authorization server tells the first replica) is refused by
+/// the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_demo_runs_two_replicas_that_share_revocations() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("demo.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fapi-gateway"))
+        .args(["demo", "--replicas", "2"])
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Killed<'a>(&'a mut Child);
+    impl Drop for Killed<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Killed(&mut child);
+    let test = async {
+        for port in [8443, 8444, 9443] {
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            if let Err(e) = fapi_gateway_server::server::wait_for_listener(addr).await {
+                panic!("{e}\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+        }
+        let pki = fapi_devkit::pki::DevPki::at(&dir.path().join(".fapi-gateway-demo/certs"));
+        let tpp = client(&pki.ca(), Some((&pki.tpp_cert(), &pki.tpp_key())), false);
+        let created: serde_json::Value = tpp
+            .post("https://127.0.0.1:9443/consents")
+            .json(&json!({"bank": "gobank", "type": "account-access-consent", "permissions": GO_BANK_PERMISSIONS}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let consent = created["ConsentId"].as_str().unwrap().to_string();
+        let authorise = format!("https://127.0.0.1:9443/consents/{consent}/authorise");
+        let r = tpp.post(authorise).json(&json!({"subject": "alice", "accounts": ["GB-1001"]})).send().await.unwrap();
+        assert!(r.status().is_success());
+        let form = [("grant_type", "client_credentials"), ("scope", "openid accounts"), ("consent_id", &consent)];
+        let body: serde_json::Value =
+            tpp.post("https://127.0.0.1:9443/token").form(&form).send().await.unwrap().json().await.unwrap();
+        let token = body["access_token"].as_str().unwrap().to_string();
+        let status = |port: u16| {
+            let (tpp, token) = (tpp.clone(), token.clone());
+            async move {
+                let url = format!("https://127.0.0.1:{port}/gobank/accounts");
+                tpp.get(url).bearer_auth(token).send().await.unwrap().status().as_u16()
+            }
+        };
+        assert_eq!(status(8443).await, 200);
+        assert_eq!(status(8444).await, 200);
+        let r = tpp.delete(format!("https://127.0.0.1:9443/consents/{consent}")).send().await.unwrap();
+        assert_eq!(r.status(), 204);
+        assert_eq!(status(8443).await, 403);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while status(8444).await != 403 {
+            assert!(Instant::now() < deadline, "the second replica still serves the revoked consent");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let banner = std::fs::read_to_string(&log).unwrap();
+        assert!(banner.contains("a fleet of 2 gateways") && banner.contains("https://127.0.0.1:8444"), "{banner}");
+    };
+    tokio::time::timeout(Duration::from_secs(120), test).await.expect("test took over 120 s");
+    drop(child);
+}

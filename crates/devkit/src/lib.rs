@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod bench_nginx;
 pub mod demo;
+pub mod demo_fleet;
 pub mod fixtures;
 pub mod pki;
 pub mod tpp;
