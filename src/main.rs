@@ -84,6 +84,8 @@ enum Command {
     /// The load benchmark: bank direct, the gateway without and with authorization (hot and
     /// cold tokens, a revocation storm) and nginx's auth_request pattern, in one run.
     Bench(fapi_devkit::bench::BenchArgs),
+    /// Measure a fleet of three gateways on one Redis: revocation propagation, shared cache.
+    BenchFleet(fapi_devkit::bench_fleet::FleetBenchArgs),
     /// Write a development PKI (CA, gateway server certificate, two TPP client certificates).
     Certs {
         #[arg(long, default_value = "certs")]
@@ -156,6 +158,16 @@ fn main() -> ExitCode {
             fapi_devkit::demo_fleet::run(config.as_deref(), replicas).map(|never| match never {})
         }
         Command::Check { config } => check(&config),
+        Command::BenchFleet(args) => {
+            init_logging(Some(&fapi_enforcement::config::LoggingConfig {
+                format: LogFormat::Pretty,
+                level: "warn".into(),
+            }));
+            let binary = std::env::current_exe().map_err(|e| e.to_string());
+            binary.and_then(|binary| runtime()?.block_on(fapi_devkit::bench_fleet::run(args, binary))).map(|report| {
+                print!("{}", report.table());
+            })
+        }
         Command::Bench(args) => {
             init_logging(Some(&fapi_enforcement::config::LoggingConfig {
                 format: LogFormat::Pretty,

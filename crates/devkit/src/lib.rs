@@ -5,6 +5,7 @@
 //! [`bench`] and [`bench_nginx`] measure the gateway against its baselines.
 
 pub mod bench;
+pub mod bench_fleet;
 pub mod bench_nginx;
 pub mod demo;
 pub mod demo_fleet;
