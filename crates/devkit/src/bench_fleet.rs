@@ -18,6 +18,9 @@ use crate::demo::{start_fixtures, FixtureAddresses, FixtureOptions, EMBEDDED_POL
 use crate::fixtures::AuthorizationServer;
 use crate::pki::DevPki;
 
+/// Which replica and token request `i` goes to.
+type Target = Arc<dyn Fn(u64) -> (String, String) + Send + Sync>;
+
 const ADMIN_SECRET: &str = "bench-admin-secret-0123456789";
 const PERMISSIONS: [&str; 2] = ["ReadAccountsBasic", "ReadBalances"];
 
@@ -222,12 +225,7 @@ async fn status(client: &reqwest::Client, url: &str, token: &str) -> Option<u16>
 
 /// Requests `(url, token)` of `target(i)` for i in 0.. until `max` or `duration`, over
 /// every client; (requests, errors, seconds).
-async fn drive(
-    clients: &[reqwest::Client],
-    max: u64,
-    duration: Duration,
-    target: Arc<dyn Fn(u64) -> (String, String) + Send + Sync>,
-) -> (u64, u64, f64) {
+async fn drive(clients: &[reqwest::Client], max: u64, duration: Duration, target: Target) -> (u64, u64, f64) {
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -373,7 +371,7 @@ pub async fn run(args: FleetBenchArgs, binary: PathBuf) -> Result<FleetReport, S
     // Shared cache off and on: introspections per distinct token, then the hit path.
     let off = fleet(&binary, &dir.path().join("shared-off"), as_addr, bank, &redis, false).await?;
     let on = fleet(&binary, &dir.path().join("shared-on"), as_addr, bank, &redis, true).await?;
-    let mut hot: Vec<Arc<dyn Fn(u64) -> (String, String) + Send + Sync>> = Vec::new();
+    let mut hot: Vec<Target> = Vec::new();
     for (i, replicas) in [&off, &on].into_iter().enumerate() {
         let tokens = Arc::new(mint(&authz, &thumbprint, args.tokens));
         let urls: Arc<Vec<String>> = Arc::new(replicas.iter().map(|r| r.url.clone()).collect());

@@ -163,8 +163,7 @@ pub(crate) async fn read(cluster: Arc<Cluster>, mut shutdown: ShutdownWatch) {
                 }
             }
         }
-        loop {
-            let Some(at) = position else { break };
+        while let Some(at) = position {
             let step = tokio::select! {
                 _ = shutdown.changed() => return,
                 step = read_once(&cluster, &mut conn, at, &mut health) => step,
