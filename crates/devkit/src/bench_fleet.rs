@@ -96,6 +96,18 @@ impl FleetReport {
     }
 }
 
+/// The authorization server's runtime, shut down without waiting when dropped (it is
+/// dropped inside the benchmark's own runtime, where blocking is not allowed).
+struct BackgroundRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for BackgroundRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// A child process, killed when dropped.
 struct Process(std::process::Child);
 
@@ -308,6 +320,7 @@ pub async fn run(args: FleetBenchArgs, binary: PathBuf) -> Result<FleetReport, S
     })
     .join()
     .map_err(|_| "the fixtures' thread panicked".to_string())??;
+    let _as_runtime = BackgroundRuntime(Some(_as_runtime));
     let bank = pick_port();
     let _bank = spawn(
         &binary,
@@ -379,7 +392,9 @@ pub async fn run(args: FleetBenchArgs, binary: PathBuf) -> Result<FleetReport, S
         let before = authz.introspection_calls();
         let round_robin = {
             let (urls, tokens) = (urls.clone(), tokens.clone());
-            Arc::new(move |j: u64| (urls[j as usize % 3].clone(), tokens[(j % n) as usize].1.clone()))
+            // Pass p (of 3) sends token t to replica (t + p) % 3: every token reaches every
+            // replica, its requests a pass apart.
+            Arc::new(move |j: u64| (urls[((j + j / n) % 3) as usize].clone(), tokens[(j % n) as usize].1.clone()))
         };
         let (_, errors, _) = drive(&clients, n * 3, Duration::from_secs(1200), round_robin).await;
         report.errors += errors;
