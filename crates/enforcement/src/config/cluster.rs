@@ -187,7 +187,8 @@ pub(super) fn validate(c: &ClusterSection, d: &mut Diagnostics) -> Option<Cluste
             None
         }
     };
-    if *c.shared_cache.get_ref() && cluster_key.is_none() && d.errors.len() == errors_before {
+    // A key given but unusable is reported above.
+    if *c.shared_cache.get_ref() && key_span.is_none() {
         d.error(
             Some(c.shared_cache.span()),
             "cluster.shared_cache needs cluster.cluster_key_file (at least 32 bytes): it seals what Redis holds",
