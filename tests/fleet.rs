@@ -107,8 +107,20 @@ struct Fleet {
 
 impl Fleet {
     async fn start(redis: &Redis, max_ttl_seconds: f64, cluster_extra: &str, processes: usize) -> Fleet {
+        Self::start_with(redis, max_ttl_seconds, cluster_extra, processes, true).await
+    }
+
+    /// As `start`; `revocation_hook`: whether the authorization server tells replica 0.
+    async fn start_with(
+        redis: &Redis,
+        max_ttl_seconds: f64,
+        cluster_extra: &str,
+        processes: usize,
+        revocation_hook: bool,
+    ) -> Fleet {
         let extra = cluster_section(redis, cluster_extra);
-        let w = World::start_with(Options { max_ttl_seconds, config_extra: extra.clone(), ..Options::default() }).await;
+        let options = Options { max_ttl_seconds, config_extra: extra.clone(), revocation_hook, ..Options::default() };
+        let w = World::start_with(options).await;
         let mut fleet = Fleet { w, options_extra: extra, replicas: Vec::new() };
         for _ in 0..processes {
             fleet.add_replica().await;
@@ -582,4 +594,41 @@ async fn the_fleet_demo_runs_two_replicas_that_share_revocations() {
     };
     tokio::time::timeout(Duration::from_secs(120), test).await.expect("test took over 120 s");
     drop(child);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consent_an_introspection_finds_revoked_is_announced_to_the_fleet() {
+    let test = async {
+        let redis = Redis::start().await;
+        // Nobody tells the gateways: only an introspection can find out.
+        let fleet = Fleet::start_with(&redis, 30.0, "", 2, false).await;
+        let consent = fleet.w.consent(&fleet.w.tpp, "gobank", &GO_BANK_PERMISSIONS, "alice", &["GB-1001"]).await;
+        let first = fleet.w.token(&fleet.w.tpp, Some(&consent), "openid accounts", None).await;
+        let second = fleet.w.token(&fleet.w.tpp, Some(&consent), "openid accounts", None).await;
+        for i in 0..fleet.count() {
+            assert_eq!(fleet.status(i, &first).await, 200);
+        }
+        assert!(fleet.w.fixtures.authorization_server.revoke_consent(&consent).await);
+        // The first token is still cached as active everywhere...
+        assert_eq!(fleet.status(0, &first).await, 200);
+        // ...until replica 1 introspects the consent's other token and finds it revoked.
+        assert_eq!(fleet.status(1, &second).await, 403);
+        assert_eq!(fleet.status(1, &first).await, 403, "the consent's other tokens go at once here");
+        for i in [0, 2] {
+            let took = fleet.wait_status(i, &first, 403, Duration::from_secs(5)).await;
+            assert!(took.is_some(), "replica {i} did not hear of the consent revoked by introspection");
+        }
+        assert_eq!(fleet.metric(1, PUBLISHED).await, 1.0);
+        // Refusing the same consent again announces nothing more (no echo between replicas).
+        for i in 0..fleet.count() {
+            assert_eq!(fleet.status(i, &second).await, 403);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut published = 0.0;
+        for i in 0..fleet.count() {
+            published += fleet.metric(i, PUBLISHED).await;
+        }
+        assert_eq!(published, 1.0, "the consent was announced more than once");
+    };
+    tokio::time::timeout(Duration::from_secs(120), test).await.expect("test took over 120 s");
 }
