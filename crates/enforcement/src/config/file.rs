@@ -27,7 +27,7 @@ pub(super) struct ConfigFile {
     #[serde(default)]
     pub(super) forwarding: ForwardingSection,
     #[serde(default)]
-    pub(super) upstreams: BTreeMap<String, Spanned<String>>,
+    pub(super) upstreams: BTreeMap<String, Spanned<super::upstream::UpstreamEntry>>,
     #[serde(default = "default_policies")]
     pub(super) policies: Spanned<String>,
     #[serde(default)]

@@ -17,6 +17,7 @@ mod limits;
 mod listener;
 mod logging;
 mod server;
+mod upstream;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ pub use self::limits::Limits;
 pub use self::listener::{CertificateHeader, Cidr, ClientCertificateSource, ListenerConfig, ListenerMode, TlsProfile};
 pub use self::logging::{LogFormat, LoggingConfig};
 pub use self::server::ServerConfig;
+pub use self::upstream::{Balancing, HealthCheck, UpstreamSettings, UpstreamTls};
 pub use crate::cache::CacheConfig;
 pub use crate::diagnostics::{line_of, ConfigError, ConfigErrors, Diagnostics};
 pub use crate::dpop::DpopConfig;
@@ -84,6 +86,8 @@ pub struct GatewayConfig {
     pub upstream_read_timeout: Duration,
     /// `[upstreams]`, by name.
     pub upstreams: BTreeMap<String, Upstream>,
+    /// `[upstreams]`: each one's targets, TLS, balancing, health checks and timeouts.
+    pub upstream_settings: BTreeMap<String, UpstreamSettings>,
     /// The policy folder.
     pub policies_dir: PathBuf,
     /// Every API's routes, from the policy folder.
@@ -125,7 +129,9 @@ impl GatewayConfig {
         let authorization_servers = authorization_server::validate_all(&file, &mut d);
         let cache = cache::validate(&file.cache, &mut d);
         let forwarding = forwarding::validate(&file.forwarding, &mut d);
-        let upstreams = forwarding::upstreams(&file.upstreams, &mut d);
+        let timeouts =
+            upstream::DefaultTimeouts { connect: forwarding.connect_timeout, read: forwarding.read_timeout };
+        let (upstreams, upstream_settings) = upstream::validate_all(&file.upstreams, timeouts, &mut d);
         let connections = connections::validate(&file.connections, &mut d);
         let server = server::validate(&file.server, &mut d);
 
@@ -166,6 +172,7 @@ impl GatewayConfig {
                 upstream_connect_timeout: forwarding.connect_timeout,
                 upstream_read_timeout: forwarding.read_timeout,
                 upstreams,
+                upstream_settings,
                 policies_dir,
                 policies,
                 server,
@@ -308,8 +315,8 @@ gobank = "http://127.0.0.1:8070"
                 "10:authorization server `default`: client_secret is empty",
             ),
             (
-                VALID.replace("http://127.0.0.1:8070", "https://127.0.0.1:8070"),
-                "12:upstream `gobank`: https upstreams are not supported",
+                VALID.replace("http://127.0.0.1:8070", "ftp://127.0.0.1:8070"),
+                "12:upstream `gobank`: `ftp://127.0.0.1:8070` must start with http:// or https://",
             ),
             (
                 VALID.replace("[upstreams]", "[cache]\nmax_ttl_seconds = -1\n[upstreams]"),
@@ -364,14 +371,5 @@ gobank = "http://127.0.0.1:8070"
             "{warned:?}"
         );
         assert!(GatewayConfig::parse(&path, VALID).unwrap().warnings.is_empty());
-    }
-
-    #[test]
-    fn upstream_urls() {
-        use forwarding::parse_upstream_url;
-        assert_eq!(parse_upstream_url("http://127.0.0.1:8070").unwrap(), "127.0.0.1:8070".parse().unwrap());
-        assert!(parse_upstream_url("https://127.0.0.1:8070").unwrap_err().contains("not supported"));
-        assert!(parse_upstream_url("ftp://x").is_err());
-        assert!(parse_upstream_url("http://127.0.0.1:8070/api").unwrap_err().contains("path"));
     }
 }

@@ -153,8 +153,10 @@ pub struct Grant {
     pub api: String,
     /// The matched route's path template (a metric label, never the raw path).
     pub route: String,
-    /// The bank backend to forward to.
+    /// The bank backend to forward to (its first target, for hosts that forward by address).
     pub upstream: SocketAddr,
+    /// The name of that upstream in `gateway.toml` (the gateway picks one of its targets).
+    pub upstream_name: String,
     /// The path and query the backend sees: the API's prefix removed.
     pub upstream_path: String,
     /// The token's consent id, when it has one.
@@ -400,6 +402,7 @@ impl RouteMatch<'_> {
             api: self.api.name.clone(),
             route: self.route.path.clone(),
             upstream: self.api.upstream.address,
+            upstream_name: self.api.upstream.name.clone(),
             upstream_path: self.upstream_path.clone(),
             consent_id: None,
             client_id: None,
@@ -656,6 +659,7 @@ impl RouteMatch<'_> {
             api: self.api.name.clone(),
             route: route.path.clone(),
             upstream: self.api.upstream.address,
+            upstream_name: self.api.upstream.name.clone(),
             upstream_path: self.upstream_path.clone(),
             consent_id: consent_id.map(str::to_string),
             client_id: token.client_id.as_deref().map(str::to_string),
