@@ -617,7 +617,7 @@ interval_ms = 1000
                 "[upstreams.gobank]\ntargets = [\"https://127.0.0.1:1\"]\nclient_certificate = \"client.pem\"\n",
                 "12:upstream `gobank`: client_certificate and client_private_key go together",
             ),
-            ("[upstreams.gobank]\ntargets = [\"127.0.0.1:1\", \"https://127.0.0.1:2\"]\n", "all targets must be https"),
+            ("[upstreams.gobank]\ntargets = [\"127.0.0.1:1\", \"https://127.0.0.1:2\"]\n", "11:upstream `gobank`: all targets must be https"),
             ("[upstreams.gobank]\ntargets = []\n", "10:upstream `gobank` has no `targets`"),
             ("[upstreams.gobank]\ntargets = [\"127.0.0.1:1\"]\ntagets = 1\n", "12:unknown field `tagets`"),
             ("[upstreams.gobank]\ntargets = [\"127.0.0.1:1\"]\nbalancing = \"random\"\n", "12:unknown variant `random`"),
