@@ -22,6 +22,9 @@ pub struct Metrics {
     pub introspection_errors: IntCounterVec,
     /// Time to the upstream's response header.
     pub upstream_duration: HistogramVec,
+    /// Failed connects to an upstream target (the target is ejected), by upstream and
+    /// whether the request was tried again on another target (`retried`: `true`/`false`).
+    pub upstream_connect_failures: IntCounterVec,
     /// Cache lookups: `hit`, `miss` (made the call), `coalesced` (waited for another's call).
     pub cache_lookups: IntCounterVec,
     /// Cache removals by cause: `expired`, `size`, `revoked`, `stale` (older than a route allows).
@@ -116,6 +119,11 @@ impl Metrics {
                 "fapi_gateway_upstream_duration_seconds",
                 "Time to the upstream's response header",
                 &["api"],
+            ),
+            upstream_connect_failures: counter(
+                "fapi_gateway_upstream_connect_failures_total",
+                "Failed connects to upstream targets, by upstream and whether retried on another target",
+                &["upstream", "retried"],
             ),
             cache_lookups: counter(
                 "fapi_gateway_cache_lookups_total",

@@ -72,6 +72,8 @@ pub enum Refusal {
     },
     /// The bank's backend could not be reached or failed mid-response.
     UpstreamUnavailable,
+    /// The bank's backend did not connect or answer within its upstream's timeouts.
+    UpstreamTimeout,
 }
 
 /// How a consent failed a route's checks.
@@ -152,6 +154,7 @@ impl Refusal {
             Refusal::MisdirectedRequest => "misdirected_request",
             Refusal::AuthorizationServerUnavailable { .. } => "as_unavailable",
             Refusal::UpstreamUnavailable => "upstream_unavailable",
+            Refusal::UpstreamTimeout => "upstream_timeout",
         }
     }
 
@@ -173,6 +176,7 @@ impl Refusal {
             Refusal::MethodNotAllowed => 405,
             Refusal::MisdirectedRequest => 421,
             Refusal::UpstreamUnavailable => 502,
+            Refusal::UpstreamTimeout => 504,
             Refusal::AuthorizationServerUnavailable { .. } => 503,
         }
     }
@@ -317,6 +321,9 @@ impl Refusal {
             ),
             Refusal::UpstreamUnavailable => {
                 ("UK.OBIE.UnexpectedError", "the bank's API could not be reached".into(), "path")
+            }
+            Refusal::UpstreamTimeout => {
+                ("UK.OBIE.UnexpectedError", "the bank's API did not answer in time".into(), "path")
             }
         }
     }

@@ -2,8 +2,9 @@
 //! ([`Enforcer`]) for a decision, everything after it forwards. Refusals become bytes in
 //! the library's [`write_refusal`], grants in its [`apply_grant`].
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -12,6 +13,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access::{self, AccessRecord};
+use crate::upstreams::{Pool, Upstreams};
 use fapi_enforcement::enforcer::forward::apply_grant;
 use fapi_enforcement::enforcer::pingora::{decide, write_refusal};
 use fapi_enforcement::enforcer::{interaction_id, Enforcer, Trace, INTERACTION_ID};
@@ -23,6 +25,7 @@ use fapi_enforcement::refusal::Refusal;
 pub struct Gateway {
     enforcer: Arc<Enforcer>,
     metrics: Arc<Metrics>,
+    upstreams: Arc<Upstreams>,
 }
 
 /// Per-request state across pingora's phases.
@@ -34,11 +37,22 @@ pub struct RequestContext {
     grant: Option<Grant>,
     refusal: Option<&'static str>,
     body_bytes: u64,
+    upstream: UpstreamAttempts,
+}
+
+/// Where a request went upstream: its pool, the deadline of its total timeout, the target
+/// of the current attempt and the targets whose connect failed.
+#[derive(Default)]
+pub struct UpstreamAttempts {
+    pool: Option<Arc<Pool>>,
+    deadline: Option<Instant>,
+    target: Option<SocketAddr>,
+    failed: Vec<SocketAddr>,
 }
 
 impl Gateway {
-    pub fn new(enforcer: Arc<Enforcer>, metrics: Arc<Metrics>) -> Gateway {
-        Gateway { enforcer, metrics }
+    pub fn new(enforcer: Arc<Enforcer>, metrics: Arc<Metrics>, upstreams: Arc<Upstreams>) -> Gateway {
+        Gateway { enforcer, metrics, upstreams }
     }
 
     /// Writes the response for a refusal and notes its reason for the access log.
@@ -65,6 +79,7 @@ impl ProxyHttp for Gateway {
             grant: None,
             refusal: None,
             body_bytes: 0,
+            upstream: UpstreamAttempts::default(),
         }
     }
 
@@ -89,14 +104,58 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// A target of the grant's upstream (another one than any whose connect failed), its
+    /// timeouts bounded by what is left of the upstream's total.
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestContext) -> Result<Box<HttpPeer>> {
+        use pingora_core::{Error, ErrorType};
         let grant = ctx.grant.as_ref().ok_or_else(no_grant)?;
-        let settings = &ctx.trace.live.as_ref().ok_or_else(no_grant)?.settings;
-        let mut peer = HttpPeer::new(grant.upstream, false, String::new());
-        peer.options.connection_timeout = Some(settings.upstream_connect_timeout);
-        peer.options.read_timeout = Some(settings.upstream_read_timeout);
-        ctx.upstream_started = Some(Instant::now());
-        Ok(Box::new(peer))
+        let pool = match &ctx.upstream.pool {
+            Some(p) => p.clone(),
+            None => {
+                let pool = self.upstreams.get(&grant.upstream_name).cloned().ok_or_else(|| {
+                    Error::explain(ErrorType::InternalError, format!("upstream `{}` is not running (restart to add it)", grant.upstream_name))
+                })?;
+                ctx.upstream.deadline = Some(Instant::now() + pool.settings.total_timeout);
+                ctx.upstream.pool = Some(pool.clone());
+                pool
+            }
+        };
+        let remaining = ctx.upstream.deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(Instant::now()));
+        if remaining.is_zero() {
+            return Error::e_explain(ErrorType::ConnectTimedout, "the upstream's total timeout passed");
+        }
+        let target = pool
+            .select(grant.consent_id.as_deref(), &ctx.upstream.failed)
+            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no upstream target left to try"))?;
+        ctx.upstream.target = Some(target);
+        ctx.upstream_started.get_or_insert_with(Instant::now);
+        Ok(Box::new(pool.peer(target, remaining)))
+    }
+
+    /// A failed connect ejects the target; an idempotent request is tried once more on
+    /// another target (nothing of it was sent: the connection never stood).
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestContext,
+        mut e: Box<pingora_core::Error>,
+    ) -> Box<pingora_core::Error> {
+        let (Some(pool), Some(target)) = (ctx.upstream.pool.clone(), ctx.upstream.target.take()) else {
+            e.set_retry(false);
+            return e;
+        };
+        pool.eject(target);
+        ctx.upstream.failed.push(target);
+        let consent = ctx.grant.as_ref().and_then(|g| g.consent_id.as_deref());
+        let retry = pool.settings.retry_failed_connect
+            && ctx.upstream.failed.len() == 1
+            && session.req_header().method.is_idempotent()
+            && pool.select(consent, &ctx.upstream.failed).is_some();
+        e.set_retry(retry);
+        let retried = if retry { "true" } else { "false" };
+        self.metrics.upstream_connect_failures.with_label_values(&[pool.settings.name.as_str(), retried]).inc();
+        e
     }
 
     async fn upstream_request_filter(
@@ -165,6 +224,9 @@ impl ProxyHttp for Gateway {
         }
         let refusal = match (e.esource(), e.etype()) {
             (_, ErrorType::HTTPStatus(413)) => Some(Refusal::BodyTooLarge),
+            (ErrorSource::Upstream, ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
+                Some(Refusal::UpstreamTimeout)
+            }
             (ErrorSource::Downstream, ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed) => {
                 None
             }

@@ -51,6 +51,7 @@ fn restart_only(c: &GatewayConfig) -> Vec<(&'static str, String)> {
         ("logging", format!("{:?}", c.logging)),
         ("dpop", format!("{:?}", c.dpop)),
         ("connections", format!("{:?}", c.connections)),
+        ("upstreams", format!("{:?}", c.upstream_settings)),
     ]
 }
 
@@ -99,6 +100,8 @@ pub struct Reloader {
     client_verifier: Arc<ClientVerifier>,
     metrics: Arc<Metrics>,
     applied: Mutex<Applied>,
+    /// Upstreams built at start (their pools and health checks); policies may name only these.
+    upstreams: Vec<String>,
 }
 
 /// What a reload did.
@@ -128,6 +131,7 @@ impl Reloader {
             server_certificate,
             client_verifier,
             metrics,
+            upstreams: config.upstream_settings.keys().cloned().collect(),
             applied: Mutex::new(Applied {
                 restart_only: restart_only(config),
                 policies_dir: config.policies_dir.clone(),
@@ -168,6 +172,14 @@ impl Reloader {
                 return Err(GatewayError::NeedsRestart(format!(
                     "API `{}` names authorization server `{}`, which is not running: adding a server needs a restart",
                     api.name, api.authorization_server
+                )));
+            }
+        }
+        for api in config.policies.apis() {
+            if !self.upstreams.contains(&api.upstream.name) {
+                return Err(GatewayError::NeedsRestart(format!(
+                    "API `{}` names upstream `{}`, which is not running: adding an upstream needs a restart",
+                    api.name, api.upstream.name
                 )));
             }
         }

@@ -30,6 +30,7 @@ use crate::error::GatewayError;
 use crate::forward_auth::ForwardAuth;
 use crate::proxy::Gateway;
 use crate::reload::{ReloadService, Reloader};
+use crate::upstreams::{HealthChecks, Upstreams};
 use fapi_enforcement::cache::ServerLinks;
 use fapi_enforcement::client_identity::{install_crypto_provider, tls_settings, ServerCertificate};
 use fapi_enforcement::config::{ClientCertificateSource, ConnectionLimits, GatewayConfig, ListenerMode};
@@ -102,6 +103,8 @@ pub struct GatewayServices {
     pub connections: Arc<ConnectionTracker>,
     /// Whether the proxy listener accepts connections (`/readyz`).
     pub accepting: Accepting,
+    /// The upstreams' active health checks, to run beside the listeners.
+    pub health_checks: Vec<HealthChecks>,
 }
 
 /// The gateway's listening sockets, bound before anything starts.
@@ -220,10 +223,13 @@ pub fn build(mut config: GatewayConfig, listeners: BoundListeners) -> Result<Gat
         client_verifier,
         metrics.clone(),
     ));
+    let mut health_checks = Vec::new();
     let app = if config.listener.mode == ListenerMode::ForwardAuth {
         ListenerApp::ForwardAuth(http_app(ForwardAuth::new(enforcer, metrics.clone()), conf, &limits))
     } else {
-        ListenerApp::Proxy(http_app(Gateway::new(enforcer, metrics.clone()), conf, &limits))
+        let upstreams = Upstreams::new(&config.upstream_settings);
+        health_checks = upstreams.health_checks();
+        ListenerApp::Proxy(http_app(Gateway::new(enforcer, metrics.clone(), Arc::new(upstreams)), conf, &limits))
     };
     // `tls` is absent behind a TLS-terminating proxy, on the bank's internal network.
     let proxy = ProxyListener::new(
@@ -234,7 +240,7 @@ pub fn build(mut config: GatewayConfig, listeners: BoundListeners) -> Result<Gat
         connections.clone(),
         accepting.clone(),
     )?;
-    Ok(GatewayServices { proxy, admin, reloader, servers, metrics, connections, accepting })
+    Ok(GatewayServices { proxy, admin, reloader, servers, metrics, connections, accepting, health_checks })
 }
 
 /// A gateway with its listeners bound, ready to run.
@@ -259,6 +265,10 @@ pub fn prepare(config: GatewayConfig, upgrade: bool) -> Result<Prepared, Gateway
         server.add_service(admin);
     }
     server.add_service(ReloadService(services.reloader));
+    for checks in services.health_checks {
+        let name = format!("upstream {} health checks", checks.name());
+        server.add_service(pingora_core::services::background::background_service(&name, checks));
+    }
     Ok(Prepared { server })
 }
 
@@ -302,6 +312,10 @@ impl RunningGateway {
             tasks.push(tokio::spawn(async move { admin.start_service(None, w, 1).await }));
         }
         tasks.push(tokio::spawn(services.reloader.clone().watch(watch.clone())));
+        for checks in services.health_checks {
+            let w = watch.clone();
+            tasks.push(tokio::spawn(async move { checks.run(w).await }));
+        }
         let running = RunningGateway {
             shutdown,
             tasks,
