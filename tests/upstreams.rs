@@ -309,3 +309,29 @@ async fn upstream_timeouts_answer_504_within_their_bound() {
         assert_eq!(gateway.metric(sample).await, 1.0, "{case}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_what_is_wrong_with_an_upstream_at_its_line() {
+    let w = World::start().await;
+    let text = std::fs::read_to_string(w.dir.path().join("gateway.toml")).unwrap();
+    let mut text: String = text.lines().filter(|l| !l.starts_with("gobank = ")).collect::<Vec<_>>().join("\n");
+    text.push_str("\n[upstreams.gobank]\ntargets = [\"https://127.0.0.1:1\"]\nca = \"certs/missing.pem\"\nclient_certificate = \"certs/gateway-client.pem\"\n");
+    let line_of = |key: &str| text.lines().collect::<Vec<_>>().iter().rposition(|l| l.starts_with(key)).unwrap() + 1;
+    let path = w.dir.path().join("bad-upstream.toml");
+    std::fs::write(&path, &text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fapi-gateway"))
+        .args(["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let out = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let file = path.display().to_string();
+    assert!(out.contains(&format!("{file}:{}: upstream `gobank`: ca ", line_of("ca = "))), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{file}:{}: upstream `gobank`: client_certificate and client_private_key go together",
+            line_of("client_certificate = ")
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("unknown upstream"), "{out}");
+}

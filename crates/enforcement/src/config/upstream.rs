@@ -427,9 +427,7 @@ fn upstream_tls(
             }
         }
     });
-    if u.ca.is_some() && ca.is_none() {
-        return None;
-    }
+    let ca_failed = u.ca.is_some() && ca.is_none();
     let client_identity = match (&u.client_certificate, &u.client_private_key) {
         (None, None) => None,
         (Some(c), None) | (None, Some(c)) => {
@@ -458,6 +456,9 @@ fn upstream_tls(
             Some((chain, key, cert_path))
         }
     };
+    if ca_failed {
+        return None;
+    }
     let (ca, ca_file) = match ca {
         Some((c, p)) => (Some(c), Some(p)),
         None => (None, None),
