@@ -217,7 +217,8 @@ async fn a_target_killed_under_load_fails_no_idempotent_request_and_no_payment_i
     assert!(failed.is_empty(), "failed GETs: {failed:?}");
     assert_eq!(a.requests(), 25, "the killed target served its turns until killed");
     assert_eq!(b.requests(), 175);
-    let retried = gateway.metric("fapi_gateway_upstream_connect_failures_total{retried=\"true\",upstream=\"gobank\"}").await;
+    let retried =
+        gateway.metric("fapi_gateway_upstream_connect_failures_total{retried=\"true\",upstream=\"gobank\"}").await;
     assert!(retried >= 1.0, "the first request after the kill was retried on the other target");
 
     // A payment is never retried: with a fresh gateway (nothing ejected yet), the POST
@@ -242,7 +243,8 @@ async fn a_target_killed_under_load_fails_no_idempotent_request_and_no_payment_i
     statuses.sort();
     assert_eq!(statuses, vec![201, 502], "one POST met the dead target and was not retried");
     assert_eq!(b.bank.payments(), 1, "the bank received each payment at most once");
-    let not_retried = gateway.metric("fapi_gateway_upstream_connect_failures_total{retried=\"false\",upstream=\"gobank\"}").await;
+    let not_retried =
+        gateway.metric("fapi_gateway_upstream_connect_failures_total{retried=\"false\",upstream=\"gobank\"}").await;
     assert_eq!(not_retried, 1.0);
 }
 

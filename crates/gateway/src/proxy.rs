@@ -113,7 +113,10 @@ impl ProxyHttp for Gateway {
             Some(p) => p.clone(),
             None => {
                 let pool = self.upstreams.get(&grant.upstream_name).cloned().ok_or_else(|| {
-                    Error::explain(ErrorType::InternalError, format!("upstream `{}` is not running (restart to add it)", grant.upstream_name))
+                    Error::explain(
+                        ErrorType::InternalError,
+                        format!("upstream `{}` is not running (restart to add it)", grant.upstream_name),
+                    )
                 })?;
                 ctx.upstream.deadline = Some(Instant::now() + pool.settings.total_timeout);
                 ctx.upstream.pool = Some(pool.clone());
@@ -224,9 +227,10 @@ impl ProxyHttp for Gateway {
         }
         let refusal = match (e.esource(), e.etype()) {
             (_, ErrorType::HTTPStatus(413)) => Some(Refusal::BodyTooLarge),
-            (ErrorSource::Upstream, ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
-                Some(Refusal::UpstreamTimeout)
-            }
+            (
+                ErrorSource::Upstream,
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+            ) => Some(Refusal::UpstreamTimeout),
             (ErrorSource::Downstream, ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed) => {
                 None
             }

@@ -129,8 +129,7 @@ impl GatewayConfig {
         let authorization_servers = authorization_server::validate_all(&file, &mut d);
         let cache = cache::validate(&file.cache, &mut d);
         let forwarding = forwarding::validate(&file.forwarding, &mut d);
-        let timeouts =
-            upstream::DefaultTimeouts { connect: forwarding.connect_timeout, read: forwarding.read_timeout };
+        let timeouts = upstream::DefaultTimeouts { connect: forwarding.connect_timeout, read: forwarding.read_timeout };
         let (upstreams, upstream_settings) = upstream::validate_all(&file.upstreams, timeouts, &mut d);
         let connections = connections::validate(&file.connections, &mut d);
         let server = server::validate(&file.server, &mut d);

@@ -402,7 +402,10 @@ fn upstream_tls(
 ) -> Option<UpstreamTls> {
     let sni = match &u.sni {
         Some(s) if s.get_ref().is_empty() || rustls_pki_name(s.get_ref()).is_none() => {
-            d.error(Some(s.span()), format!("upstream `{name}`: sni `{}` is not a DNS name or IP address", s.get_ref()));
+            d.error(
+                Some(s.span()),
+                format!("upstream `{name}`: sni `{}` is not a DNS name or IP address", s.get_ref()),
+            );
             return None;
         }
         Some(s) => s.get_ref().clone(),
@@ -612,19 +615,40 @@ interval_ms = 1000
     #[test]
     fn a_bad_upstream_says_what_is_wrong_with_its_line_not_unknown_upstream() {
         let cases = [
-            ("[upstreams.gobank]\ntargets = [\"https://127.0.0.1:1\"]\nca = \"nope.pem\"\n", "12:upstream `gobank`: ca "),
-            ("[upstreams.gobank]\ntargets = [\"http://127.0.0.1:1\"]\nsni = \"x\"\n", "12:upstream `gobank`: TLS settings for a plain http"),
+            (
+                "[upstreams.gobank]\ntargets = [\"https://127.0.0.1:1\"]\nca = \"nope.pem\"\n",
+                "12:upstream `gobank`: ca ",
+            ),
+            (
+                "[upstreams.gobank]\ntargets = [\"http://127.0.0.1:1\"]\nsni = \"x\"\n",
+                "12:upstream `gobank`: TLS settings for a plain http",
+            ),
             (
                 "[upstreams.gobank]\ntargets = [\"https://127.0.0.1:1\"]\nclient_certificate = \"client.pem\"\n",
                 "12:upstream `gobank`: client_certificate and client_private_key go together",
             ),
-            ("[upstreams.gobank]\ntargets = [\"127.0.0.1:1\", \"https://127.0.0.1:2\"]\n", "11:upstream `gobank`: all targets must be https"),
+            (
+                "[upstreams.gobank]\ntargets = [\"127.0.0.1:1\", \"https://127.0.0.1:2\"]\n",
+                "11:upstream `gobank`: all targets must be https",
+            ),
             ("[upstreams.gobank]\ntargets = []\n", "10:upstream `gobank` has no `targets`"),
             ("[upstreams.gobank]\ntargets = [\"127.0.0.1:1\"]\ntagets = 1\n", "12:unknown field `tagets`"),
-            ("[upstreams.gobank]\ntargets = [\"127.0.0.1:1\"]\nbalancing = \"random\"\n", "12:unknown variant `random`"),
-            ("[upstreams.gobank]\ntargets = [\"127.0.0.1:1\"]\nread_timeout_ms = 0\n", "12:upstream `gobank`: read_timeout_ms must be above 0"),
-            ("[upstreams.gobank]\ntargets = [\"127.0.0.1:1\"]\n[upstreams.gobank.health_check]\npath = \"health\"\n", "13:upstream `gobank`: health_check.path"),
-            ("[upstreams]\ngobank = \"https://127.0.0.1:1/api\"\n", "11:upstream `gobank`: `https://127.0.0.1:1/api` must not have a path"),
+            (
+                "[upstreams.gobank]\ntargets = [\"127.0.0.1:1\"]\nbalancing = \"random\"\n",
+                "12:unknown variant `random`",
+            ),
+            (
+                "[upstreams.gobank]\ntargets = [\"127.0.0.1:1\"]\nread_timeout_ms = 0\n",
+                "12:upstream `gobank`: read_timeout_ms must be above 0",
+            ),
+            (
+                "[upstreams.gobank]\ntargets = [\"127.0.0.1:1\"]\n[upstreams.gobank.health_check]\npath = \"health\"\n",
+                "13:upstream `gobank`: health_check.path",
+            ),
+            (
+                "[upstreams]\ngobank = \"https://127.0.0.1:1/api\"\n",
+                "11:upstream `gobank`: `https://127.0.0.1:1/api` must not have a path",
+            ),
         ];
         for (upstreams, expected) in cases {
             let problems = parse(upstreams).unwrap_err();

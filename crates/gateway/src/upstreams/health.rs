@@ -51,11 +51,8 @@ impl BackgroundService for HealthChecks {
 pub(super) fn http_check(pool: &Pool) -> Option<Box<dyn HealthCheck + Send + Sync>> {
     let hc = pool.settings.health_check.as_ref()?;
     let tls = pool.settings.tls.as_ref();
-    let host = hc
-        .host
-        .clone()
-        .or_else(|| tls.map(|t| t.sni.clone()))
-        .unwrap_or_else(|| pool.settings.targets[0].to_string());
+    let host =
+        hc.host.clone().or_else(|| tls.map(|t| t.sni.clone())).unwrap_or_else(|| pool.settings.targets[0].to_string());
     let mut check = HttpHealthCheck::new(&host, tls.is_some());
     // The same peer as requests use (TLS, CA, client certificate); the address is replaced
     // by each target's.
@@ -66,7 +63,11 @@ pub(super) fn http_check(pool: &Pool) -> Option<Box<dyn HealthCheck + Send + Syn
     check.req = req;
     check.consecutive_success = hc.healthy_threshold;
     check.consecutive_failure = hc.unhealthy_threshold;
-    Some(Box::new(Readmitting { inner: check, ejections: pool.ejections.clone(), upstream: pool.settings.name.clone() }))
+    Some(Box::new(Readmitting {
+        inner: check,
+        ejections: pool.ejections.clone(),
+        upstream: pool.settings.name.clone(),
+    }))
 }
 
 /// A check whose pass also ends the target's passive ejection, and whose health changes

@@ -117,9 +117,10 @@ pub struct Pool {
 impl Pool {
     fn new(settings: &UpstreamSettings) -> Pool {
         let ejections = Arc::new(Ejections::default());
-        let ca = settings.tls.as_ref().and_then(|t| t.ca.as_ref()).map(|ders| {
-            ders.iter().map(|der| WrappedX509::new(der.clone(), parse_x509)).collect::<Vec<_>>().into()
-        });
+        let ca =
+            settings.tls.as_ref().and_then(|t| t.ca.as_ref()).map(|ders| {
+                ders.iter().map(|der| WrappedX509::new(der.clone(), parse_x509)).collect::<Vec<_>>().into()
+            });
         let client_cert_key = settings
             .tls
             .as_ref()
