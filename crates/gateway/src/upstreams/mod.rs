@@ -45,11 +45,6 @@ impl Upstreams {
     pub fn health_checks(&self) -> Vec<HealthChecks> {
         self.pools.values().filter_map(|p| p.health_checks()).collect()
     }
-
-    /// The names served.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.pools.keys().map(String::as_str)
-    }
 }
 
 enum Balancer {
