@@ -23,22 +23,29 @@ struct Gateway {
     admin: SocketAddr,
 }
 
+/// The world's gateway.toml on `addr` and `admin`, with `gobank` replaced by `upstream`;
+/// written beside it (so `certs/` is the world's PKI).
+fn config_file(w: &World, upstream: &str, addr: SocketAddr, admin: SocketAddr) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(w.dir.path().join("gateway.toml")).unwrap();
+    let mut text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("gobank = "))
+        .map(|l| {
+            l.replace(&w.gateway_addr.to_string(), &addr.to_string())
+                .replace(&w.admin_addr.to_string(), &admin.to_string())
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    text.push_str(&format!("\n[upstreams.gobank]\n{upstream}\n"));
+    let path = w.dir.path().join(format!("gateway-{}.toml", addr.port()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 impl Gateway {
     async fn start(w: &World, upstream: &str) -> Gateway {
         let (addr, admin) = (free_port(), free_port());
-        let text = std::fs::read_to_string(w.dir.path().join("gateway.toml")).unwrap();
-        let mut text: String = text
-            .lines()
-            .filter(|l| !l.starts_with("gobank = "))
-            .map(|l| {
-                l.replace(&w.gateway_addr.to_string(), &addr.to_string())
-                    .replace(&w.admin_addr.to_string(), &admin.to_string())
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        text.push_str(&format!("\n[upstreams.gobank]\n{upstream}\n"));
-        let path = w.dir.path().join(format!("gateway-{}.toml", addr.port()));
-        std::fs::write(&path, text).unwrap();
+        let path = config_file(w, upstream, addr, admin);
         let config = GatewayConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
         Gateway { _running: RunningGateway::start(config).await.unwrap(), addr, admin }
     }
@@ -336,4 +343,53 @@ async fn check_reports_what_is_wrong_with_an_upstream_at_its_line() {
         "{out}"
     );
     assert!(!out.contains("unknown upstream"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_fapi_gateway_run_the_health_checks_are_a_service_of_the_server_and_stop_with_it() {
+    let w = World::start().await;
+    let (a, b) = (Backend::start(&w, &w.pki.ca()).await, Backend::start(&w, &w.pki.ca()).await);
+    let (addr, admin) = (free_port(), free_port());
+    let checks = "[upstreams.gobank.health_check]\npath = \"/health\"\ninterval_ms = 100\n";
+    let path = config_file(&w, &tls_upstream(&[a.addr, b.addr], checks), addr, admin);
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "threads = 2",
+        "threads = 2\ngrace_period_seconds = 1\ngraceful_shutdown_timeout_seconds = 1",
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fapi-gateway"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    fapi_gateway_server::server::wait_for_listener(addr).await.unwrap();
+    let (_, token) = w.go_bank_token().await;
+    let r = w.tpp.get(format!("https://{addr}/gobank/accounts")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let checked = || a.bank.health_checks() + b.bank.health_checks();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.bank.health_checks() < 2 || b.bank.health_checks() < 2 {
+        assert!(Instant::now() < deadline, "no health checks over mutual TLS within 5 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stopping = Instant::now();
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if stopping.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("still running 10 s after SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    let after_exit = checked();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(checked(), after_exit, "no health check after the server stopped");
 }
