@@ -332,6 +332,16 @@ fn check(path: &std::path::Path) -> Result<(), String> {
         config.listener.address,
         servers.join("; ")
     );
+    // What each API reads from its authorization server's responses, and what it does not.
+    for api in config.policies.apis() {
+        println!(
+            "  API `{}` ({}, {} routes): {}",
+            api.name,
+            if api.prefix.is_empty() { "/" } else { &api.prefix },
+            api.routes.len(),
+            api.claims.describe()
+        );
+    }
     Ok(())
 }
 

@@ -193,6 +193,16 @@ impl PolicySet {
         upstreams: &BTreeMap<String, Upstream>,
         servers: &[String],
     ) -> Result<PolicySet, ConfigErrors> {
+        Self::load_dir_with(dir, Some((upstreams, servers)))
+    }
+
+    /// Checks every policy file of `dir` when `gateway.toml` could not be read: upstream and
+    /// authorization server names are taken as they are, every other problem is reported.
+    pub fn check_dir_alone(dir: &Path) -> Result<PolicySet, ConfigErrors> {
+        Self::load_dir_with(dir, None)
+    }
+
+    fn load_dir_with(dir: &Path, refs: Refs) -> Result<PolicySet, ConfigErrors> {
         let entries = std::fs::read_dir(dir).map_err(|e| {
             ConfigErrors(vec![ConfigError::new(dir, None, format!("cannot read the policy folder: {e}"))])
         })?;
@@ -218,16 +228,26 @@ impl PolicySet {
                     continue;
                 }
             };
-            match parse_api(file, &source, upstreams, servers) {
+            match parse_api(file, &source, refs) {
                 Ok(api) => {
                     if let Some(other) = apis.iter().find(|a| a.prefix == api.prefix) {
                         errors.push(ConfigError::new(
                             file,
-                            None,
-                            format!("prefix `{}` is already served by API `{}`", api.prefix, other.name),
+                            Some(api.line),
+                            format!(
+                                "prefix `{}` is already served by API `{}` ({}:{})",
+                                api.prefix,
+                                other.name,
+                                other.file.display(),
+                                other.line
+                            ),
                         ));
                     } else if let Some(other) = apis.iter().find(|a| a.name == api.name) {
-                        errors.push(ConfigError::new(file, None, format!("API name `{}` is used twice", other.name)));
+                        errors.push(ConfigError::new(
+                            file,
+                            Some(api.line),
+                            format!("API name `{}` is used twice (also {})", other.name, other.file.display()),
+                        ));
                     } else {
                         apis.push(api);
                     }
@@ -250,7 +270,7 @@ impl PolicySet {
         upstreams: &BTreeMap<String, Upstream>,
         servers: &[String],
     ) -> Result<Api, ConfigErrors> {
-        parse_api(file, source, upstreams, servers).map_err(ConfigErrors)
+        parse_api(file, source, Some((upstreams, servers))).map_err(ConfigErrors)
     }
 }
 
@@ -268,7 +288,7 @@ fn shared_server_warnings(apis: &mut [Api]) {
         if !others.is_empty() {
             api.warnings.push(ConfigError::new(
                 &api.file,
-                None,
+                Some(api.line),
                 format!(
                     "API `{}` shares authorization server `{}` with {} but sets no [api] audiences: a token issued for those APIs is accepted here",
                     api.name,
@@ -285,13 +305,12 @@ fn shared_server_warnings(apis: &mut [Api]) {
 /// the kind check).
 type RouteSource<'a> = (&'a Path, &'a str, &'a Spanned<RouteSection>, Option<Vec<String>>);
 
-fn parse_api(
-    file: &Path,
-    source: &str,
-    upstreams: &BTreeMap<String, Upstream>,
-    servers: &[String],
-) -> Result<Api, Vec<ConfigError>> {
-    let parsed: PolicyFile = toml::from_str(source).map_err(|e| vec![ConfigError::from_toml(file, source, &e)])?;
+/// What `gateway.toml` defines that policy files name: its upstreams and authorization
+/// servers; `None` when it could not be read (any name is taken).
+type Refs<'a> = Option<(&'a BTreeMap<String, Upstream>, &'a [String])>;
+
+fn parse_api(file: &Path, source: &str, refs: Refs) -> Result<Api, Vec<ConfigError>> {
+    let parsed: PolicyFile = crate::diagnostics::from_toml_all(file, source)?;
     let mut errors = Vec::new();
     let at = |span: std::ops::Range<usize>| Some(line_of(source, span.start));
     let problem = |errors: &mut Vec<ConfigError>, line: Option<usize>, msg: String| {
@@ -313,6 +332,12 @@ fn parse_api(
             format!("prefix `{prefix}` must be empty or like `/gobank` (no trailing `/`)"),
         );
     }
+    let unchecked = BTreeMap::from([(
+        api.upstream.get_ref().clone(),
+        Upstream { name: api.upstream.get_ref().clone(), address: std::net::SocketAddr::from(([0, 0, 0, 0], 0)) },
+    )]);
+    let only = [api.authorization_server.as_ref().map(|s| s.get_ref().clone()).unwrap_or_else(|| "default".into())];
+    let (upstreams, servers) = refs.unwrap_or((&unchecked, &only));
     let upstream = upstreams.get(api.upstream.get_ref()).cloned();
     if upstream.is_none() {
         let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
@@ -338,7 +363,11 @@ fn parse_api(
         }
         (None, [only]) => Some(only.clone()),
         (None, _) => {
-            problem(&mut errors, None, "name the API's authorization_server: gateway.toml defines several".into());
+            problem(
+                &mut errors,
+                at(api.prefix.span()),
+                "name the API's authorization_server: gateway.toml defines several".into(),
+            );
             None
         }
     };
@@ -410,7 +439,8 @@ fn parse_api(
             mapping.granting_status = g.clone();
         }
         if mapping.status.is_some() && mapping.granting_status.is_empty() {
-            problem(&mut errors, None, "claims.granting_status is empty: no consent could ever be granted".into());
+            let line = source.find("granting_status").map(|i| line_of(source, i));
+            problem(&mut errors, line, "claims.granting_status is empty: no consent could ever be granted".into());
         }
     }
 
@@ -452,7 +482,7 @@ fn parse_api(
     if sources.is_empty() && claims.is_some() {
         problem(
             &mut errors,
-            None,
+            at(api.prefix.span()),
             "no [[route]] (and no profile_routes): every request to this API would be refused".into(),
         );
     }
@@ -659,6 +689,7 @@ fn parse_api(
         (true, Some(upstream), Some(claims), Some(authorization_server)) => Ok(Api {
             name,
             file: file.to_path_buf(),
+            line: line_of(source, api.prefix.span().start),
             prefix,
             upstream,
             authorization_server,

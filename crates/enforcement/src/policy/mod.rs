@@ -107,6 +107,8 @@ pub struct Api {
     pub name: String,
     /// The policy file it was read from.
     pub file: PathBuf,
+    /// The line of its `prefix` in `file`.
+    pub line: usize,
     /// The path prefix it is served under (`/gobank`; empty: none), removed before forwarding.
     pub prefix: String,
     /// The bank backend its requests go to.

@@ -206,7 +206,7 @@ fn every_kind_of_mistake_is_reported_with_file_and_line() {
             UK.replace("scopes = [\"accounts\"]\npermissions = ", "scopes = [\"bad scope\"]\npermissions = "),
             "is not a valid scope token",
         ),
-        ("[api]\nprefix = \"/x\"\nupstream = \"gobank\"\nprofile = \"obuk\"\n".to_string(), "p.toml: no [[route]]"),
+        ("[api]\nprefix = \"/x\"\nupstream = \"gobank\"\nprofile = \"obuk\"\n".to_string(), "p.toml:2: no [[route]]"),
         ("[api\n".to_string(), "p.toml:1:"),
         (
             UK.replace("profile = \"obuk\"", "profile = \"obuk\"\n[claims]\nconsent_id = \"a..b\""),
