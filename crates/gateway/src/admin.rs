@@ -26,6 +26,7 @@ use serde_json::json;
 
 use crate::connections::Accepting;
 use fapi_enforcement::cache::ServerLinks;
+use fapi_enforcement::config::Readiness;
 use fapi_enforcement::metrics::Metrics;
 use fapi_enforcement::resilience::CircuitState;
 
@@ -36,6 +37,8 @@ pub struct AdminState {
     pub bearer_secret: Option<String>,
     /// Whether the proxy listener is accepting connections.
     pub accepting: Accepting,
+    /// What `/readyz` reports on.
+    pub readiness: Readiness,
 }
 
 pub struct AdminService {
@@ -83,12 +86,16 @@ fn unauthorized() -> Response {
         .into_response()
 }
 
-/// Ready while the proxy listener accepts connections and no circuit to an authorization
-/// server is open (the configuration is loaded before the listeners start).
+/// Ready while the proxy listener accepts connections (the configuration is loaded before
+/// the listeners start) and, with `readiness = "authorization_servers"`, no circuit to an
+/// authorization server is open.
 async fn readyz(State(s): Shared) -> Response {
     if !s.accepting.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: the proxy listener is not accepting connections\n")
             .into_response();
+    }
+    if s.readiness == Readiness::Listeners {
+        return "ready\n".into_response();
     }
     let mut open: Vec<&str> =
         s.servers.values().filter(|l| l.breaker.state() == CircuitState::Open).map(|l| l.name.as_str()).collect();

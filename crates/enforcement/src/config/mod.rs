@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-pub use self::admin::AdminConfig;
+pub use self::admin::{AdminConfig, Readiness};
 pub use self::connections::ConnectionLimits;
 pub use self::forwarding::IdentityHeaderNames;
 pub use self::limits::Limits;
