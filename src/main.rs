@@ -350,7 +350,13 @@ fn init_logging(config: Option<&LoggingConfig>) {
     use tracing_subscriber::EnvFilter;
     let level = config.map(|c| c.level.as_str()).unwrap_or("info");
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(true);
+    // Colour only for a person at a terminal, never into files or a log collector.
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .with_ansi(std::io::stderr().is_terminal());
     match config.map(|c| c.format) {
         Some(LogFormat::Json) => builder.json().flatten_event(true).init(),
         _ => builder.init(),

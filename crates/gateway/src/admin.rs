@@ -47,17 +47,19 @@ pub struct AdminService {
     /// then bound once the old process lets go of the port).
     listener: Option<std::net::TcpListener>,
     router: Option<Router>,
+    readiness: Readiness,
 }
 
 impl AdminService {
     pub fn new(address: SocketAddr, listener: Option<std::net::TcpListener>, state: Arc<AdminState>) -> AdminService {
+        let readiness = state.readiness;
         let router = Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .route("/revocations", post(revoke))
             .with_state(state);
-        AdminService { address, listener, router: Some(router) }
+        AdminService { address, listener, router: Some(router), readiness }
     }
 }
 
@@ -209,6 +211,12 @@ impl Service for AdminService {
         if let Some(fds) = &fds {
             fds.lock().add(self.address.to_string(), listener.as_raw_fd());
         }
+        tracing::info!(
+            listener = "admin",
+            address = %self.address,
+            readiness = ?self.readiness,
+            "listening: /healthz, /readyz, /metrics, /revocations"
+        );
         let stop = async move {
             let _ = shutdown.changed().await;
         };
