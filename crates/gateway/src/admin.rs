@@ -119,6 +119,7 @@ async fn metrics(State(s): Shared, headers: HeaderMap) -> Response {
         entries += link.cache.entry_count();
     }
     s.metrics.cache_entries.set(entries as i64);
+    crate::connections::log_noise::drain_into(&s.metrics);
     ([("content-type", "text/plain; version=0.0.4")], s.metrics.render()).into_response()
 }
 
