@@ -179,39 +179,29 @@ impl<T: Copy> Router<T> {
         Ok(())
     }
 
-    /// Finds the route for `path` (already split from its query). Literal segments win
-    /// over parameters, parameters over a catch-all; a path several templates match goes
-    /// to the first, in that order, that serves the method. Parameter values are
-    /// percent-decoded.
+    /// Finds the route for `path` (already split from its query). The path is matched
+    /// first, as a bank's router does: segment by segment a literal wins over a parameter,
+    /// a parameter over a catch-all, falling back only where the more specific template
+    /// matches no whole path; then the method, a 405 naming the methods of that path.
+    /// Parameter values are percent-decoded.
     pub fn find(&self, method: &http::Method, path: &str) -> Result<(T, PathParams), RouteMiss> {
         let rest = path.strip_prefix('/').ok_or(RouteMiss::NotFound)?;
         let mut params = PathParams::new();
-        if rest.is_empty() {
-            return match Self::serving(&self.root.by_method, method) {
-                Some(v) => Ok((v, params)),
-                None if self.root.by_method.is_empty() => Err(RouteMiss::NotFound),
-                None => Err(RouteMiss::MethodNotAllowed(self.root.by_method.iter().map(|(m, _)| m.clone()).collect())),
-            };
-        }
-        if let Some(v) = Self::walk(&self.root, rest, method, &mut params) {
-            return Ok((v, params));
-        }
-        // A miss: which methods would have been served at this path (for `Allow`).
-        let mut allowed = Vec::new();
-        Self::methods_at(&self.root, rest, &mut allowed);
-        if allowed.is_empty() {
-            Err(RouteMiss::NotFound)
+        let by_method = if rest.is_empty() {
+            Some(self.root.by_method.as_slice()).filter(|m| !m.is_empty())
         } else {
-            Err(RouteMiss::MethodNotAllowed(allowed))
+            Self::walk(&self.root, rest, &mut params)
+        };
+        let by_method = by_method.ok_or(RouteMiss::NotFound)?;
+        match by_method.iter().find(|(m, _)| m == method) {
+            Some((_, v)) => Ok((*v, params)),
+            None => Err(RouteMiss::MethodNotAllowed(by_method.iter().map(|(m, _)| m.clone()).collect())),
         }
     }
 
-    fn serving(by_method: &[(http::Method, T)], method: &http::Method) -> Option<T> {
-        by_method.iter().find(|(m, _)| m == method).map(|(_, v)| *v)
-    }
-
-    /// `rest`: the path after this node, without its leading `/`, not empty.
-    fn walk(node: &Node<T>, rest: &str, method: &http::Method, params: &mut PathParams) -> Option<T> {
+    /// The methods of the most specific template matching `rest` (the path after this
+    /// node, without its leading `/`, not empty).
+    fn walk<'a>(node: &'a Node<T>, rest: &str, params: &mut PathParams) -> Option<&'a [(http::Method, T)]> {
         let (seg, after) = match rest.split_once('/') {
             Some((s, a)) => (s, Some(a)),
             None => (rest, None),
@@ -219,9 +209,9 @@ impl<T: Copy> Router<T> {
         if seg.is_empty() {
             return None;
         }
-        let descend = |child: &Node<T>, params: &mut PathParams| match after {
-            None => Self::serving(&child.by_method, method),
-            Some(a) => Self::walk(child, a, method, params),
+        let descend = |child: &'a Node<T>, params: &mut PathParams| match after {
+            None => Some(child.by_method.as_slice()).filter(|m| !m.is_empty()),
+            Some(a) => Self::walk(child, a, params),
         };
         if let Some(child) = node.literals.get(seg) {
             let before = params.len();
@@ -231,15 +221,15 @@ impl<T: Copy> Router<T> {
             params.truncate(before);
         }
         if let Some((name, child)) = &node.param {
-            let value = percent_encoding::percent_decode_str(seg).decode_utf8().ok()?.into_owned();
-            params.push((name.clone(), value));
-            if let Some(found) = descend(child, params) {
-                return Some(found);
+            if let Ok(value) = percent_encoding::percent_decode_str(seg).decode_utf8() {
+                params.push((name.clone(), value.into_owned()));
+                if let Some(found) = descend(child, params) {
+                    return Some(found);
+                }
+                params.pop();
             }
-            params.pop();
         }
         let (name, by_method) = node.rest.as_ref()?;
-        let found = Self::serving(by_method, method)?;
         if rest.split('/').any(str::is_empty) {
             return None;
         }
@@ -247,46 +237,7 @@ impl<T: Copy> Router<T> {
         // (no dot segments, no encoded `/`) before routing, so it cannot climb out.
         let value = percent_encoding::percent_decode_str(rest).decode_utf8().ok()?.into_owned();
         params.push((name.clone(), value));
-        Some(found)
-    }
-
-    /// Adds the methods of every template matching `rest`, whatever the method.
-    fn methods_at(node: &Node<T>, rest: &str, out: &mut Vec<http::Method>) {
-        let (seg, after) = match rest.split_once('/') {
-            Some((s, a)) => (s, Some(a)),
-            None => (rest, None),
-        };
-        if seg.is_empty() {
-            return;
-        }
-        let mut add = |by_method: &[(http::Method, T)]| {
-            for (m, _) in by_method {
-                if !out.contains(m) {
-                    out.push(m.clone());
-                }
-            }
-        };
-        if let Some((_, by_method)) = &node.rest {
-            if !rest.split('/').any(str::is_empty) {
-                add(by_method);
-            }
-        }
-        // As `walk`: a segment that does not decode to UTF-8 matches no parameter.
-        let decodes = percent_encoding::percent_decode_str(seg).decode_utf8().is_ok();
-        let param = node.param.as_ref().filter(|_| decodes).map(|(_, c)| &**c);
-        let children = node.literals.get(seg).into_iter().chain(param);
-        for child in children {
-            match after {
-                None => {
-                    for (m, _) in &child.by_method {
-                        if !out.contains(m) {
-                            out.push(m.clone());
-                        }
-                    }
-                }
-                Some(a) => Self::methods_at(child, a, out),
-            }
-        }
+        Some(by_method.as_slice())
     }
 }
 
@@ -397,14 +348,15 @@ mod tests {
         assert_eq!((i, p), (3, vec![("Rest".to_string(), "special/y".to_string())]));
         let (i, p) = r.find(&Method::GET, "/payments/p1/refunds/r%201").unwrap();
         assert_eq!((i, p), (3, vec![("Rest".to_string(), "p1/refunds/r 1".to_string())]));
-        // A method the parameter route does not serve falls through to the catch-all's.
-        assert_eq!(r.find(&Method::POST, "/payments/p1").unwrap().0, 4);
+        // The path decides first, as the bank's router: the parameter route's methods.
+        assert_eq!(r.find(&Method::POST, "/payments/p1"), Err(RouteMiss::MethodNotAllowed(vec![Method::GET])));
+        assert_eq!(r.find(&Method::POST, "/payments/p1/x").unwrap().0, 4);
         // One segment at least: `/files` itself is not under the catch-all.
         assert_eq!(r.find(&Method::GET, "/files"), Err(RouteMiss::NotFound));
         assert_eq!(r.find(&Method::GET, "/files/a/b/c").unwrap().0, 5);
         assert_eq!(r.find(&Method::GET, "/files/a//c"), Err(RouteMiss::NotFound));
         assert_eq!(r.find(&Method::GET, "/other/a"), Err(RouteMiss::NotFound));
-        let Err(RouteMiss::MethodNotAllowed(allowed)) = r.find(&Method::DELETE, "/payments/p1") else {
+        let Err(RouteMiss::MethodNotAllowed(allowed)) = r.find(&Method::DELETE, "/payments/p1/x") else {
             panic!("405 expected")
         };
         assert_eq!(allowed, vec![Method::GET, Method::POST]);
