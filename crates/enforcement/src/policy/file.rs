@@ -331,6 +331,22 @@ fn parse_api(file: &Path, source: &str, refs: Refs) -> Result<Api, Vec<ConfigErr
             at(api.prefix.span()),
             format!("prefix `{prefix}` must be empty or like `/gobank` (no trailing `/`)"),
         );
+    } else if prefix.contains(['{', '}']) {
+        problem(
+            &mut errors,
+            at(api.prefix.span()),
+            format!("prefix `{prefix}` is matched literally: parameters and catch-alls go in routes' paths"),
+        );
+    }
+    let mut prefix_warnings = Vec::new();
+    if let Ok(t) = PathTemplate::parse(&prefix) {
+        for glob in t.glob_like_literals() {
+            prefix_warnings.push(ConfigError::new(
+                file,
+                at(api.prefix.span()),
+                format!("prefix `{prefix}`: segment `{glob}` is a literal and matches only itself"),
+            ));
+        }
     }
     let unchecked = BTreeMap::from([(
         api.upstream.get_ref().clone(),
@@ -487,7 +503,7 @@ fn parse_api(file: &Path, source: &str, refs: Refs) -> Result<Api, Vec<ConfigErr
         );
     }
     let vocabulary = profile.and_then(|p| p.permissions);
-    let mut warnings = Vec::new();
+    let mut warnings = prefix_warnings;
     let mut routes: Vec<Route> = Vec::new();
     let mut router = Router::default();
     for (origin, text, spanned, inherited_kinds) in sources {

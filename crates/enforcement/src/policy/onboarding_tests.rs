@@ -272,3 +272,18 @@ fn glob_like_literals_are_warned_about_and_misplaced_catch_alls_refused() {
     assert!(errors.iter().any(|e| e.contains("use one name")), "{errors:?}");
     assert!(api(CATCH_ALL).unwrap().warnings.is_empty());
 }
+
+#[test]
+fn a_prefix_is_literal() {
+    let errors = api(&CATCH_ALL.replace("prefix = \"/bank\"", "prefix = \"/bank/{Rest...}\"")).unwrap_err();
+    assert!(
+        errors.iter().any(|e| e.starts_with("p.toml:3: prefix `/bank/{Rest...}` is matched literally")),
+        "{errors:?}"
+    );
+    let a = api(&CATCH_ALL.replace("prefix = \"/bank\"", "prefix = \"/bank/*\"")).unwrap();
+    assert!(
+        a.warnings.iter().any(|w| w.to_string().starts_with("p.toml:3: prefix `/bank/*`: segment `*`")),
+        "{:?}",
+        a.warnings
+    );
+}
