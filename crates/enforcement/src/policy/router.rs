@@ -47,7 +47,9 @@ impl PathTemplate {
                         None => (name, false),
                     };
                     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                        return Err(format!("path `{text}`: parameter name `{name}` must be letters, digits or `_`"));
+                        return Err(format!(
+                            "path `{text}`: parameter name `{name}` must be letters, digits or `_` (a catch-all is written `{{Name...}}`)"
+                        ));
                     }
                     if seen.contains(&name) {
                         return Err(format!("path `{text}`: parameter `{name}` appears twice"));
