@@ -44,6 +44,8 @@ pub struct Options {
     pub listener_extra: String,
     /// Sections appended to gateway.toml.
     pub config_extra: String,
+    /// Lines added to [admin].
+    pub admin_extra: String,
 }
 
 impl Default for Options {
@@ -60,6 +62,7 @@ impl Default for Options {
             policy_appends: Vec::new(),
             listener_extra: String::new(),
             config_extra: String::new(),
+            admin_extra: String::new(),
         }
     }
 }
@@ -128,6 +131,7 @@ client_ca = "certs/ca.pem"
 [admin]
 address = "{admin}"
 bearer_secret = "{ADMIN_SECRET}"
+{admin_extra}
 {servers}
 [cache]
 max_ttl_seconds = {max}
@@ -142,6 +146,7 @@ threads = 2
 "#,
         listener_extra = o.listener_extra,
         config_extra = o.config_extra,
+        admin_extra = o.admin_extra,
         servers = o.servers_toml.clone().unwrap_or_else(|| {
             let body = o
                 .authorization_server

@@ -51,6 +51,9 @@ pub struct Metrics {
     pub connection_timeouts: IntCounterVec,
     /// TLS handshakes that failed (no or a refused client certificate, protocol errors).
     pub tls_handshake_failures: IntCounter,
+    /// Per-connection failures pingora reports itself (an HTTP/2 client without a valid
+    /// preface, a TLS close that fails), by `kind`: counted here, logged at debug only.
+    pub connection_errors: IntCounterVec,
 }
 
 fn seconds_buckets() -> Vec<f64> {
@@ -164,6 +167,11 @@ impl Metrics {
                 &["phase"],
             ),
             tls_handshake_failures,
+            connection_errors: counter(
+                "fapi_gateway_connection_errors_total",
+                "Per-connection failures reported by pingora (logged at debug), by kind",
+                &["kind"],
+            ),
             registry,
         }
     }

@@ -26,6 +26,7 @@ use serde_json::json;
 
 use crate::connections::Accepting;
 use fapi_enforcement::cache::ServerLinks;
+use fapi_enforcement::config::Readiness;
 use fapi_enforcement::metrics::Metrics;
 use fapi_enforcement::resilience::CircuitState;
 
@@ -36,6 +37,8 @@ pub struct AdminState {
     pub bearer_secret: Option<String>,
     /// Whether the proxy listener is accepting connections.
     pub accepting: Accepting,
+    /// What `/readyz` reports on.
+    pub readiness: Readiness,
 }
 
 pub struct AdminService {
@@ -44,17 +47,19 @@ pub struct AdminService {
     /// then bound once the old process lets go of the port).
     listener: Option<std::net::TcpListener>,
     router: Option<Router>,
+    readiness: Readiness,
 }
 
 impl AdminService {
     pub fn new(address: SocketAddr, listener: Option<std::net::TcpListener>, state: Arc<AdminState>) -> AdminService {
+        let readiness = state.readiness;
         let router = Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .route("/revocations", post(revoke))
             .with_state(state);
-        AdminService { address, listener, router: Some(router) }
+        AdminService { address, listener, router: Some(router), readiness }
     }
 }
 
@@ -83,12 +88,16 @@ fn unauthorized() -> Response {
         .into_response()
 }
 
-/// Ready while the proxy listener accepts connections and no circuit to an authorization
-/// server is open (the configuration is loaded before the listeners start).
+/// Ready while the proxy listener accepts connections (the configuration is loaded before
+/// the listeners start) and, with `readiness = "authorization_servers"`, no circuit to an
+/// authorization server is open.
 async fn readyz(State(s): Shared) -> Response {
     if !s.accepting.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: the proxy listener is not accepting connections\n")
             .into_response();
+    }
+    if s.readiness == Readiness::Listeners {
+        return "ready\n".into_response();
     }
     let mut open: Vec<&str> =
         s.servers.values().filter(|l| l.breaker.state() == CircuitState::Open).map(|l| l.name.as_str()).collect();
@@ -110,6 +119,7 @@ async fn metrics(State(s): Shared, headers: HeaderMap) -> Response {
         entries += link.cache.entry_count();
     }
     s.metrics.cache_entries.set(entries as i64);
+    crate::connections::log_noise::drain_into(&s.metrics);
     ([("content-type", "text/plain; version=0.0.4")], s.metrics.render()).into_response()
 }
 
@@ -202,6 +212,12 @@ impl Service for AdminService {
         if let Some(fds) = &fds {
             fds.lock().add(self.address.to_string(), listener.as_raw_fd());
         }
+        tracing::info!(
+            listener = "admin",
+            address = %self.address,
+            readiness = ?self.readiness,
+            "listening: /healthz, /readyz, /metrics, /revocations"
+        );
         let stop = async move {
             let _ = shutdown.changed().await;
         };

@@ -205,6 +205,7 @@ pub fn build(mut config: GatewayConfig, listeners: BoundListeners) -> Result<Gat
             servers: servers.clone(),
             bearer_secret: a.bearer_secret.clone(),
             accepting: accepting.clone(),
+            readiness: a.readiness,
         };
         AdminService::new(a.address, admin_listener, Arc::new(state))
     });
@@ -256,6 +257,15 @@ pub fn prepare(config: GatewayConfig, upgrade: bool) -> Result<Prepared, Gateway
     let inherited = if upgrade { Some(take_over(&config.server.upgrade_socket, &config)?) } else { None };
     let listeners = bind_listeners(&config, inherited.as_ref())?;
     let conf = server_conf(&config);
+    let apis = config.policies.apis();
+    tracing::info!(
+        config = %config.source.display(),
+        apis = apis.len(),
+        routes = apis.iter().map(|a| a.routes.len()).sum::<usize>(),
+        authorization_servers = config.authorization_servers.len(),
+        mode = ?config.listener.mode,
+        "configuration loaded"
+    );
     let services = build(config, listeners)?;
     // The sockets were taken over above: pingora's own bootstrap has nothing to wait for.
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);

@@ -199,6 +199,9 @@ pub(super) struct AdminSection {
     pub(super) bearer_secret: Option<Spanned<String>>,
     /// A file holding the bearer secret (instead of `bearer_secret`).
     pub(super) bearer_secret_file: Option<Spanned<String>>,
+    /// What `/readyz` reports on.
+    #[serde(default)]
+    pub(super) readiness: super::admin::Readiness,
 }
 
 #[derive(Debug, Deserialize)]

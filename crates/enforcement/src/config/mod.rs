@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-pub use self::admin::AdminConfig;
+pub use self::admin::{AdminConfig, Readiness};
 pub use self::connections::ConnectionLimits;
 pub use self::forwarding::IdentityHeaderNames;
 pub use self::limits::Limits;
@@ -118,8 +118,14 @@ impl GatewayConfig {
 
     /// Parses `source` as if read from `path` (relative paths resolve against its folder).
     pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, ConfigErrors> {
-        let file: file::ConfigFile =
-            toml::from_str(source).map_err(|e| ConfigErrors(vec![ConfigError::from_toml(path, source, &e)]))?;
+        let file: file::ConfigFile = match crate::diagnostics::from_toml_all(path, source) {
+            Ok(file) => file,
+            Err(mut errors) => {
+                // gateway.toml's mistakes do not hide the policies' own.
+                errors.extend(policy_problems_alone(path, source));
+                return Err(ConfigErrors(errors));
+            }
+        };
         let mut d = Diagnostics::new(path, source);
         let listener = listener::validate(&file.listener, &mut d);
         let limits = limits::validate(&file.limits);
@@ -181,6 +187,22 @@ impl GatewayConfig {
     }
 }
 
+/// The policy folder's problems when gateway.toml itself has errors: the folder is the
+/// file's `policies` when it can still be read as TOML, else `policies` beside it; the
+/// upstream and authorization server names policies use are taken as they are.
+fn policy_problems_alone(path: &Path, source: &str) -> Vec<ConfigError> {
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let folder = source
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|t| t.get("policies").and_then(|p| p.as_str()).map(str::to_string))
+        .unwrap_or_else(|| "policies".into());
+    match PolicySet::check_dir_alone(&base.join(folder)) {
+        Ok(_) => Vec::new(),
+        Err(ConfigErrors(e)) => e,
+    }
+}
+
 /// A DPoP proof names the URL it is for (`htu`); the gateway must know its own URL
 /// rather than take it from the client's Host, or a proof made for another server passes.
 fn dpop_needs_a_known_url(
@@ -198,15 +220,15 @@ fn dpop_needs_a_known_url(
         .flat_map(|a| a.routes.iter())
         .find(|r| matches!(r.binding, Binding::Dpop | Binding::MtlsOrDpop));
     if let Some(r) = dpop_route {
-        d.error(
-            None,
+        d.errors.push(ConfigError::new(
+            &r.file,
+            Some(r.line),
             format!(
-                "route `{}` ({}:{}) takes DPoP proofs: set dpop.external_url or listener.server_names (a proof's htu is never checked against the client's Host alone)",
+                "route `{}` takes DPoP proofs: set dpop.external_url or listener.server_names in {} (a proof's htu is never checked against the client's Host alone)",
                 r.path,
-                r.file.display(),
-                r.line
+                d.path.display()
             ),
-        );
+        ));
     }
 }
 
@@ -214,15 +236,14 @@ fn dpop_needs_a_known_url(
 /// check theirs (payments) refuse every request.
 fn bodies_unseen_in_forward_auth(policies: &PolicySet, d: &mut Diagnostics) {
     for r in policies.apis().iter().flat_map(|a| a.routes.iter()).filter(|r| r.body_consent.is_some()) {
-        d.warn(
-            None,
+        d.warnings.push(ConfigError::new(
+            &r.file,
+            Some(r.line),
             format!(
-                "route `{}` ({}:{}) checks the request body, which forward-auth does not see: its requests are refused (run the gateway in the data path for it)",
-                r.path,
-                r.file.display(),
-                r.line
+                "route `{}` checks the request body, which forward-auth does not see: its requests are refused (run the gateway in the data path for it)",
+                r.path
             ),
-        );
+        ));
     }
 }
 
@@ -340,6 +361,62 @@ gobank = "http://127.0.0.1:8070"
         // Several problems are reported together.
         let both = VALID.replace("127.0.0.1:8443", "8443").replace("\"c.pem\"", "\"missing.pem\"");
         assert_eq!(problems(&both).len(), 2);
+    }
+
+    /// Every problem, with file and line, in one run: gateway.toml's parse errors do not hide
+    /// the policies'; an invalid upstream is reported as itself only.
+    #[test]
+    fn check_reports_every_problem_of_every_file_each_with_a_line() {
+        let dir = folder();
+        let path = dir.path().join("gateway.toml");
+        let bad_policy =
+            "[api]\nprefix = \"/gobank\"\nupstream = \"gobank\"\nprofile = \"obuk\"\ncolour = 1\n[[route]]\npath = \"/accounts\"\nscope = []\n";
+        std::fs::write(dir.path().join("policies/gobank.toml"), bad_policy).unwrap();
+        let second = "[api]\nprefix = \"/other\"\nupstream = \"nowhere\"\nprofile = \"obuk\"\n[[route]]\npath = \"/x/{A...}/y\"\n";
+        std::fs::write(dir.path().join("policies/other.toml"), second).unwrap();
+        let all = |source: &str| -> Vec<String> {
+            GatewayConfig::parse(&path, source).unwrap_err().0.iter().map(|e| e.to_string()).collect()
+        };
+        let gateway = dir.path().join("gateway.toml").display().to_string();
+        let gobank = dir.path().join("policies/gobank.toml").display().to_string();
+        let other = dir.path().join("policies/other.toml").display().to_string();
+        // A syntax error in gateway.toml, two unknown keys in one policy, a bad path in another.
+        let broken = VALID.replace("[upstreams]", "[upstreams\n");
+        let problems = all(&broken);
+        let expected = [
+            format!("{gateway}:11:"),
+            format!("{gobank}:5: unknown field `colour`"),
+            format!("{gobank}:8: unknown field `scope`"),
+            format!("{other}:6: path `/x/{{A...}}/y`: the catch-all"),
+        ];
+        for e in &expected {
+            assert!(problems.iter().any(|p| p.starts_with(e.as_str())), "{e} in {problems:?}");
+        }
+        // Schema errors in gateway.toml: each unknown key, then the policies'.
+        let unknown =
+            VALID.replace("[upstreams]", "colour = 1\n[upstreams]").replace("client_ca", "size = 2\nclient_ca");
+        let problems = all(&unknown);
+        assert!(problems.iter().any(|p| p.starts_with(&format!("{gateway}:6: unknown field `size`"))), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.starts_with(&format!("{gateway}:12: unknown field `colour`"))),
+            "{problems:?}"
+        );
+        assert!(problems.iter().any(|p| p.starts_with(&format!("{gobank}:5:"))), "{problems:?}");
+        // A valid gateway.toml with an invalid upstream: that error, not `unknown upstream` too.
+        std::fs::remove_file(dir.path().join("policies/other.toml")).unwrap();
+        std::fs::write(
+            dir.path().join("policies/gobank.toml"),
+            "[api]\nprefix = \"/gobank\"\nupstream = \"gobank\"\nprofile = \"obuk\"\n[[route]]\npath = \"/accounts\"\n",
+        )
+        .unwrap();
+        let invalid = VALID
+            .replace("http://127.0.0.1:8070", "gopher://x")
+            .replace("[upstreams]", "[cache]\ncapacity = 0\n[upstreams]");
+        let problems = all(&invalid);
+        assert!(problems.iter().any(|p| p.starts_with(&format!("{gateway}:14: upstream `gobank`"))), "{problems:?}");
+        assert!(problems.iter().any(|p| p.starts_with(&format!("{gateway}:12: cache.capacity"))), "{problems:?}");
+        assert!(!problems.iter().any(|p| p.contains("unknown upstream")), "{problems:?}");
+        assert_eq!(problems.len(), 2, "{problems:?}");
     }
 
     #[test]

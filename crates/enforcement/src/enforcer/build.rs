@@ -37,11 +37,14 @@ pub fn server_links(config: &GatewayConfig, metrics: &Arc<Metrics>) -> Result<Se
     for server in &config.authorization_servers {
         let circuit = metrics.circuit_state.with_label_values(&[&server.name]);
         circuit.set(0);
-        let breaker = Arc::new(CircuitBreaker::new(
-            server.circuit_failure_threshold,
-            server.circuit_open,
-            Box::new(move |state| circuit.set(state as i64)),
-        ));
+        let breaker = Arc::new(
+            CircuitBreaker::new(
+                server.circuit_failure_threshold,
+                server.circuit_open,
+                Box::new(move |state| circuit.set(state as i64)),
+            )
+            .named(&server.name),
+        );
         let client = HttpIntrospector::new(server)?;
         let guarded = Guarded::new(client, server.max_concurrent_calls, server.timeout, breaker.clone());
         let cache = Arc::new(IntrospectionCache::new(&server.name, &config.cache, Arc::new(guarded), metrics.clone()));

@@ -127,6 +127,11 @@ pub struct Trace {
     pub token_tag: Option<String>,
     /// How the introspection cache answered.
     pub cache: Option<CacheOutcome>,
+    /// On a refusal after an active token was introspected: its client, for the access log
+    /// (an allowed request's is in its grant).
+    pub client_id: Option<String>,
+    /// On such a refusal: the token's consent id, when it has one.
+    pub consent_id: Option<String>,
     /// The body limit of the matched route (else the gateway's).
     pub body_limit: Option<u64>,
 }
@@ -211,9 +216,19 @@ impl Enforcer {
             Refusal::AuthorizationServerUnavailable { retry_after_seconds: server.retry_after_seconds }
         })?;
         trace.cache = Some(outcome);
-        let thumbprint = self.client_certificate(req, connection, &live.settings.client_certificates)?;
+        // A refusal from here on names the token's client and consent in the access log.
+        let identify = |trace: &mut Trace, refusal: Refusal| {
+            if cached.info.active {
+                trace.client_id = cached.info.client_id.as_deref().map(str::to_string);
+                trace.consent_id = matched.api.claims.consent_id.string(&cached.info.claims).map(str::to_string);
+            }
+            refusal
+        };
+        let thumbprint = self
+            .client_certificate(req, connection, &live.settings.client_certificates)
+            .map_err(|r| identify(trace, r))?;
         let body = match matched.route.body_consent {
-            Some(_) => Some(read_json(request, matched.route.max_body_bytes).await?),
+            Some(_) => Some(read_json(request, matched.route.max_body_bytes).await.map_err(|r| identify(trace, r))?),
             None => None,
         };
         let presented = Presented {
@@ -221,7 +236,7 @@ impl Enforcer {
             body: body.as_ref(),
             dpop_thumbprint: dpop_thumbprint.as_deref(),
         };
-        matched.evaluate(&cached.info, presented, unix_now())
+        matched.evaluate(&cached.info, presented, unix_now()).map_err(|r| identify(trace, r))
     }
 
     /// Verifies the request's DPoP proof for `token`; returns the proof key's thumbprint.

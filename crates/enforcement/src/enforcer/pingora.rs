@@ -75,6 +75,9 @@ pub async fn write_refusal(session: &mut Session, refusal: &Refusal, interaction
     if let Some(nonce) = r.dpop_nonce {
         header.insert_header("dpop-nonce", nonce)?;
     }
+    if let Some(allow) = r.allow {
+        header.insert_header("allow", allow)?;
+    }
     // The connection stays open unless a request body may be left unread.
     let req = session.req_header();
     let bodiless = req.headers.get("content-length").is_none_or(|v| v.as_bytes() == b"0")

@@ -107,6 +107,8 @@ pub struct Api {
     pub name: String,
     /// The policy file it was read from.
     pub file: PathBuf,
+    /// The line of its `prefix` in `file`.
+    pub line: usize,
     /// The path prefix it is served under (`/gobank`; empty: none), removed before forwarding.
     pub prefix: String,
     /// The bank backend its requests go to.
@@ -207,11 +209,13 @@ impl PolicySet {
     }
 
     fn find<'a>(&'a self, method: &Method, path: &str, query: Option<&str>) -> Result<RouteMatch<'a>, Refusal> {
-        let mut method_mismatch = false;
+        let mut allowed: Vec<Method> = Vec::new();
+        let mut in_api = false;
         for api in &self.apis {
             let Some(rest) = strip_prefix(path, &api.prefix) else {
                 continue;
             };
+            in_api = true;
             match api.router.find(method, rest) {
                 Ok((index, params)) => {
                     let mut upstream_path = if rest.is_empty() { "/".to_string() } else { rest.to_string() };
@@ -221,11 +225,21 @@ impl PolicySet {
                     }
                     return Ok(RouteMatch { api, route: &api.routes[index], params, upstream_path });
                 }
-                Err(RouteMiss::MethodNotAllowed) => method_mismatch = true,
+                Err(RouteMiss::MethodNotAllowed(methods)) => {
+                    for m in methods {
+                        if !allowed.contains(&m) {
+                            allowed.push(m);
+                        }
+                    }
+                }
                 Err(RouteMiss::NotFound) => {}
             }
         }
-        Err(if method_mismatch { Refusal::MethodNotAllowed } else { Refusal::NoRoute })
+        Err(if !allowed.is_empty() {
+            Refusal::MethodNotAllowed { allow: allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ") }
+        } else {
+            Refusal::NoRoute { in_api }
+        })
     }
 }
 
@@ -555,53 +569,69 @@ impl RouteMatch<'_> {
         let claims = &self.api.claims;
         let root = &token.claims;
         let consent_id = claims.consent_id.string(root);
-        let accounts = claims.accounts.strings(root);
+        let accounts = claims.accounts.as_ref().map(|p| p.strings(root)).unwrap_or_default();
+        let not_checked = |what: &str| detail(&|| format!("not checked: the API's claim mapping has no {what}"));
         if route.require_consent {
             check!(
                 Check::ConsentPresent,
                 match consent_id {
                     Some(id) => Ok(detail(&|| format!("{} = {id}", claims.consent_id.as_str()))),
-                    None => Err(Refusal::Consent(ConsentRefusal::Missing)),
+                    None => Err(Refusal::Consent(ConsentRefusal::Missing { claim: claims.consent_id.as_str().into() })),
                 }
             );
             if !route.consent_types.is_empty() {
                 // A consent of another kind (an account-access consent on a payment route)
                 // never grants, whatever scopes the token carries; no kind claim: refused.
-                let kind = claims.consent_type.as_ref().and_then(|p| p.string(root)).unwrap_or("");
+                let kind = claims.consent_type.as_ref().and_then(|p| p.string(root));
                 check!(
                     Check::ConsentType,
-                    if route.consent_types.iter().any(|k| k == kind) {
-                        Ok(detail(&|| format!("{kind} is one of [{}]", route.consent_types.join(" "))))
-                    } else {
-                        Err(Refusal::Consent(ConsentRefusal::Kind {
-                            kind: kind.to_string(),
+                    match kind {
+                        Some(kind) if route.consent_types.iter().any(|k| k == kind) => {
+                            Ok(detail(&|| format!("{kind} is one of [{}]", route.consent_types.join(" "))))
+                        }
+                        _ => Err(Refusal::Consent(ConsentRefusal::Kind {
+                            kind: kind.unwrap_or("").to_string(),
                             needed: route.consent_types.join(", "),
-                        }))
+                        })),
                     }
                 );
             }
-            if let Some(status_path) = &claims.status {
-                let status = status_path.string(root).unwrap_or("");
-                let granting = route.consent_status.as_ref().unwrap_or(&claims.granting_status);
-                check!(
-                    Check::ConsentStatus,
-                    if granting.iter().any(|g| g == status) {
-                        Ok(detail(&|| format!("{} = {status}", status_path.as_str())))
-                    } else {
-                        Err(Refusal::Consent(ConsentRefusal::Status { status: status.to_string() }))
-                    }
-                );
-            }
-            if let Some(path) = &claims.expiration {
-                if let Some(v) = path.values(root).first() {
+            match &claims.status {
+                Some(status_path) => {
+                    let granting = route.consent_status.as_ref().unwrap_or(&claims.granting_status);
                     check!(
+                        Check::ConsentStatus,
+                        match status_path.string(root) {
+                            Some(status) if granting.iter().any(|g| g == status) => {
+                                Ok(detail(&|| format!("{} = {status}", status_path.as_str())))
+                            }
+                            Some(status) =>
+                                Err(Refusal::Consent(ConsentRefusal::Status { status: status.to_string() })),
+                            None => Err(Refusal::Consent(ConsentRefusal::ClaimMissing {
+                                element: "status",
+                                claim: status_path.as_str().into(),
+                            })),
+                        }
+                    );
+                }
+                None => check!(Check::ConsentStatus, Ok(not_checked("status"))),
+            }
+            match &claims.expiration {
+                // A consent without an expiry (UK `ExpirationDateTime` is optional) does not expire.
+                Some(path) => match path.values(root).first() {
+                    Some(v) => check!(
                         Check::ConsentNotExpired,
                         match expiry_seconds(*v) {
                             Some(at) if at > now => Ok(detail(&|| format!("{} = {v}", path.as_str()))),
                             _ => Err(Refusal::Consent(ConsentRefusal::Expired)),
                         }
-                    );
-                }
+                    ),
+                    None => check!(
+                        Check::ConsentNotExpired,
+                        Ok(detail(&|| format!("no {}: the consent does not expire", path.as_str())))
+                    ),
+                },
+                None => check!(Check::ConsentNotExpired, Ok(not_checked("expiration"))),
             }
             // Specs without a permissions claim express permissions as scopes.
             let has = |p: &String| match &claims.permissions {
@@ -691,5 +721,7 @@ fn expiry_seconds<N: Node>(v: &N) -> Option<u64> {
         .and_then(|t| u64::try_from(t.unix_timestamp()).ok())
 }
 
+#[cfg(test)]
+mod onboarding_tests;
 #[cfg(test)]
 mod tests;

@@ -58,7 +58,7 @@ impl Profile {
             status: m.status.map(p),
             granting_status: m.granting_status.iter().map(|s| s.to_string()).collect(),
             permissions: m.permissions.map(p),
-            accounts: p(m.accounts),
+            accounts: Some(p(m.accounts)),
             expiration: m.expiration.map(p),
         }
     }

@@ -127,7 +127,10 @@ fn refusals_in_order() {
         let got = decide(&s, "GET", path, claims.clone()).unwrap_err();
         assert_eq!(got.reason(), reason, "{path} {claims}");
     }
-    assert_eq!(decide(&s, "POST", "/gobank/accounts", uk_token()).unwrap_err(), Refusal::MethodNotAllowed);
+    assert_eq!(
+        decide(&s, "POST", "/gobank/accounts", uk_token()).unwrap_err(),
+        Refusal::MethodNotAllowed { allow: "GET".into() }
+    );
     // An unexpired consent and an unbound, consent-free route pass.
     let later = with(&|t| t["ExpirationDateTime"] = json!("2100-01-01T00:00:00+00:00"));
     assert!(decide(&s, "GET", "/gobank/accounts/A2/balances", later).is_ok());
@@ -203,7 +206,7 @@ fn every_kind_of_mistake_is_reported_with_file_and_line() {
             UK.replace("scopes = [\"accounts\"]\npermissions = ", "scopes = [\"bad scope\"]\npermissions = "),
             "is not a valid scope token",
         ),
-        ("[api]\nprefix = \"/x\"\nupstream = \"gobank\"\nprofile = \"obuk\"\n".to_string(), "p.toml: no [[route]]"),
+        ("[api]\nprefix = \"/x\"\nupstream = \"gobank\"\nprofile = \"obuk\"\n".to_string(), "p.toml:2: no [[route]]"),
         ("[api\n".to_string(), "p.toml:1:"),
         (
             UK.replace("profile = \"obuk\"", "profile = \"obuk\"\n[claims]\nconsent_id = \"a..b\""),
@@ -529,7 +532,7 @@ fn path_parameters_are_refused_unless_the_route_takes_them() {
     let s = set(UK);
     // A literal segment with parameters matches no route.
     for path in ["/gobank/accounts;x=1", "/gobank/accounts/A1/balances;"] {
-        assert!(matches!(s.route(&Method::GET, path, None), Err(Refusal::NoRoute)), "{path}");
+        assert!(matches!(s.route(&Method::GET, path, None), Err(Refusal::NoRoute { .. })), "{path}");
     }
     for path in ["/gobank/accounts/A1;v=2/balances", "/gobank/accounts/..;/accounts/A1/balances"] {
         let r = s.route(&Method::GET, path, None).map(|m| m.route.path.clone());
