@@ -17,6 +17,7 @@ mod limits;
 mod listener;
 mod logging;
 mod server;
+mod signals;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -37,6 +38,7 @@ pub use crate::diagnostics::{line_of, ConfigError, ConfigErrors, Diagnostics};
 pub use crate::dpop::DpopConfig;
 pub use crate::introspection::{AuthorizationServerConfig, ClientAuth};
 pub use crate::policy::Upstream;
+pub use crate::signals::SignalsConfig;
 use crate::policy::{Binding, PolicySet};
 
 /// Listener addresses given on the command line, over the file's (e.g. 0.0.0.0 inside a
@@ -90,6 +92,8 @@ pub struct GatewayConfig {
     pub policies: PolicySet,
     /// `[server]`.
     pub server: ServerConfig,
+    /// `[signals]`: the Security Event Token receiver, if configured.
+    pub signals: Option<SignalsConfig>,
 }
 
 impl GatewayConfig {
@@ -131,6 +135,7 @@ impl GatewayConfig {
 
         let policies_dir = d.base.join(file.policies.get_ref());
         let server_names: Vec<String> = authorization_servers.iter().map(|a| a.name.clone()).collect();
+        let signals = file.signals.as_ref().and_then(|s| signals::validate(s, &server_names, file.admin.is_some(), &mut d));
         let policies = match PolicySet::load_dir(&policies_dir, &upstreams, &server_names) {
             Ok(p) => {
                 d.warnings.extend(p.apis().iter().flat_map(|a| a.warnings.iter().cloned()));
@@ -169,6 +174,7 @@ impl GatewayConfig {
                 policies_dir,
                 policies,
                 server,
+                signals,
             }),
             _ => Err(ConfigErrors(d.errors)),
         }
