@@ -139,7 +139,8 @@ async fn each_verification_failure_has_its_rfc_8935_code() {
         ("invalid_issuer", key.sign(&wrong_issuer)),
         ("invalid_audience", key.sign(&wrong_audience)),
         ("invalid_request", "not.a.jwt".into()),
-        ("invalid_request", "eyJhbGciOiJub25lIn0.e30.".into()),
+        // alg none, claims as a valid SET's.
+        ("invalid_request", format!("eyJhbGciOiJub25lIn0.{}.", URL_SAFE_NO_PAD.encode(consent_revoked("n", "aac-1").to_string()))),
     ];
     for (expected, jwt) in cases {
         assert_eq!(code(push(&r, &jwt).await), expected, "{jwt}");
