@@ -36,6 +36,10 @@ pub struct AdminState {
     pub bearer_secret: Option<String>,
     /// Whether the proxy listener is accepting connections.
     pub accepting: Accepting,
+    /// Where every revocation goes.
+    pub revocations: Arc<crate::revocations::Revocations>,
+    /// The Security Event Token receiver, with `[signals]`.
+    pub signals: Option<Arc<fapi_enforcement::signals::SignalReceiver>>,
 }
 
 pub struct AdminService {
@@ -44,6 +48,8 @@ pub struct AdminService {
     /// then bound once the old process lets go of the port).
     listener: Option<std::net::TcpListener>,
     router: Option<Router>,
+    /// Its transmitters' keys are fetched when the service starts.
+    signals: Option<Arc<fapi_enforcement::signals::SignalReceiver>>,
 }
 
 impl AdminService {
@@ -52,9 +58,10 @@ impl AdminService {
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
-            .route("/revocations", post(revoke))
-            .with_state(state);
-        AdminService { address, listener, router: Some(router) }
+            .route("/revocations", post(revoke));
+        let router = crate::signal_receiver::route(router, &state);
+        let signals = state.signals.clone();
+        AdminService { address, listener, router: Some(router.with_state(state)), signals }
     }
 }
 
@@ -167,6 +174,9 @@ async fn revoke(State(s): Shared, headers: HeaderMap, body: axum::body::Bytes) -
 impl Service for AdminService {
     async fn start_service(&mut self, fds: Option<ListenFds>, mut shutdown: ShutdownWatch, _listeners_per_fd: usize) {
         let Some(router) = self.router.take() else { return };
+        if let Some(signals) = self.signals.take() {
+            tokio::spawn(async move { signals.load_keys().await });
+        }
         let bound = match self.listener.take() {
             Some(l) => l.set_nonblocking(true).and_then(|()| tokio::net::TcpListener::from_std(l)),
             None => {

@@ -51,6 +51,7 @@ fn restart_only(c: &GatewayConfig) -> Vec<(&'static str, String)> {
         ("logging", format!("{:?}", c.logging)),
         ("dpop", format!("{:?}", c.dpop)),
         ("connections", format!("{:?}", c.connections)),
+        ("signals", format!("{:x}", sha2_short(&format!("{:?}", c.signals)))),
     ]
 }
 

@@ -521,8 +521,18 @@ mod index;
 #[cfg(test)]
 mod tests;
 
-/// Revocation by subject (CAEP `session-revoked`, `credential-change`).
+/// Revocation by subject (CAEP `session-revoked`, `credential-change`) and by key (a token
+/// revoked elsewhere: only its key travels).
 impl IntrospectionCache {
+    /// Drops the entry under `key`; returns whether there was one.
+    pub async fn revoke_key(&self, key: TokenKey) -> bool {
+        let found = self.remove(&key).is_some();
+        if found {
+            self.metrics.cache_evictions.with_label_values(&["revoked"]).inc();
+        }
+        found
+    }
+
     /// Drops every entry whose introspected `sub` is `subject`; returns how many there were.
     ///
     /// A scan of the store, shard by shard (no index: subjects are revoked rarely, and an
