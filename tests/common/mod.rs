@@ -44,6 +44,9 @@ pub struct Options {
     pub listener_extra: String,
     /// Sections appended to gateway.toml.
     pub config_extra: String,
+    /// A [signals] section with the mock authorization server as transmitter (these lines
+    /// added to it), which then pushes SETs instead of calling the JSON endpoint.
+    pub signals: Option<String>,
 }
 
 impl Default for Options {
@@ -60,6 +63,7 @@ impl Default for Options {
             policy_appends: Vec::new(),
             listener_extra: String::new(),
             config_extra: String::new(),
+            signals: None,
         }
     }
 }
@@ -160,6 +164,26 @@ threads = 2
     path
 }
 
+/// The `aud` of the SETs the test gateway's receiver takes.
+pub const SIGNALS_AUDIENCE: &str = "https://gateway.test/signals";
+
+/// A [signals] section trusting the mock authorization server at `addr` (`extra`: more
+/// lines for its transmitter).
+pub fn signals_section(addr: &str, extra: &str) -> String {
+    format!(
+        r#"
+[signals]
+[[signals.transmitters]]
+name = "mock-as"
+issuer = "https://{addr}"
+audience = "{SIGNALS_AUDIENCE}"
+jwks_uri = "https://{addr}/jwks"
+ca = "certs/ca.pem"
+{extra}
+"#
+    )
+}
+
 /// The [authorization_server] body for the mock authorization server at `addr`.
 pub fn mock_server_section(addr: &str) -> String {
     format!(
@@ -240,6 +264,15 @@ impl World {
         let mut options = options;
         if let Some(servers) = &mut options.servers_toml {
             *servers = servers.replace("MOCK_AS", &fixtures.authorization_server_addr.to_string());
+        }
+        if let Some(extra) = &options.signals {
+            let section = signals_section(&fixtures.authorization_server_addr.to_string(), extra);
+            options.config_extra.push_str(&section);
+            fixtures.authorization_server.signals.set_target(fapi_devkit::fixtures::SignalTarget {
+                url: format!("http://{admin_addr}/signals/events"),
+                issuer: format!("https://{}", fixtures.authorization_server_addr),
+                audience: SIGNALS_AUDIENCE.into(),
+            });
         }
         let config_path = write_config(dir.path(), &fixtures, gateway_addr, admin_addr, &options);
         let config = GatewayConfig::load(&config_path).unwrap();

@@ -208,6 +208,12 @@ impl SignalReceiver {
                         tracing::info!(transmitter = %t.config.name, keys = n, "signal transmitter keys loaded");
                         break;
                     }
+                    Err(e) if wait == Duration::from_secs(1) => {
+                        // Often the transmitter starting alongside: said once, quietly.
+                        tracing::info!(transmitter = %t.config.name, error = %e, "signal transmitter keys not reachable yet; retrying");
+                        tokio::time::sleep(wait).await;
+                        wait *= 2;
+                    }
                     Err(e) => {
                         tracing::warn!(transmitter = %t.config.name, error = %e, retry_in_s = wait.as_secs(), "signal transmitter keys unavailable");
                         tokio::time::sleep(wait).await;
