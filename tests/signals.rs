@@ -93,10 +93,14 @@ async fn refused_sets_get_their_rfc_8935_error_and_evict_nothing() {
     )
     .unwrap();
     let mut unknown_event = event("unknown-event");
-    unknown_event["events"] = json!({"https://example.com/events/unheard-of": {"subject": {"format": "opaque", "id": "x"}}});
+    unknown_event["events"] =
+        json!({"https://example.com/events/unheard-of": {"subject": {"format": "opaque", "id": "x"}}});
     let mut no_events = event("no-events");
     no_events.as_object_mut().unwrap().remove("events");
-    let alg_none = format!("eyJhbGciOiJub25lIiwidHlwIjoic2VjZXZlbnQrand0In0.{}.", URL_SAFE_NO_PAD.encode(event("none").to_string()));
+    let alg_none = format!(
+        "eyJhbGciOiJub25lIiwidHlwIjoic2VjZXZlbnQrand0In0.{}.",
+        URL_SAFE_NO_PAD.encode(event("none").to_string())
+    );
     let cases: Vec<(&str, &str, String)> = vec![
         ("bad signature", "invalid_key", signed_by_stranger(&event("bad-signature"), &kid)),
         ("unknown key", "invalid_key", signed_by_stranger(&event("unknown-key"), "no-such-key")),
@@ -197,13 +201,15 @@ async fn a_caep_session_revoked_by_subject_refuses_that_subjects_tokens_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transmitter_with_a_bearer_secret_must_present_it() {
     let secret = "transmitter-push-secret-0123456789";
-    let w = World::start_with(Options { signals: Some(format!("bearer_secret = \"{secret}\"")), ..Options::default() }).await;
+    let w = World::start_with(Options { signals: Some(format!("bearer_secret = \"{secret}\"")), ..Options::default() })
+        .await;
     let (consent, token) = w.go_bank_token().await;
     assert_eq!(w.get(&w.tpp, "/gobank/accounts", &token).await.status(), 200);
     let jwt = signed(&w, &consent_event(&w, "b-1", &consent));
     let url = format!("http://{}/signals/events", w.admin_addr);
     let send = |bearer: Option<&'static str>| {
-        let mut r = reqwest::Client::new().post(&url).header("content-type", "application/secevent+jwt").body(jwt.clone());
+        let mut r =
+            reqwest::Client::new().post(&url).header("content-type", "application/secevent+jwt").body(jwt.clone());
         if let Some(b) = bearer {
             r = r.bearer_auth(b);
         }
@@ -226,11 +232,19 @@ async fn check_reports_signals_mistakes_with_their_lines() {
     let config = std::fs::read_to_string(&path).unwrap();
     let cases = [
         (config.replace("jwks_uri = ", "jwks_file = \"missing.json\"\njwks_uri = "), "give jwks_uri or jwks_file"),
-        (config.replace("[[signals.transmitters]]\n", "[[signals.transmitters]]\nauthorization_servers = [\"nope\"]\n"), "unknown authorization server `nope`"),
+        (
+            config.replace(
+                "[[signals.transmitters]]\n",
+                "[[signals.transmitters]]\nauthorization_servers = [\"nope\"]\n",
+            ),
+            "unknown authorization server `nope`",
+        ),
         (config.replace("[signals]\n", "[signals]\npath = \"/metrics\"\n"), "signals.path `/metrics`"),
         (config.replace("[signals]\n", "[signals]\nmax_age_seconds = 0\n"), "max_age_seconds must be between"),
         (
-            format!("{config}\n[[signals.transmitters.events]]\ntype = \"https://x.example/e\"\nrevokes = \"consent\"\n"),
+            format!(
+                "{config}\n[[signals.transmitters.events]]\ntype = \"https://x.example/e\"\nrevokes = \"consent\"\n"
+            ),
             "give claim (in the event) or set_claim",
         ),
     ];

@@ -199,7 +199,10 @@ pub fn build(mut config: GatewayConfig, listeners: BoundListeners) -> Result<Gat
     let revocations = Arc::new(crate::revocations::Revocations::new(servers.clone(), metrics.clone()));
     let signals = match &config.signals {
         Some(s) => Some(Arc::new(fapi_enforcement::signals::SignalReceiver::new(s).map_err(|reason| {
-            fapi_enforcement::error::StartError::File { path: config.source.clone(), reason: format!("[signals]: {reason}") }
+            fapi_enforcement::error::StartError::File {
+                path: config.source.clone(),
+                reason: format!("[signals]: {reason}"),
+            }
         })?)),
         None => None,
     };

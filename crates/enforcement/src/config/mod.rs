@@ -38,8 +38,8 @@ pub use crate::diagnostics::{line_of, ConfigError, ConfigErrors, Diagnostics};
 pub use crate::dpop::DpopConfig;
 pub use crate::introspection::{AuthorizationServerConfig, ClientAuth};
 pub use crate::policy::Upstream;
-pub use crate::signals::SignalsConfig;
 use crate::policy::{Binding, PolicySet};
+pub use crate::signals::SignalsConfig;
 
 /// Listener addresses given on the command line, over the file's (e.g. 0.0.0.0 inside a
 /// container while the file says 127.0.0.1). Kept across reloads.
@@ -135,7 +135,8 @@ impl GatewayConfig {
 
         let policies_dir = d.base.join(file.policies.get_ref());
         let server_names: Vec<String> = authorization_servers.iter().map(|a| a.name.clone()).collect();
-        let signals = file.signals.as_ref().and_then(|s| signals::validate(s, &server_names, file.admin.is_some(), &mut d));
+        let signals =
+            file.signals.as_ref().and_then(|s| signals::validate(s, &server_names, file.admin.is_some(), &mut d));
         let policies = match PolicySet::load_dir(&policies_dir, &upstreams, &server_names) {
             Ok(p) => {
                 d.warnings.extend(p.apis().iter().flat_map(|a| a.warnings.iter().cloned()));

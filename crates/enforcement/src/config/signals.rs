@@ -103,7 +103,10 @@ pub(super) fn validate(
     let path = s.path.get_ref();
     let reserved = ["/healthz", "/readyz", "/metrics", "/revocations"];
     if !path.starts_with('/') || path.contains(['?', '#', ' ', '{', '}', '*']) || reserved.contains(&path.as_str()) {
-        d.error(Some(s.path.span()), format!("signals.path `{path}` must be a plain absolute path, not an admin endpoint's"));
+        d.error(
+            Some(s.path.span()),
+            format!("signals.path `{path}` must be a plain absolute path, not an admin endpoint's"),
+        );
     }
     if !(1..=86_400).contains(s.max_age_seconds.get_ref()) {
         d.error(Some(s.max_age_seconds.span()), "signals.max_age_seconds must be between 1 and 86400");
@@ -145,7 +148,10 @@ fn transmitter(
                 Some(KeySource::Uri(uri.get_ref().clone()))
             }
             _ => {
-                d.error(at(uri), format!("signals transmitter `{name}`: jwks_uri `{}` is not an http(s) URL", uri.get_ref()));
+                d.error(
+                    at(uri),
+                    format!("signals transmitter `{name}`: jwks_uri `{}` is not an http(s) URL", uri.get_ref()),
+                );
                 None
             }
         },
@@ -184,7 +190,10 @@ fn transmitter(
         Some(list) => {
             for s in list {
                 if !servers.contains(s.get_ref()) {
-                    d.error(at(s), format!("signals transmitter `{name}`: unknown authorization server `{}`", s.get_ref()));
+                    d.error(
+                        at(s),
+                        format!("signals transmitter `{name}`: unknown authorization server `{}`", s.get_ref()),
+                    );
                 }
             }
             if list.is_empty() {
@@ -226,7 +235,10 @@ fn transmitter(
             _ => {
                 d.error(
                     Some(e.event_type.span()),
-                    format!("signals event `{}`: give claim (in the event) or set_claim (in the SET), one of them", e.event_type.get_ref()),
+                    format!(
+                        "signals event `{}`: give claim (in the event) or set_claim (in the SET), one of them",
+                        e.event_type.get_ref()
+                    ),
                 );
                 None
             }

@@ -245,11 +245,9 @@ impl SignalReceiver {
         let jwt = std::str::from_utf8(body).map_err(|_| invalid_request("the body is not a compact JWS"))?.trim();
         let unverified = set::unverified_claims(jwt)?;
         let issuer = unverified.get("iss").and_then(Value::as_str).unwrap_or("");
-        let transmitter = self
-            .transmitters
-            .iter()
-            .find(|t| t.config.issuer == issuer)
-            .ok_or_else(|| SignalError::refused(ErrorCode::InvalidIssuer, format!("no transmitter `{issuer}` is configured")))?;
+        let transmitter = self.transmitters.iter().find(|t| t.config.issuer == issuer).ok_or_else(|| {
+            SignalError::refused(ErrorCode::InvalidIssuer, format!("no transmitter `{issuer}` is configured"))
+        })?;
         if let Some(secret) = &transmitter.config.bearer_secret {
             let presented = authorization.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
             if !constant_time_eq(presented.as_bytes(), secret.as_bytes()) {
@@ -316,7 +314,10 @@ pub fn translate(t: &TransmitterConfig, claims: &Value) -> Result<Vec<Revocation
         let target = if let Some(m) = t.events.iter().find(|m| m.event_type == *event_type) {
             Some(m.target(payload, claims).map_err(invalid_request)?)
         } else if caep::EVENTS.contains(&event_type.as_str()) {
-            Some(caep::target(payload, claims, t.opaque_subjects).map_err(|e| invalid_request(format!("{event_type}: {e}")))?)
+            Some(
+                caep::target(payload, claims, t.opaque_subjects)
+                    .map_err(|e| invalid_request(format!("{event_type}: {e}")))?,
+            )
         } else if event_type == openbanking::CONSENT_AUTHORIZATION_REVOKED {
             Some(openbanking::target(payload, claims).map_err(|e| invalid_request(format!("{event_type}: {e}")))?)
         } else if INFORMATIONAL_EVENTS.contains(&event_type.as_str()) {
@@ -341,12 +342,16 @@ fn addressed(t: &TransmitterConfig, targets: Vec<Target>) -> Vec<Revocation> {
             }
         };
         match target {
-            Target::Consent(id) if t.all_servers => out.push(Revocation { server: None, revoked: Revoked::Consent(id) }),
+            Target::Consent(id) if t.all_servers => {
+                out.push(Revocation { server: None, revoked: Revoked::Consent(id) })
+            }
             Target::Subject(s) if t.all_servers => out.push(Revocation { server: None, revoked: Revoked::Subject(s) }),
             Target::Consent(id) => each(&|_| Revoked::Consent(id.clone()), &mut out),
             Target::Subject(s) => each(&|_| Revoked::Subject(s.clone()), &mut out),
             // A token's key depends on its server: one per server.
-            Target::Token(token) => each(&|server| Revoked::Token(crate::cache::TokenKey::new(server, &token)), &mut out),
+            Target::Token(token) => {
+                each(&|server| Revoked::Token(crate::cache::TokenKey::new(server, &token)), &mut out)
+            }
         }
     }
     out

@@ -140,7 +140,10 @@ async fn each_verification_failure_has_its_rfc_8935_code() {
         ("invalid_audience", key.sign(&wrong_audience)),
         ("invalid_request", "not.a.jwt".into()),
         // alg none, claims as a valid SET's.
-        ("invalid_request", format!("eyJhbGciOiJub25lIn0.{}.", URL_SAFE_NO_PAD.encode(consent_revoked("n", "aac-1").to_string()))),
+        (
+            "invalid_request",
+            format!("eyJhbGciOiJub25lIn0.{}.", URL_SAFE_NO_PAD.encode(consent_revoked("n", "aac-1").to_string())),
+        ),
     ];
     for (expected, jwt) in cases {
         assert_eq!(code(push(&r, &jwt).await), expected, "{jwt}");
@@ -189,7 +192,8 @@ async fn typ_content_type_and_bearer_are_checked() {
     header.kid = Some("k1".into());
     header.typ = Some("JWT".into());
     let jwt = jsonwebtoken::encode(&header, &consent_revoked("t1", "c"), &key.key).unwrap();
-    let pushed = r.receive(Some("application/secevent+jwt"), Some("Bearer transmitter-secret-0123456789"), jwt.as_bytes());
+    let pushed =
+        r.receive(Some("application/secevent+jwt"), Some("Bearer transmitter-secret-0123456789"), jwt.as_bytes());
     assert_eq!(code(pushed.await), "invalid_request");
     let jwt = key.sign(&consent_revoked("t2", "c"));
     assert_eq!(code(r.receive(Some("application/json"), None, jwt.as_bytes()).await), "invalid_request");
@@ -224,7 +228,10 @@ fn events_translate_to_revocations() {
     let set = |events: Value| json!({"iss": ISSUER, "events": events});
     let caep = |subject: Value| set(json!({caep::SESSION_REVOKED: {"subject": subject}}));
     let subject = |s: &str| vec![Revocation { server: None, revoked: Revoked::Subject(s.into()) }];
-    assert_eq!(translate(&t, &caep(json!({"format": "iss_sub", "iss": ISSUER, "sub": "alice"}))).unwrap(), subject("alice"));
+    assert_eq!(
+        translate(&t, &caep(json!({"format": "iss_sub", "iss": ISSUER, "sub": "alice"}))).unwrap(),
+        subject("alice")
+    );
     assert_eq!(translate(&t, &caep(json!({"format": "opaque", "id": "bob"}))).unwrap(), subject("bob"));
     assert_eq!(
         translate(&t, &caep(json!({"user": {"format": "iss_sub", "iss": ISSUER, "sub": "carol"}, "session": {"format": "opaque", "id": "s"}}))).unwrap(),
@@ -234,7 +241,11 @@ fn events_translate_to_revocations() {
     let mut top = set(json!({caep::CREDENTIAL_CHANGE: {"change_type": "revoke", "credential_type": "password"}}));
     top["sub_id"] = json!({"format": "iss_sub", "iss": ISSUER, "sub": "dave"});
     assert_eq!(translate(&t, &top).unwrap(), subject("dave"));
-    for refused in [json!({"format": "email", "email": "a@b.example"}), json!({"format": "jwt_id", "iss": ISSUER, "jti": "x"}), json!({})] {
+    for refused in [
+        json!({"format": "email", "email": "a@b.example"}),
+        json!({"format": "jwt_id", "iss": ISSUER, "jti": "x"}),
+        json!({}),
+    ] {
         assert!(translate(&t, &caep(refused)).is_err());
     }
     // Opaque subjects as tokens: one key per server.
