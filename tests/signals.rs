@@ -255,3 +255,47 @@ async fn check_reports_signals_mistakes_with_their_lines() {
         assert!(found.line.is_some(), "{found}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opaque_subject_names_one_token_when_configured_so() {
+    let w =
+        World::start_with(Options { signals: Some("opaque_subjects = \"token\"".into()), ..Options::default() }).await;
+    let (consent, token) = w.go_bank_token().await;
+    let sibling = w.token(&w.tpp, Some(&consent), "openid accounts", None).await;
+    for t in [&token, &sibling] {
+        assert_eq!(w.get(&w.tpp, "/gobank/accounts", t).await.status(), 200);
+    }
+    assert!(w.fixtures.authorization_server.revoke_token_quietly(&token));
+    assert_eq!(w.get(&w.tpp, "/gobank/accounts", &token).await.status(), 200, "still cached");
+    let set = json!({"iss": issuer(&w), "aud": SIGNALS_AUDIENCE, "iat": unix_now(), "jti": "tok-1",
+        "events": {SESSION_REVOKED: {"subject": {"format": "opaque", "id": token}}}});
+    assert_eq!(push(&w, &signed(&w, &set)).await.0, 202);
+    assert_eq!(w.metric("fapi_gateway_revocations_total{kind=\"token\"}").await, 1.0);
+    let (status, challenge, _, _) = refusal(w.get(&w.tpp, "/gobank/accounts", &token).await).await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("invalid_token"), "{challenge}");
+    // The consent's other token is untouched, still from the cache.
+    let calls = w.introspections();
+    assert_eq!(w.get(&w.tpp, "/gobank/accounts", &sibling).await.status(), 200);
+    assert_eq!(w.introspections(), calls);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_whose_keys_cannot_be_fetched_is_answered_503_for_a_retry() {
+    let nowhere = free_port();
+    let extra = format!("jwks_uri = \"https://{nowhere}/jwks\"");
+    let w = World::start_with(Options { signals: Some(extra), ..Options::default() }).await;
+    let (consent, token) = w.go_bank_token().await;
+    assert_eq!(w.get(&w.tpp, "/gobank/accounts", &token).await.status(), 200);
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/signals/events", w.admin_addr))
+        .header("content-type", "application/secevent+jwt")
+        .body(signed(&w, &consent_event(&w, "k-1", &consent)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    assert_eq!(revoked_evictions(&w).await, 0.0);
+    assert_eq!(w.metric("fapi_gateway_signals_total{result=\"unavailable\"}").await, 1.0);
+}

@@ -168,8 +168,9 @@ threads = 2
 pub const SIGNALS_AUDIENCE: &str = "https://gateway.test/signals";
 
 /// A [signals] section trusting the mock authorization server at `addr` (`extra`: more
-/// lines for its transmitter).
+/// lines for its transmitter, a `jwks_uri` of its own included).
 pub fn signals_section(addr: &str, extra: &str) -> String {
+    let jwks = if extra.contains("jwks_uri") { String::new() } else { format!("jwks_uri = \"https://{addr}/jwks\"") };
     format!(
         r#"
 [signals]
@@ -177,7 +178,7 @@ pub fn signals_section(addr: &str, extra: &str) -> String {
 name = "mock-as"
 issuer = "https://{addr}"
 audience = "{SIGNALS_AUDIENCE}"
-jwks_uri = "https://{addr}/jwks"
+{jwks}
 ca = "certs/ca.pem"
 {extra}
 "#
@@ -266,7 +267,8 @@ impl World {
             *servers = servers.replace("MOCK_AS", &fixtures.authorization_server_addr.to_string());
         }
         if let Some(extra) = &options.signals {
-            let section = signals_section(&fixtures.authorization_server_addr.to_string(), extra);
+            let addr = fixtures.authorization_server_addr.to_string();
+            let section = signals_section(&addr, &extra.replace("MOCK_AS", &addr));
             options.config_extra.push_str(&section);
             fixtures.authorization_server.signals.set_target(fapi_devkit::fixtures::SignalTarget {
                 url: format!("http://{admin_addr}/signals/events"),

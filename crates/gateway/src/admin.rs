@@ -175,7 +175,13 @@ impl Service for AdminService {
     async fn start_service(&mut self, fds: Option<ListenFds>, mut shutdown: ShutdownWatch, _listeners_per_fd: usize) {
         let Some(router) = self.router.take() else { return };
         if let Some(signals) = self.signals.take() {
-            tokio::spawn(async move { signals.load_keys().await });
+            let mut stop = shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = signals.load_keys() => {}
+                    _ = stop.changed() => {}
+                }
+            });
         }
         let bound = match self.listener.take() {
             Some(l) => l.set_nonblocking(true).and_then(|()| tokio::net::TcpListener::from_std(l)),
