@@ -67,6 +67,9 @@ pub(super) async fn verify(
         Err(KeyError::Unknown(m)) => return Err(invalid_key(m)),
         Err(KeyError::Unavailable(m)) => return Err(SignalError::KeysUnavailable(m)),
     };
+    if jwk.common.public_key_use.as_ref().is_some_and(|u| *u != jsonwebtoken::jwk::PublicKeyUse::Signature) {
+        return Err(invalid_key(format!("key {:?} is not a signing key (`use`)", header.kid)));
+    }
     if let Some(alg) = jwk.common.key_algorithm {
         if format!("{alg:?}") != format!("{:?}", header.alg) {
             return Err(invalid_key(format!("key {:?} is for {alg:?}, not {:?}", header.kid, header.alg)));

@@ -215,6 +215,15 @@ async fn eddsa_and_keys_without_kid() {
     header.typ = Some("secevent+jwt".into());
     let jwt = jsonwebtoken::encode(&header, &consent_revoked("e2", "c"), &key.key).unwrap();
     assert_eq!(code(push(&r, &jwt).await), "accepted");
+    // Not with a key published for encryption, or for another algorithm.
+    for (member, value) in [("use", "enc"), ("alg", "ES256")] {
+        let mut published = ed25519("ed");
+        published.key = key.key.clone();
+        published.jwk = key.jwk.clone();
+        published.jwk[member] = json!(value);
+        let r = receiver(transmitter(&[&published]));
+        assert_eq!(code(push(&r, &key.sign(&consent_revoked("e3", "c"))).await), "invalid_key", "{member}");
+    }
     // Not with two keys in the set.
     let other = es256("k2");
     let r = receiver(transmitter(&[&key, &other]));
