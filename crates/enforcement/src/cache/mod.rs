@@ -536,8 +536,8 @@ impl IntrospectionCache {
     /// Drops every entry whose introspected `sub` is `subject`; returns how many there were.
     ///
     /// A scan of the store, shard by shard (no index: subjects are revoked rarely, and an
-    /// index would cost every cached token memory): about a millisecond per 100,000
-    /// entries, during which each shard is locked only while it is scanned. An
+    /// index would cost every cached token memory), linear in the entries held; each shard
+    /// is locked only while it is scanned. An
     /// introspection already under way when the revocation arrives is not held back (the
     /// consent index does that for consents): its answer predates the revocation by at
     /// most one call, and the authorization server answers for the revoked session from

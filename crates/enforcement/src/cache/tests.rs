@@ -281,3 +281,27 @@ async fn revoking_a_subject_drops_its_entries_and_only_those() {
     assert_eq!(cache.revoke_consent("c-t2").await, 0);
     assert_eq!(cache.revoke_consent("c-t4").await, 1);
 }
+
+/// Not a check: prints what a subject revocation costs over 100,000 cached results
+/// (`cargo test -p fapi-enforcement --lib subject_scan_cost -- --ignored --nocapture`).
+#[tokio::test]
+#[ignore]
+async fn subject_scan_cost_over_100k_entries() {
+    let config = CacheConfig { max_ttl: Duration::from_secs(600), inactive_ttl: Duration::ZERO, capacity: 200_000 };
+    let cache = Arc::new(IntrospectionCache::new("as", &config, Arc::new(SubjectPerToken), Arc::new(Metrics::new())));
+    cache.set_consent_paths(vec![ClaimPath::parse("ConsentId").unwrap()]);
+    for i in 0..100_000 {
+        let token = format!("t{i}@s{}", i % 1000);
+        cache.lookup(cache.key(&token), &token, None).await.unwrap();
+    }
+    assert_eq!(cache.entry_count(), 100_000);
+    let mut times = Vec::new();
+    for s in 0..7 {
+        let t = std::time::Instant::now();
+        let n = cache.revoke_subject(&format!("s{s}")).await;
+        times.push(t.elapsed());
+        assert_eq!(n, 100);
+    }
+    times.sort();
+    eprintln!("revoke_subject over 100k entries: median {:?}, min {:?}, max {:?}", times[3], times[0], times[6]);
+}
