@@ -108,6 +108,16 @@ enum Fixture {
         admin_secret_file: Option<PathBuf>,
         #[arg(long)]
         consent_storage_secret: Option<String>,
+        /// The gateway's signal receiver (`http://…/signals/events`): revoked consents are
+        /// pushed there as signed Security Event Tokens instead of to `--gateway-admin`.
+        #[arg(long)]
+        signal_receiver: Option<String>,
+        /// The SETs' `iss` (the transmitter's `issuer` in gateway.toml).
+        #[arg(long, default_value = "https://127.0.0.1:9443")]
+        signal_issuer: String,
+        /// The SETs' `aud` (the transmitter's `audience` in gateway.toml).
+        #[arg(long, default_value = "https://127.0.0.1:9100/signals/events")]
+        signal_audience: String,
     },
     /// A mock bank (HTTP).
     Bank {
@@ -252,6 +262,9 @@ fn run_fixture(fixture: Fixture) -> Result<(), String> {
                 gateway_admin,
                 admin_secret_file,
                 consent_storage_secret,
+                signal_receiver,
+                signal_issuer,
+                signal_audience,
             } => {
                 let pki = DevPki::at(&certs);
                 let read = |p: &std::path::Path| {
@@ -284,9 +297,15 @@ fn run_fixture(fixture: Fixture) -> Result<(), String> {
                     revocation_hook,
                     consent_storage_secret,
                 };
-                AuthorizationServer::new(settings)
-                    .serve(listen, &pki.server_cert(), &pki.server_key(), &pki.ca())
-                    .await?
+                let server = AuthorizationServer::new(settings);
+                if let Some(url) = signal_receiver {
+                    server.signals.set_target(fapi_devkit::fixtures::SignalTarget {
+                        url,
+                        issuer: signal_issuer,
+                        audience: signal_audience,
+                    });
+                }
+                server.serve(listen, &pki.server_cert(), &pki.server_key(), &pki.ca()).await?
             }
             Fixture::Bank { bank, listen } => {
                 let data = if bank == "gobank" { BankData::go_bank() } else { BankData::hyperscale_bank() };

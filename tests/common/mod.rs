@@ -46,6 +46,9 @@ pub struct Options {
     pub config_extra: String,
     /// Lines added to [admin].
     pub admin_extra: String,
+    /// A [signals] section with the mock authorization server as transmitter (these lines
+    /// added to it), which then pushes SETs instead of calling the JSON endpoint.
+    pub signals: Option<String>,
 }
 
 impl Default for Options {
@@ -63,6 +66,7 @@ impl Default for Options {
             listener_extra: String::new(),
             config_extra: String::new(),
             admin_extra: String::new(),
+            signals: None,
         }
     }
 }
@@ -165,6 +169,27 @@ threads = 2
     path
 }
 
+/// The `aud` of the SETs the test gateway's receiver takes.
+pub const SIGNALS_AUDIENCE: &str = "https://gateway.test/signals";
+
+/// A [signals] section trusting the mock authorization server at `addr` (`extra`: more
+/// lines for its transmitter, a `jwks_uri` of its own included).
+pub fn signals_section(addr: &str, extra: &str) -> String {
+    let jwks = if extra.contains("jwks_uri") { String::new() } else { format!("jwks_uri = \"https://{addr}/jwks\"") };
+    format!(
+        r#"
+[signals]
+[[signals.transmitters]]
+name = "mock-as"
+issuer = "https://{addr}"
+audience = "{SIGNALS_AUDIENCE}"
+{jwks}
+ca = "certs/ca.pem"
+{extra}
+"#
+    )
+}
+
 /// The [authorization_server] body for the mock authorization server at `addr`.
 pub fn mock_server_section(addr: &str) -> String {
     format!(
@@ -245,6 +270,16 @@ impl World {
         let mut options = options;
         if let Some(servers) = &mut options.servers_toml {
             *servers = servers.replace("MOCK_AS", &fixtures.authorization_server_addr.to_string());
+        }
+        if let Some(extra) = &options.signals {
+            let addr = fixtures.authorization_server_addr.to_string();
+            let section = signals_section(&addr, &extra.replace("MOCK_AS", &addr));
+            options.config_extra.push_str(&section);
+            fixtures.authorization_server.signals.set_target(fapi_devkit::fixtures::SignalTarget {
+                url: format!("http://{admin_addr}/signals/events"),
+                issuer: format!("https://{}", fixtures.authorization_server_addr),
+                audience: SIGNALS_AUDIENCE.into(),
+            });
         }
         let config_path = write_config(dir.path(), &fixtures, gateway_addr, admin_addr, &options);
         let config = GatewayConfig::load(&config_path).unwrap();

@@ -171,6 +171,9 @@ pub fn run(config: Option<&Path>) -> Result<std::convert::Infallible, String> {
     let upstream = |name: &str, default: &str| {
         config.upstreams.get(name).map(|u| u.address).unwrap_or_else(|| default.parse().expect("valid"))
     };
+    // With [signals], the authorization server pushes signed SETs to the receiver instead
+    // of calling the JSON endpoint.
+    let signal_target = signal_target(&config);
     let addresses = FixtureAddresses {
         authorization_server: AUTHORIZATION_SERVER.parse().expect("valid"),
         go_bank: upstream("gobank", GO_BANK),
@@ -205,6 +208,9 @@ pub fn run(config: Option<&Path>) -> Result<std::convert::Infallible, String> {
                 let started = start_fixtures(&fixture_pki, addresses, options).await;
                 match started {
                     Ok(fixtures) => {
+                        if let Some(target) = signal_target {
+                            fixtures.authorization_server.signals.set_target(target);
+                        }
                         let _ = ready_tx.send(Ok(()));
                         std::future::pending::<()>().await;
                         drop(fixtures);
@@ -219,6 +225,18 @@ pub fn run(config: Option<&Path>) -> Result<std::convert::Infallible, String> {
     ready_rx.recv().map_err(|e| e.to_string())??;
     println!("{banner}");
     gateway.run()
+}
+
+/// Where the mock authorization server pushes its SETs: the first transmitter of
+/// `[signals]`, at the admin listener.
+pub fn signal_target(config: &GatewayConfig) -> Option<crate::fixtures::SignalTarget> {
+    let (signals, admin) = (config.signals.as_ref()?, config.admin.as_ref()?);
+    let transmitter = signals.transmitters.first()?;
+    Some(crate::fixtures::SignalTarget {
+        url: format!("http://{}{}", admin.address, signals.path),
+        issuer: transmitter.issuer.clone(),
+        audience: transmitter.audience.clone(),
+    })
 }
 
 fn addresses_of(config: &GatewayConfig, name: &str) -> String {

@@ -7,7 +7,8 @@
 //! [`policy`] (routes, profiles and the consent checks) → a grant, or a [`refusal`] with
 //! its RFC 6750 challenge and Open Banking error body. [`config`] reads and validates the
 //! configuration, [`secrets`] its secrets, [`strict_json`] every JSON document a decision
-//! depends on.
+//! depends on. [`signals`] reads the revocation Security Event Tokens authorization servers
+//! push, into [`revocation`]s.
 
 #![warn(missing_docs)]
 
@@ -27,6 +28,7 @@ pub mod refusal;
 pub mod resilience;
 pub mod revocation;
 pub mod secrets;
+pub mod signals;
 pub mod strict_json;
 
 /// Installs ring, with the FAPI TLS profile, as the process-wide rustls provider. Call

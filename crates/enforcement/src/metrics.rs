@@ -33,8 +33,11 @@ pub struct Metrics {
     pub cache_entries: IntGauge,
     /// 0 closed, 1 open, 2 half-open.
     pub circuit_state: IntGaugeVec,
-    /// Revocations received by the admin listener, by kind: `consent` or `token`.
+    /// Revocations received by the admin listener, by kind: `consent`, `token` or `subject`.
     pub revocations: IntCounterVec,
+    /// Security Event Tokens pushed to the signal receiver, by result: `accepted`, an RFC
+    /// 8935 error code, or `unavailable` (the transmitter's keys could not be fetched).
+    pub signals: IntCounterVec,
     /// The configuration generation in force: 1 at start, one more per applied reload.
     pub config_generation: IntGauge,
     /// Configuration reloads by result: `ok` or `error`.
@@ -141,6 +144,7 @@ impl Metrics {
             cache_entries: gauge("fapi_gateway_cache_entries", "Introspection results held"),
             circuit_state,
             revocations: counter("fapi_gateway_revocations_total", "Revocations received by kind", &["kind"]),
+            signals: counter("fapi_gateway_signals_total", "Security Event Tokens received, by result", &["result"]),
             config_generation: gauge(
                 "fapi_gateway_config_generation",
                 "Configuration generation (1 at start, +1 per applied reload)",

@@ -39,6 +39,10 @@ pub struct AdminState {
     pub accepting: Accepting,
     /// What `/readyz` reports on.
     pub readiness: Readiness,
+    /// Where every revocation goes.
+    pub revocations: Arc<crate::revocations::Revocations>,
+    /// The Security Event Token receiver, with `[signals]`.
+    pub signals: Option<Arc<fapi_enforcement::signals::SignalReceiver>>,
 }
 
 pub struct AdminService {
@@ -48,6 +52,8 @@ pub struct AdminService {
     listener: Option<std::net::TcpListener>,
     router: Option<Router>,
     readiness: Readiness,
+    /// Its transmitters' keys are fetched when the service starts.
+    signals: Option<Arc<fapi_enforcement::signals::SignalReceiver>>,
 }
 
 impl AdminService {
@@ -57,9 +63,10 @@ impl AdminService {
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
-            .route("/revocations", post(revoke))
-            .with_state(state);
-        AdminService { address, listener, router: Some(router), readiness }
+            .route("/revocations", post(revoke));
+        let router = crate::signal_receiver::route(router, &state);
+        let signals = state.signals.clone();
+        AdminService { address, listener, router: Some(router.with_state(state)), readiness, signals }
     }
 }
 
@@ -177,6 +184,15 @@ async fn revoke(State(s): Shared, headers: HeaderMap, body: axum::body::Bytes) -
 impl Service for AdminService {
     async fn start_service(&mut self, fds: Option<ListenFds>, mut shutdown: ShutdownWatch, _listeners_per_fd: usize) {
         let Some(router) = self.router.take() else { return };
+        if let Some(signals) = self.signals.take() {
+            let mut stop = shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = signals.load_keys() => {}
+                    _ = stop.changed() => {}
+                }
+            });
+        }
         let bound = match self.listener.take() {
             Some(l) => l.set_nonblocking(true).and_then(|()| tokio::net::TcpListener::from_std(l)),
             None => {

@@ -3,7 +3,8 @@
 //! and bounds downstream connections, [`proxy`] is the `ProxyHttp` that decides and
 //! forwards, [`forward_auth`] answers the decision alone for nginx and Caddy (mode
 //! `forward_auth`), [`access`] logs and counts each request, [`admin`] serves health,
-//! readiness, metrics and revocations, [`reload`] applies configuration changes without
+//! readiness, metrics and revocations, [`signal_receiver`] takes pushed Security Event
+//! Tokens, [`revocations`] applies every revocation, [`reload`] applies configuration changes without
 //! a restart.
 
 pub mod access;
@@ -13,5 +14,7 @@ pub mod error;
 pub mod forward_auth;
 pub mod proxy;
 pub mod reload;
+pub mod revocations;
 pub mod server;
 pub mod upstreams;
+pub mod signal_receiver;

@@ -52,6 +52,7 @@ fn restart_only(c: &GatewayConfig) -> Vec<(&'static str, String)> {
         ("dpop", format!("{:?}", c.dpop)),
         ("connections", format!("{:?}", c.connections)),
         ("upstreams", format!("{:?}", c.upstream_settings)),
+        ("signals", format!("{:x}", sha2_short(&format!("{:?}", c.signals)))),
     ]
 }
 

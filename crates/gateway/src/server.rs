@@ -199,8 +199,20 @@ pub fn build(mut config: GatewayConfig, listeners: BoundListeners) -> Result<Gat
     let conf = Arc::new(server_conf(&config));
     let accepting: Accepting = Arc::new(AtomicBool::new(false));
     let admin_listener = listeners.admin;
+    let revocations = Arc::new(crate::revocations::Revocations::new(servers.clone(), metrics.clone()));
+    let signals = match &config.signals {
+        Some(s) => Some(Arc::new(fapi_enforcement::signals::SignalReceiver::new(s).map_err(|reason| {
+            fapi_enforcement::error::StartError::File {
+                path: config.source.clone(),
+                reason: format!("[signals]: {reason}"),
+            }
+        })?)),
+        None => None,
+    };
     let admin = config.admin.as_ref().map(|a| {
         let state = AdminState {
+            revocations: revocations.clone(),
+            signals: signals.clone(),
             metrics: metrics.clone(),
             servers: servers.clone(),
             bearer_secret: a.bearer_secret.clone(),

@@ -520,3 +520,47 @@ mod index;
 
 #[cfg(test)]
 mod tests;
+
+/// Revocation by subject (CAEP `session-revoked`, `credential-change`) and by key (a token
+/// revoked elsewhere: only its key travels).
+impl IntrospectionCache {
+    /// Drops the entry under `key`; returns whether there was one.
+    pub async fn revoke_key(&self, key: TokenKey) -> bool {
+        let found = self.remove(&key).is_some();
+        if found {
+            self.metrics.cache_evictions.with_label_values(&["revoked"]).inc();
+        }
+        found
+    }
+
+    /// Drops every entry whose introspected `sub` is `subject`; returns how many there were.
+    ///
+    /// A scan of the store, shard by shard (no index: subjects are revoked rarely, and an
+    /// index would cost every cached token memory), linear in the entries held; each shard
+    /// is locked only while it is scanned. An
+    /// introspection already under way when the revocation arrives is not held back (the
+    /// consent index does that for consents): its answer predates the revocation by at
+    /// most one call, and the authorization server answers for the revoked session from
+    /// then on.
+    pub async fn revoke_subject(&self, subject: &str) -> usize {
+        let mut gone = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            shard.entries.retain(|k, slot| {
+                let matches = slot.value.info.subject.as_deref() == Some(subject);
+                if matches {
+                    gone.push((*k, slot.value.generation));
+                }
+                !matches
+            });
+        }
+        if !gone.is_empty() {
+            let mut index = lock(&self.index);
+            for (k, generation) in &gone {
+                index.remove(*k, Some(*generation));
+            }
+        }
+        self.metrics.cache_evictions.with_label_values(&["revoked"]).inc_by(gone.len() as u64);
+        gone.len()
+    }
+}

@@ -40,6 +40,7 @@ pub(super) struct ConfigFile {
     pub(super) dpop: DpopSection,
     #[serde(default)]
     pub(super) connections: ConnectionsSection,
+    pub(super) signals: Option<super::signals::SignalsSection>,
 }
 
 fn default_policies() -> Spanned<String> {

@@ -18,6 +18,7 @@ mod listener;
 mod logging;
 mod server;
 mod upstream;
+mod signals;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,6 +41,7 @@ pub use crate::dpop::DpopConfig;
 pub use crate::introspection::{AuthorizationServerConfig, ClientAuth};
 pub use crate::policy::Upstream;
 use crate::policy::{Binding, PolicySet};
+pub use crate::signals::SignalsConfig;
 
 /// Listener addresses given on the command line, over the file's (e.g. 0.0.0.0 inside a
 /// container while the file says 127.0.0.1). Kept across reloads.
@@ -94,6 +96,8 @@ pub struct GatewayConfig {
     pub policies: PolicySet,
     /// `[server]`.
     pub server: ServerConfig,
+    /// `[signals]`: the Security Event Token receiver, if configured.
+    pub signals: Option<SignalsConfig>,
 }
 
 impl GatewayConfig {
@@ -142,6 +146,8 @@ impl GatewayConfig {
 
         let policies_dir = d.base.join(file.policies.get_ref());
         let server_names: Vec<String> = authorization_servers.iter().map(|a| a.name.clone()).collect();
+        let signals =
+            file.signals.as_ref().and_then(|s| signals::validate(s, &server_names, file.admin.is_some(), &mut d));
         let policies = match PolicySet::load_dir(&policies_dir, &upstreams, &server_names) {
             Ok(p) => {
                 d.warnings.extend(p.apis().iter().flat_map(|a| a.warnings.iter().cloned()));
@@ -181,6 +187,7 @@ impl GatewayConfig {
                 policies_dir,
                 policies,
                 server,
+                signals,
             }),
             _ => Err(ConfigErrors(d.errors)),
         }
