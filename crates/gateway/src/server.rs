@@ -202,6 +202,7 @@ pub fn build(mut config: GatewayConfig, listeners: BoundListeners) -> Result<Gat
             servers: servers.clone(),
             bearer_secret: a.bearer_secret.clone(),
             accepting: accepting.clone(),
+            live: enforcer.live_cell().clone(),
         };
         AdminService::new(a.address, admin_listener, Arc::new(state))
     });

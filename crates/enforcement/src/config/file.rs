@@ -40,6 +40,7 @@ pub(super) struct ConfigFile {
     pub(super) dpop: DpopSection,
     #[serde(default)]
     pub(super) connections: ConnectionsSection,
+    pub(super) grant_jwt: Option<super::grant_jwt::GrantJwtSection>,
 }
 
 fn default_policies() -> Spanned<String> {

@@ -13,6 +13,7 @@ mod connections;
 mod dpop;
 mod file;
 mod forwarding;
+mod grant_jwt;
 mod limits;
 mod listener;
 mod logging;
@@ -90,6 +91,8 @@ pub struct GatewayConfig {
     pub policies: PolicySet,
     /// `[server]`.
     pub server: ServerConfig,
+    /// `[grant_jwt]`: the issuer and keys of the JWT signed for the bank, if any.
+    pub grant_jwt: Option<std::sync::Arc<crate::grant_jwt::GrantJwtSettings>>,
 }
 
 impl GatewayConfig {
@@ -128,6 +131,7 @@ impl GatewayConfig {
         let upstreams = forwarding::upstreams(&file.upstreams, &mut d);
         let connections = connections::validate(&file.connections, &mut d);
         let server = server::validate(&file.server, &mut d);
+        let grant_jwt = grant_jwt::validate(file.grant_jwt.as_ref(), &mut d);
 
         let policies_dir = d.base.join(file.policies.get_ref());
         let server_names: Vec<String> = authorization_servers.iter().map(|a| a.name.clone()).collect();
@@ -143,6 +147,9 @@ impl GatewayConfig {
         };
         if let Some(p) = &policies {
             dpop_needs_a_known_url(p, &dpop, &file.listener.server_names, &mut d);
+            if file.grant_jwt.is_none() {
+                grant_jwt::apis_need_keys(p, None, &mut d);
+            }
             if *file.listener.mode.get_ref() == ListenerMode::ForwardAuth {
                 bodies_unseen_in_forward_auth(p, &mut d);
             }
@@ -169,6 +176,7 @@ impl GatewayConfig {
                 policies_dir,
                 policies,
                 server,
+                grant_jwt,
             }),
             _ => Err(ConfigErrors(d.errors)),
         }

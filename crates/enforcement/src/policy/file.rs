@@ -50,6 +50,8 @@ struct ApiSection {
     /// The token's `aud` must name one of these.
     #[serde(default)]
     audiences: Vec<Spanned<String>>,
+    /// A gateway-signed JWT of the grant for the bank (`crate::grant_jwt`).
+    forward_jwt: Option<Spanned<crate::grant_jwt::ForwardJwtSection>>,
 }
 
 /// Overrides of the profile's claim mapping.
@@ -300,6 +302,9 @@ fn parse_api(
             audiences.push(a.get_ref().clone());
         }
     }
+    let forward_jwt = api.forward_jwt.as_ref().and_then(|f| {
+        f.get_ref().validate(&name).map_err(|m| problem(&mut errors, at(f.span()), m)).ok()
+    });
     let profile = Profile::named(api.profile.get_ref());
     let mut claims = profile.map(Profile::claim_mapping);
     if claims.is_none() {
@@ -577,6 +582,7 @@ fn parse_api(
             authorization_server,
             audiences,
             claims,
+            forward_jwt,
             routes,
             warnings,
             router,
