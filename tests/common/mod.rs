@@ -138,8 +138,10 @@ gobank = "http://{gb}"
 hyperscalebank = "http://{hs}"
 [server]
 threads = 2
+{grant_jwt}
 {config_extra}
 "#,
+        grant_jwt = GRANT_JWT_SECTION,
         listener_extra = o.listener_extra,
         config_extra = o.config_extra,
         servers = o.servers_toml.clone().unwrap_or_else(|| {
@@ -159,6 +161,14 @@ threads = 2
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// The repository's policies have Go Bank forward a grant JWT: signed with the PKI's key.
+pub const GRANT_JWT_SECTION: &str = r#"[grant_jwt]
+issuer = "https://fapi-gateway.test"
+[[grant_jwt.keys]]
+kid = "test-1"
+private_key_file = "certs/grant-jwt.key"
+"#;
 
 /// The [authorization_server] body for the mock authorization server at `addr`.
 pub fn mock_server_section(addr: &str) -> String {
@@ -243,6 +253,8 @@ impl World {
         }
         let config_path = write_config(dir.path(), &fixtures, gateway_addr, admin_addr, &options);
         let config = GatewayConfig::load(&config_path).unwrap();
+        // The banks verify the grant JWTs the policies turn on.
+        fapi_devkit::demo::verify_grants(&fixtures, &config);
         let gateway = RunningGateway::start(config).await.unwrap();
         let tpp = client(&pki.ca(), Some((&pki.tpp_cert(), &pki.tpp_key())), false);
         let other_tpp = client(&pki.ca(), Some((&pki.other_tpp_cert(), &pki.other_tpp_key())), false);

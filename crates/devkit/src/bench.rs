@@ -279,6 +279,7 @@ fn gateway_config(
     bank: std::net::SocketAddr,
     public: bool,
     admin: std::net::SocketAddr,
+    grant_jwt: bool,
 ) -> Result<(PathBuf, std::net::SocketAddr), String> {
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies).map_err(|e| e.to_string())?;
@@ -293,6 +294,12 @@ fn gateway_config(
         std::fs::write(policies.join("gobank.toml"), text).map_err(|e| e.to_string())?;
     } else {
         for (name, text) in EMBEDDED_POLICIES {
+            // Go Bank's policy forwards a grant JWT: kept or taken out, as asked.
+            let text: String = if grant_jwt {
+                text.to_string()
+            } else {
+                text.lines().filter(|l| !l.starts_with("forward_jwt")).map(|l| format!("{l}\n")).collect()
+            };
             std::fs::write(policies.join(name), text).map_err(|e| e.to_string())?;
         }
     }
@@ -329,6 +336,11 @@ hyperscalebank = "http://{hs}"
 level = "warn"
 [server]
 threads = 2
+[grant_jwt]
+issuer = "https://fapi-gateway.bench"
+[[grant_jwt.keys]]
+kid = "bench-1"
+private_key_file = "{certs}/grant-jwt.key"
 "#,
         certs = dir.parent().unwrap_or(dir).join("certs").display(),
         as_addr = fixtures.authorization_server_addr,
@@ -453,11 +465,11 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
         &logs.join("bank.log"),
     )?;
     fapi_gateway_server::server::wait_for_listener(bank_addr).await?;
-    let (config_path, gateway_addr) = gateway_config(&gateway_dir, &fixtures, bank_addr, false, admin_addr)?;
+    let (config_path, gateway_addr) = gateway_config(&gateway_dir, &fixtures, bank_addr, false, admin_addr, false)?;
     GatewayConfig::load(&config_path).map_err(|e| e.to_string())?;
     let config_arg = config_path.display().to_string();
     let _gateway = spawn(&options.binary, &["run", "--config", &config_arg], &logs.join("gateway.log"))?;
-    let (public_path, public_addr) = gateway_config(&public_dir, &fixtures, bank_addr, true, pick_port())?;
+    let (public_path, public_addr) = gateway_config(&public_dir, &fixtures, bank_addr, true, pick_port(), false)?;
     let public_arg = public_path.display().to_string();
     let _public_gateway = spawn(&options.binary, &["run", "--config", &public_arg], &logs.join("public-gateway.log"))?;
     for addr in [gateway_addr, admin_addr, public_addr] {
