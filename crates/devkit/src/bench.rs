@@ -37,16 +37,19 @@ pub enum Scenario {
     RevocationStorm,
     /// nginx with auth_request, an njs introspection handler and proxy_cache on the token.
     Nginx,
+    /// Hot tokens with the grant JWT (`forward_jwt`) off and on, in alternating rounds.
+    GrantJwt,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::BankDirect,
         Scenario::GatewayNoAuth,
         Scenario::GatewayHot,
         Scenario::GatewayCold,
         Scenario::RevocationStorm,
         Scenario::Nginx,
+        Scenario::GrantJwt,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +60,7 @@ impl Scenario {
             Scenario::GatewayCold => "gateway-cold",
             Scenario::RevocationStorm => "revocation-storm",
             Scenario::Nginx => "nginx-auth-request",
+            Scenario::GrantJwt => "gateway-hot-jwt",
         }
     }
 
@@ -69,6 +73,7 @@ impl Scenario {
             Scenario::GatewayCold => "cold",
             Scenario::RevocationStorm => "storm",
             Scenario::Nginx => "nginx",
+            Scenario::GrantJwt => "jwt",
         };
         Scenario::ALL.into_iter().find(|c| c.name() == s || short(*c) == s)
     }
@@ -92,7 +97,7 @@ pub struct BenchArgs {
     /// Tokens minted for the cold scenario.
     #[arg(long, default_value_t = 20_000)]
     pub cold_tokens: usize,
-    /// Comma-separated: bank, no-auth, hot, cold, storm, nginx (default: all).
+    /// Comma-separated: bank, no-auth, hot, cold, storm, nginx, jwt (default: all).
     #[arg(long, value_delimiter = ',', value_parser = parse_scenario)]
     pub scenarios: Vec<Scenario>,
     /// Cached-token counts for the memory measurement (comma-separated; empty to skip).
@@ -475,6 +480,16 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
     for addr in [gateway_addr, admin_addr, public_addr] {
         fapi_gateway_server::server::wait_for_listener(addr).await?;
     }
+    // The same gateway with Go Bank's grant JWT on, for `jwt` (its own process).
+    let mut jwt_gateway = None;
+    if options.scenarios.contains(&Scenario::GrantJwt) {
+        let (path, addr) =
+            gateway_config(&dir.path().join("jwt-gateway"), &fixtures, bank_addr, false, pick_port(), true)?;
+        let arg = path.display().to_string();
+        let process = spawn(&options.binary, &["run", "--config", &arg], &logs.join("jwt-gateway.log"))?;
+        fapi_gateway_server::server::wait_for_listener(addr).await?;
+        jwt_gateway = Some((process, addr));
+    }
 
     let thumbprint = {
         let der =
@@ -500,6 +515,26 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
     let mut by_name: HashMap<&'static str, f64> = HashMap::new();
 
     for scenario in &options.scenarios {
+        if *scenario == Scenario::GrantJwt {
+            let Some((_, jwt_addr)) = &jwt_gateway else { continue };
+            let tokens = Arc::new(mint(options.hot_tokens.max(1)));
+            let urls = [format!("https://{gateway_addr}/gobank/accounts"), format!("https://{jwt_addr}/gobank/accounts")];
+            for url in &urls {
+                for (_, t) in tokens.iter() {
+                    let _ = clients[0].get(url).bearer_auth(t).send().await;
+                }
+            }
+            let (off, on) = grant_jwt_rounds(&clients, &urls, tokens, &options, &mut report).await;
+            if off.rps > 0.0 {
+                report.ratios.push((
+                    "throughput: hot with the grant JWT / without, medians of alternating rounds (target >= 0.95)".into(),
+                    on.rps / off.rps,
+                ));
+            }
+            report.scenarios.push(off);
+            report.scenarios.push(on);
+            continue;
+        }
         let hot_url = format!("https://{gateway_addr}/gobank/accounts");
         let mut distinct = None;
         let mut nginx = None;
@@ -620,6 +655,45 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
         report.memory.push((*n, memory_per_cached_token(*n).await));
     }
     Ok(report)
+}
+
+/// Rounds of each side of the `jwt` scenario, alternating (off, on, off, on, …).
+const GRANT_JWT_ROUNDS: usize = 3;
+
+/// Drives `urls[0]` (grant JWT off) and `urls[1]` (on) in alternating rounds of the
+/// scenario's duration each; each side's round with the median throughput.
+async fn grant_jwt_rounds(
+    clients: &[reqwest::Client],
+    urls: &[String; 2],
+    tokens: Arc<Vec<(String, String)>>,
+    options: &BenchOptions,
+    report: &mut Report,
+) -> (Measured, Measured) {
+    let mut sides: [Vec<Measured>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..GRANT_JWT_ROUNDS * 2 {
+        let side = round % 2;
+        let (url, tokens) = (urls[side].clone(), tokens.clone());
+        let target: Arc<dyn Fn(u64) -> Option<Target> + Send + Sync> =
+            Arc::new(move |i| Some((url.clone(), Some(tokens[(i as usize) % tokens.len()].1.clone()), vec![])));
+        let m = drive(clients, options.duration, options.max_requests, target).await;
+        sides[side].push(m);
+    }
+    let rps = |side: &Vec<Measured>| side.iter().map(|m| format!("{:.0}", m.rps)).collect::<Vec<_>>().join(", ");
+    report.notes.push(format!("gateway-hot-jwt rounds, req/s: off {}; on {}", rps(&sides[0]), rps(&sides[1])));
+    let names = ["gateway-hot-jwt-off", "gateway-hot-jwt-on"];
+    let mut medians = sides.map(|mut rounds| {
+        rounds.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+        rounds.remove(rounds.len() / 2)
+    });
+    for (side, name) in names.iter().enumerate() {
+        medians[side].scenario = name;
+    }
+    report.notes.push(format!(
+        "gateway-hot-jwt: {GRANT_JWT_ROUNDS} alternating rounds per side of {} s; each side's median round is reported",
+        options.duration.as_secs()
+    ));
+    let [off, on] = medians;
+    (off, on)
 }
 
 /// Resident memory of this process, in bytes.
