@@ -552,6 +552,8 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
                 let url = format!("https://{public_addr}/gobank/accounts");
                 Arc::new(move |_| Some((url.clone(), None, bank_headers())))
             }
+            // Measured in rounds of its own, above.
+            Scenario::GrantJwt => continue,
             Scenario::GatewayHot | Scenario::RevocationStorm | Scenario::Nginx => {
                 let url = if *scenario == Scenario::Nginx {
                     match crate::bench_nginx::start(&pki, bank_addr, fixtures.authorization_server_addr, dir.path())
