@@ -426,3 +426,29 @@ async fn the_readmes_python_verification_accepts_the_gateways_jwt_and_nothing_el
     let (ok, out) = python_verifies(&w, &rotated, "gobank");
     assert!(ok, "{out}");
 }
+
+/// A smoke run of the benchmark's `jwt` scenario (timings are not asserted; RESULTS.md has
+/// real runs): both sides answer, with no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_benchmark_compares_the_hot_path_with_and_without_the_jwt() {
+    use fapi_devkit::bench::{BenchOptions, Scenario};
+    fapi_enforcement::install_crypto_provider();
+    let options = BenchOptions {
+        concurrency: 2,
+        duration: Duration::from_millis(300),
+        max_requests: 200,
+        hot_tokens: 5,
+        cold_tokens: 1,
+        scenarios: vec![Scenario::GrantJwt],
+        memory: vec![],
+        binary: env!("CARGO_BIN_EXE_fapi-gateway").into(),
+    };
+    let report = fapi_devkit::bench::run(options).await.unwrap();
+    let table = report.table();
+    let names: Vec<&str> = report.scenarios.iter().map(|m| m.scenario).collect();
+    assert_eq!(names, ["gateway-hot-jwt-off", "gateway-hot-jwt-on"], "{table}");
+    for m in &report.scenarios {
+        assert!(m.requests > 0 && m.errors == 0 && m.refused == 0, "{table}");
+    }
+    assert!(report.ratios.iter().any(|(name, _)| name.contains("grant JWT")), "{table}");
+}
