@@ -363,7 +363,10 @@ async fn keys_rotate_under_load_without_a_failed_verification() {
 async fn the_jwks_can_be_served_on_the_main_listener() {
     let w = World::start().await;
     assert_eq!(w.tpp.get(w.url("/.well-known/jwks.json")).send().await.unwrap().status(), 404, "off by default");
-    rewrite_grant_section(&w, &grant_section(&[("test-1", "certs/grant-jwt.key", "ES256")], "jwks_on_listener = true\n"));
+    rewrite_grant_section(
+        &w,
+        &grant_section(&[("test-1", "certs/grant-jwt.key", "ES256")], "jwks_on_listener = true\n"),
+    );
     w.gateway.reloader.reload().unwrap();
     let r = w.tpp.get(w.url("/.well-known/jwks.json")).send().await.unwrap();
     assert_eq!(r.status(), 200);

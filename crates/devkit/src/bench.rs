@@ -518,7 +518,8 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
         if *scenario == Scenario::GrantJwt {
             let Some((_, jwt_addr)) = &jwt_gateway else { continue };
             let tokens = Arc::new(mint(options.hot_tokens.max(1)));
-            let urls = [format!("https://{gateway_addr}/gobank/accounts"), format!("https://{jwt_addr}/gobank/accounts")];
+            let urls =
+                [format!("https://{gateway_addr}/gobank/accounts"), format!("https://{jwt_addr}/gobank/accounts")];
             for url in &urls {
                 for (_, t) in tokens.iter() {
                     let _ = clients[0].get(url).bearer_auth(t).send().await;
@@ -527,7 +528,8 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
             let (off, on) = grant_jwt_rounds(&clients, &urls, tokens, &options, &mut report).await;
             if off.rps > 0.0 {
                 report.ratios.push((
-                    "throughput: hot with the grant JWT / without, medians of alternating rounds (target >= 0.95)".into(),
+                    "throughput: hot with the grant JWT / without, medians of alternating rounds (target >= 0.95)"
+                        .into(),
                     on.rps / off.rps,
                 ));
             }

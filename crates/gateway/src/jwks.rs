@@ -16,5 +16,8 @@ pub fn jwks(live: &Live) -> Option<String> {
 
 /// The headers of a JWKS response.
 pub fn headers() -> [(&'static str, String); 2] {
-    [("content-type", "application/jwk-set+json".into()), ("cache-control", format!("public, max-age={MAX_AGE_SECONDS}"))]
+    [
+        ("content-type", "application/jwk-set+json".into()),
+        ("cache-control", format!("public, max-age={MAX_AGE_SECONDS}")),
+    ]
 }

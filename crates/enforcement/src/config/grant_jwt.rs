@@ -137,11 +137,9 @@ gobank = "http://127.0.0.1:8070"
     fn ec_pem() -> String {
         use base64::Engine;
         let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
-            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-            &rng,
-        )
-        .unwrap();
+        let pkcs8 =
+            ring::signature::EcdsaKeyPair::generate_pkcs8(&ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                .unwrap();
         let body = base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref());
         format!("-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n")
     }
@@ -165,7 +163,8 @@ gobank = "http://127.0.0.1:8070"
 
     #[test]
     fn keys_come_from_files_or_the_environment() {
-        let from_file = "[grant_jwt]\nissuer = \"https://gw\"\n[[grant_jwt.keys]]\nkid = \"a\"\nprivate_key_file = \"grant.pem\"\n";
+        let from_file =
+            "[grant_jwt]\nissuer = \"https://gw\"\n[[grant_jwt.keys]]\nkid = \"a\"\nprivate_key_file = \"grant.pem\"\n";
         let c = load(from_file, true).unwrap();
         let g = c.grant_jwt.unwrap();
         assert_eq!((g.issuer.as_str(), g.keys.signing_key().kid()), ("https://gw", "a"));
@@ -193,7 +192,10 @@ gobank = "http://127.0.0.1:8070"
             assert!(problems.iter().any(|p| p.contains(expected)), "`{expected}` in {problems:?}");
         }
         let problems = load("", true).unwrap_err();
-        assert!(problems.iter().any(|p| p.contains("sets forward_jwt but gateway.toml has no [grant_jwt]")), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.contains("sets forward_jwt but gateway.toml has no [grant_jwt]")),
+            "{problems:?}"
+        );
         assert!(load("", false).unwrap().grant_jwt.is_none(), "off by default");
     }
 }

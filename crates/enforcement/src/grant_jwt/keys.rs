@@ -242,7 +242,13 @@ impl KeySet {
             None => keys.len() - 1,
         };
         let jwks = json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()}).to_string();
-        Ok(KeySet { keys, signing, generation: GENERATIONS.fetch_add(1, Ordering::Relaxed), jwks, rng: SystemRandom::new() })
+        Ok(KeySet {
+            keys,
+            signing,
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
+            jwks,
+            rng: SystemRandom::new(),
+        })
     }
 
     /// The key that signs.
@@ -273,8 +279,8 @@ mod tests {
     pub(crate) const RSA_PKCS8: &str = include_str!("testdata/rsa2048.pem");
 
     fn ec_pem() -> String {
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-            .unwrap();
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap();
         pem("PRIVATE KEY", pkcs8.as_ref())
     }
 
@@ -289,7 +295,8 @@ mod tests {
         let ec = SigningKey::from_pem(Algorithm::ES256, Some("ec-1"), ec_pem().as_bytes()).unwrap();
         assert_eq!((ec.jwk()["kty"].as_str(), ec.jwk()["kid"].as_str()), (Some("EC"), Some("ec-1")));
         let ed_pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
-        let ed = SigningKey::from_pem(Algorithm::EdDSA, None, pem("PRIVATE KEY", ed_pkcs8.as_ref()).as_bytes()).unwrap();
+        let ed =
+            SigningKey::from_pem(Algorithm::EdDSA, None, pem("PRIVATE KEY", ed_pkcs8.as_ref()).as_bytes()).unwrap();
         assert_eq!(ed.jwk()["crv"], "Ed25519");
         assert_eq!(ed.kid().len(), 43, "RFC 7638 thumbprint as kid");
         let rsa = SigningKey::from_pem(Algorithm::PS256, Some("rsa"), RSA_PKCS8.as_bytes()).unwrap();
@@ -301,8 +308,12 @@ mod tests {
     fn a_key_of_another_algorithm_or_format_is_refused_clearly() {
         let e = SigningKey::from_pem(Algorithm::PS256, None, ec_pem().as_bytes()).unwrap_err();
         assert!(e.contains("PS256"), "{e}");
-        let e = SigningKey::from_pem(Algorithm::ES256, None, b"-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n")
-            .unwrap_err();
+        let e = SigningKey::from_pem(
+            Algorithm::ES256,
+            None,
+            b"-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n",
+        )
+        .unwrap_err();
         assert!(e.contains("PKCS#8"), "{e}");
         assert!(SigningKey::from_pem(Algorithm::ES256, None, b"nothing").is_err());
     }

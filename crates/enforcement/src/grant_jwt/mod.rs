@@ -146,11 +146,7 @@ impl GrantJwtSettings {
                 jwt
             }
         };
-        Ok(SignedIdentity {
-            header: forward.header.clone(),
-            jwt,
-            identity_headers: forward.identity_headers,
-        })
+        Ok(SignedIdentity { header: forward.header.clone(), jwt, identity_headers: forward.identity_headers })
     }
 }
 

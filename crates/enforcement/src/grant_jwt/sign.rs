@@ -46,7 +46,9 @@ mod tests {
         match keys.signing_key().algorithm() {
             Algorithm::ES256 => {
                 let point = [vec![4], d("x"), d("y")].concat();
-                UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point).verify(signed.as_bytes(), &sig).is_ok()
+                UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
+                    .verify(signed.as_bytes(), &sig)
+                    .is_ok()
             }
             Algorithm::EdDSA => {
                 UnparsedPublicKey::new(&signature::ED25519, d("x")).verify(signed.as_bytes(), &sig).is_ok()

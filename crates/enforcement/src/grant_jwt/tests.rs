@@ -28,7 +28,9 @@ fn keys() -> Arc<KeySet> {
         "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
         base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref())
     );
-    Arc::new(KeySet::new(vec![SigningKey::from_pem(Algorithm::ES256, Some("k1"), pem.as_bytes()).unwrap()], None).unwrap())
+    Arc::new(
+        KeySet::new(vec![SigningKey::from_pem(Algorithm::ES256, Some("k1"), pem.as_bytes()).unwrap()], None).unwrap(),
+    )
 }
 
 fn settings(keys: Arc<KeySet>) -> GrantJwtSettings {

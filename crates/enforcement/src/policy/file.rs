@@ -302,9 +302,10 @@ fn parse_api(
             audiences.push(a.get_ref().clone());
         }
     }
-    let forward_jwt = api.forward_jwt.as_ref().and_then(|f| {
-        f.get_ref().validate(&name).map_err(|m| problem(&mut errors, at(f.span()), m)).ok()
-    });
+    let forward_jwt = api
+        .forward_jwt
+        .as_ref()
+        .and_then(|f| f.get_ref().validate(&name).map_err(|m| problem(&mut errors, at(f.span()), m)).ok());
     let profile = Profile::named(api.profile.get_ref());
     let mut claims = profile.map(Profile::claim_mapping);
     if claims.is_none() {
