@@ -133,12 +133,12 @@ bearer_secret = "{ADMIN_SECRET}"
 max_ttl_seconds = {max}
 inactive_ttl_seconds = {inactive}
 capacity = {capacity}
+{grant_jwt}
 [upstreams]
 gobank = "http://{gb}"
 hyperscalebank = "http://{hs}"
 [server]
 threads = 2
-{grant_jwt}
 {config_extra}
 "#,
         grant_jwt = GRANT_JWT_SECTION,
@@ -163,6 +163,7 @@ threads = 2
 }
 
 /// The repository's policies have Go Bank forward a grant JWT: signed with the PKI's key.
+/// (Written before `[upstreams]`: `config_extra` continues `[server]`.)
 pub const GRANT_JWT_SECTION: &str = r#"[grant_jwt]
 issuer = "https://fapi-gateway.test"
 [[grant_jwt.keys]]
