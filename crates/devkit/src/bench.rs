@@ -525,7 +525,8 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
                     let _ = clients[0].get(url).bearer_auth(t).send().await;
                 }
             }
-            let (off, on) = grant_jwt_rounds(&clients, &urls, tokens, &options, &mut report).await;
+            let pids = [_gateway.0.id(), jwt_gateway.as_ref().map_or(0, |(p, _)| p.0.id())];
+            let (off, on) = grant_jwt_rounds(&clients, &urls, pids, tokens, &options, &mut report).await;
             if off.rps > 0.0 {
                 report.ratios.push((
                     "throughput: hot with the grant JWT / without, medians of alternating rounds (target >= 0.95)"
@@ -669,19 +670,34 @@ const GRANT_JWT_ROUNDS: usize = 3;
 async fn grant_jwt_rounds(
     clients: &[reqwest::Client],
     urls: &[String; 2],
+    pids: [u32; 2],
     tokens: Arc<Vec<(String, String)>>,
     options: &BenchOptions,
     report: &mut Report,
 ) -> (Measured, Measured) {
     let mut sides: [Vec<Measured>; 2] = [Vec::new(), Vec::new()];
+    // CPU of each gateway process per request, round by round (steal-proof, unlike req/s).
+    let mut cpu: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for round in 0..GRANT_JWT_ROUNDS * 2 {
         let side = round % 2;
         let (url, tokens) = (urls[side].clone(), tokens.clone());
         let target: Arc<dyn Fn(u64) -> Option<Target> + Send + Sync> =
             Arc::new(move |i| Some((url.clone(), Some(tokens[(i as usize) % tokens.len()].1.clone()), vec![])));
+        let cpu_before = process_cpu_seconds(pids[side]);
         let m = drive(clients, options.duration, options.max_requests, target).await;
+        let used = process_cpu_seconds(pids[side]) - cpu_before;
+        cpu[side].push(used * 1e6 / m.requests.max(1) as f64);
         sides[side].push(m);
     }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (cpu_off, cpu_on) = (median(&mut cpu[0]), median(&mut cpu[1]));
+    report.notes.push(format!(
+        "gateway-hot-jwt CPU per request (gateway process, median round): off {cpu_off:.1} µs, on {cpu_on:.1} µs (on / off {:.3})",
+        cpu_on / cpu_off.max(1e-9)
+    ));
     let rps = |side: &Vec<Measured>| side.iter().map(|m| format!("{:.0}", m.rps)).collect::<Vec<_>>().join(", ");
     report.notes.push(format!("gateway-hot-jwt rounds, req/s: off {}; on {}", rps(&sides[0]), rps(&sides[1])));
     let names = ["gateway-hot-jwt-off", "gateway-hot-jwt-on"];
@@ -698,6 +714,17 @@ async fn grant_jwt_rounds(
     ));
     let [off, on] = medians;
     (off, on)
+}
+
+/// User and system CPU seconds a process has used so far (from `/proc`, 100 ticks a second).
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime: fields 14 and 15 of the line (the 12th and 13th after the name).
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 /// Resident memory of this process, in bytes.
