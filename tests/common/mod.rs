@@ -141,6 +141,7 @@ bearer_secret = "{ADMIN_SECRET}"
 max_ttl_seconds = {max}
 inactive_ttl_seconds = {inactive}
 capacity = {capacity}
+{grant_jwt}
 [upstreams]
 gobank = "http://{gb}"
 hyperscalebank = "http://{hs}"
@@ -148,6 +149,7 @@ hyperscalebank = "http://{hs}"
 threads = 2
 {config_extra}
 "#,
+        grant_jwt = GRANT_JWT_SECTION,
         listener_extra = o.listener_extra,
         config_extra = o.config_extra,
         admin_extra = o.admin_extra,
@@ -189,6 +191,14 @@ ca = "certs/ca.pem"
 "#
     )
 }
+/// The repository's policies have Go Bank forward a grant JWT: signed with the PKI's key.
+/// (Written before `[upstreams]`: `config_extra` continues `[server]`.)
+pub const GRANT_JWT_SECTION: &str = r#"[grant_jwt]
+issuer = "https://fapi-gateway.test"
+[[grant_jwt.keys]]
+kid = "test-1"
+private_key_file = "certs/grant-jwt.key"
+"#;
 
 /// The [authorization_server] body for the mock authorization server at `addr`.
 pub fn mock_server_section(addr: &str) -> String {
@@ -283,6 +293,8 @@ impl World {
         }
         let config_path = write_config(dir.path(), &fixtures, gateway_addr, admin_addr, &options);
         let config = GatewayConfig::load(&config_path).unwrap();
+        // The banks verify the grant JWTs the policies turn on.
+        fapi_devkit::demo::verify_grants(&fixtures, &config);
         let gateway = RunningGateway::start(config).await.unwrap();
         let tpp = client(&pki.ca(), Some((&pki.tpp_cert(), &pki.tpp_key())), false);
         let other_tpp = client(&pki.ca(), Some((&pki.other_tpp_cert(), &pki.other_tpp_key())), false);

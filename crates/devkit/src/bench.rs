@@ -37,16 +37,19 @@ pub enum Scenario {
     RevocationStorm,
     /// nginx with auth_request, an njs introspection handler and proxy_cache on the token.
     Nginx,
+    /// Hot tokens with the grant JWT (`forward_jwt`) off and on, in alternating rounds.
+    GrantJwt,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::BankDirect,
         Scenario::GatewayNoAuth,
         Scenario::GatewayHot,
         Scenario::GatewayCold,
         Scenario::RevocationStorm,
         Scenario::Nginx,
+        Scenario::GrantJwt,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +60,7 @@ impl Scenario {
             Scenario::GatewayCold => "gateway-cold",
             Scenario::RevocationStorm => "revocation-storm",
             Scenario::Nginx => "nginx-auth-request",
+            Scenario::GrantJwt => "gateway-hot-jwt",
         }
     }
 
@@ -69,6 +73,7 @@ impl Scenario {
             Scenario::GatewayCold => "cold",
             Scenario::RevocationStorm => "storm",
             Scenario::Nginx => "nginx",
+            Scenario::GrantJwt => "jwt",
         };
         Scenario::ALL.into_iter().find(|c| c.name() == s || short(*c) == s)
     }
@@ -92,7 +97,7 @@ pub struct BenchArgs {
     /// Tokens minted for the cold scenario.
     #[arg(long, default_value_t = 20_000)]
     pub cold_tokens: usize,
-    /// Comma-separated: bank, no-auth, hot, cold, storm, nginx (default: all).
+    /// Comma-separated: bank, no-auth, hot, cold, storm, nginx, jwt (default: all).
     #[arg(long, value_delimiter = ',', value_parser = parse_scenario)]
     pub scenarios: Vec<Scenario>,
     /// Cached-token counts for the memory measurement (comma-separated; empty to skip).
@@ -279,6 +284,7 @@ fn gateway_config(
     bank: std::net::SocketAddr,
     public: bool,
     admin: std::net::SocketAddr,
+    grant_jwt: bool,
 ) -> Result<(PathBuf, std::net::SocketAddr), String> {
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies).map_err(|e| e.to_string())?;
@@ -293,6 +299,12 @@ fn gateway_config(
         std::fs::write(policies.join("gobank.toml"), text).map_err(|e| e.to_string())?;
     } else {
         for (name, text) in EMBEDDED_POLICIES {
+            // Go Bank's policy forwards a grant JWT: kept or taken out, as asked.
+            let text: String = if grant_jwt {
+                text.to_string()
+            } else {
+                text.lines().filter(|l| !l.starts_with("forward_jwt")).map(|l| format!("{l}\n")).collect()
+            };
             std::fs::write(policies.join(name), text).map_err(|e| e.to_string())?;
         }
     }
@@ -329,6 +341,11 @@ hyperscalebank = "http://{hs}"
 level = "warn"
 [server]
 threads = 2
+[grant_jwt]
+issuer = "https://fapi-gateway.bench"
+[[grant_jwt.keys]]
+kid = "bench-1"
+private_key_file = "{certs}/grant-jwt.key"
 "#,
         certs = dir.parent().unwrap_or(dir).join("certs").display(),
         as_addr = fixtures.authorization_server_addr,
@@ -453,15 +470,25 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
         &logs.join("bank.log"),
     )?;
     fapi_gateway_server::server::wait_for_listener(bank_addr).await?;
-    let (config_path, gateway_addr) = gateway_config(&gateway_dir, &fixtures, bank_addr, false, admin_addr)?;
+    let (config_path, gateway_addr) = gateway_config(&gateway_dir, &fixtures, bank_addr, false, admin_addr, false)?;
     GatewayConfig::load(&config_path).map_err(|e| e.to_string())?;
     let config_arg = config_path.display().to_string();
     let _gateway = spawn(&options.binary, &["run", "--config", &config_arg], &logs.join("gateway.log"))?;
-    let (public_path, public_addr) = gateway_config(&public_dir, &fixtures, bank_addr, true, pick_port())?;
+    let (public_path, public_addr) = gateway_config(&public_dir, &fixtures, bank_addr, true, pick_port(), false)?;
     let public_arg = public_path.display().to_string();
     let _public_gateway = spawn(&options.binary, &["run", "--config", &public_arg], &logs.join("public-gateway.log"))?;
     for addr in [gateway_addr, admin_addr, public_addr] {
         fapi_gateway_server::server::wait_for_listener(addr).await?;
+    }
+    // The same gateway with Go Bank's grant JWT on, for `jwt` (its own process).
+    let mut jwt_gateway = None;
+    if options.scenarios.contains(&Scenario::GrantJwt) {
+        let (path, addr) =
+            gateway_config(&dir.path().join("jwt-gateway"), &fixtures, bank_addr, false, pick_port(), true)?;
+        let arg = path.display().to_string();
+        let process = spawn(&options.binary, &["run", "--config", &arg], &logs.join("jwt-gateway.log"))?;
+        fapi_gateway_server::server::wait_for_listener(addr).await?;
+        jwt_gateway = Some((process, addr));
     }
 
     let thumbprint = {
@@ -488,6 +515,29 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
     let mut by_name: HashMap<&'static str, f64> = HashMap::new();
 
     for scenario in &options.scenarios {
+        if *scenario == Scenario::GrantJwt {
+            let Some((_, jwt_addr)) = &jwt_gateway else { continue };
+            let tokens = Arc::new(mint(options.hot_tokens.max(1)));
+            let urls =
+                [format!("https://{gateway_addr}/gobank/accounts"), format!("https://{jwt_addr}/gobank/accounts")];
+            for url in &urls {
+                for (_, t) in tokens.iter() {
+                    let _ = clients[0].get(url).bearer_auth(t).send().await;
+                }
+            }
+            let pids = [_gateway.0.id(), jwt_gateway.as_ref().map_or(0, |(p, _)| p.0.id())];
+            let (off, on) = grant_jwt_rounds(&clients, &urls, pids, tokens, &options, &mut report).await;
+            if off.rps > 0.0 {
+                report.ratios.push((
+                    "throughput: hot with the grant JWT / without, medians of alternating rounds (target >= 0.95)"
+                        .into(),
+                    on.rps / off.rps,
+                ));
+            }
+            report.scenarios.push(off);
+            report.scenarios.push(on);
+            continue;
+        }
         let hot_url = format!("https://{gateway_addr}/gobank/accounts");
         let mut distinct = None;
         let mut nginx = None;
@@ -505,6 +555,8 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
                 let url = format!("https://{public_addr}/gobank/accounts");
                 Arc::new(move |_| Some((url.clone(), None, bank_headers())))
             }
+            // Measured in rounds of its own, above.
+            Scenario::GrantJwt => continue,
             Scenario::GatewayHot | Scenario::RevocationStorm | Scenario::Nginx => {
                 let url = if *scenario == Scenario::Nginx {
                     match crate::bench_nginx::start(&pki, bank_addr, fixtures.authorization_server_addr, dir.path())
@@ -608,6 +660,71 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
         report.memory.push((*n, memory_per_cached_token(*n).await));
     }
     Ok(report)
+}
+
+/// Rounds of each side of the `jwt` scenario, alternating (off, on, off, on, …).
+const GRANT_JWT_ROUNDS: usize = 3;
+
+/// Drives `urls[0]` (grant JWT off) and `urls[1]` (on) in alternating rounds of the
+/// scenario's duration each; each side's round with the median throughput.
+async fn grant_jwt_rounds(
+    clients: &[reqwest::Client],
+    urls: &[String; 2],
+    pids: [u32; 2],
+    tokens: Arc<Vec<(String, String)>>,
+    options: &BenchOptions,
+    report: &mut Report,
+) -> (Measured, Measured) {
+    let mut sides: [Vec<Measured>; 2] = [Vec::new(), Vec::new()];
+    // CPU of each gateway process per request, round by round (steal-proof, unlike req/s).
+    let mut cpu: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..GRANT_JWT_ROUNDS * 2 {
+        let side = round % 2;
+        let (url, tokens) = (urls[side].clone(), tokens.clone());
+        let target: Arc<dyn Fn(u64) -> Option<Target> + Send + Sync> =
+            Arc::new(move |i| Some((url.clone(), Some(tokens[(i as usize) % tokens.len()].1.clone()), vec![])));
+        let cpu_before = process_cpu_seconds(pids[side]);
+        let m = drive(clients, options.duration, options.max_requests, target).await;
+        let used = process_cpu_seconds(pids[side]) - cpu_before;
+        cpu[side].push(used * 1e6 / m.requests.max(1) as f64);
+        sides[side].push(m);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (cpu_off, cpu_on) = (median(&mut cpu[0]), median(&mut cpu[1]));
+    report.notes.push(format!(
+        "gateway-hot-jwt CPU per request (gateway process, median round): off {cpu_off:.1} µs, on {cpu_on:.1} µs (on / off {:.3})",
+        cpu_on / cpu_off.max(1e-9)
+    ));
+    let rps = |side: &Vec<Measured>| side.iter().map(|m| format!("{:.0}", m.rps)).collect::<Vec<_>>().join(", ");
+    report.notes.push(format!("gateway-hot-jwt rounds, req/s: off {}; on {}", rps(&sides[0]), rps(&sides[1])));
+    let names = ["gateway-hot-jwt-off", "gateway-hot-jwt-on"];
+    let mut medians = sides.map(|mut rounds| {
+        rounds.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+        rounds.remove(rounds.len() / 2)
+    });
+    for (side, name) in names.iter().enumerate() {
+        medians[side].scenario = name;
+    }
+    report.notes.push(format!(
+        "gateway-hot-jwt: {GRANT_JWT_ROUNDS} alternating rounds per side of {} s; each side's median round is reported",
+        options.duration.as_secs()
+    ));
+    let [off, on] = medians;
+    (off, on)
+}
+
+/// User and system CPU seconds a process has used so far (from `/proc`, 100 ticks a second).
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime: fields 14 and 15 of the line (the 12th and 13th after the name).
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 /// Resident memory of this process, in bytes.

@@ -63,6 +63,11 @@ impl DevPki {
         self.dir.join("introspection-secret")
     }
 
+    /// The key the gateway signs grant JWTs with (ES256, PKCS#8; `[grant_jwt]`).
+    pub fn grant_jwt_key(&self) -> PathBuf {
+        self.dir.join("grant-jwt.key")
+    }
+
     /// Whether every file is already there.
     pub fn is_complete(&self) -> bool {
         [
@@ -77,6 +82,7 @@ impl DevPki {
             self.gateway_client_key(),
             self.admin_secret(),
             self.introspection_secret(),
+            self.grant_jwt_key(),
         ]
         .iter()
         .all(|p| p.is_file())
@@ -133,6 +139,8 @@ impl DevPki {
         .signed_by(&ca_cert, &ca_key)
         .map_err(err)?;
         self.write("other-tpp-revoked.crl.pem", &crl.pem().map_err(err)?)?;
+        // The grant JWT signing key (P-256, PKCS#8).
+        self.write_key("grant-jwt.key", &KeyPair::generate().map_err(err)?)?;
         // Secrets of this installation alone: nobody else's demo has the same ones.
         for name in ["admin-secret", "introspection-secret"] {
             let secret: String = rand::random::<[u8; 24]>().iter().map(|b| format!("{b:02x}")).collect();

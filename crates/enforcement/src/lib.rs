@@ -21,6 +21,7 @@ pub mod dpop;
 pub mod enforcer;
 pub mod error;
 pub mod explain;
+pub mod grant_jwt;
 pub mod introspection;
 pub mod metrics;
 pub mod policy;

@@ -1,4 +1,5 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics` and `POST /revocations`.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `POST /revocations` and the
+//! grant JWT keys at `/.well-known/jwks.json`.
 //! Runs as a pingora service so it starts and drains with the gateway.
 //!
 //! With `admin.bearer_secret` set, `/metrics` and `/revocations` require
@@ -43,6 +44,8 @@ pub struct AdminState {
     pub revocations: Arc<crate::revocations::Revocations>,
     /// The Security Event Token receiver, with `[signals]`.
     pub signals: Option<Arc<fapi_enforcement::signals::SignalReceiver>>,
+    /// The configuration in force (for the JWKS of its grant JWT keys).
+    pub live: Arc<arc_swap::ArcSwap<fapi_enforcement::enforcer::Live>>,
 }
 
 pub struct AdminService {
@@ -63,7 +66,8 @@ impl AdminService {
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
-            .route("/revocations", post(revoke));
+            .route("/revocations", post(revoke))
+            .route(fapi_enforcement::grant_jwt::JWKS_PATH, get(jwks));
         let router = crate::signal_receiver::route(router, &state);
         let signals = state.signals.clone();
         AdminService { address, listener, router: Some(router.with_state(state)), readiness, signals }
@@ -114,6 +118,17 @@ async fn readyz(State(s): Shared) -> Response {
     open.sort();
     let text = format!("not ready: circuit open to authorization server {}\n", open.join(", "));
     (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
+}
+
+/// The public keys of the grant JWTs (open, like the probes: they are public keys).
+async fn jwks(State(s): Shared) -> Response {
+    match crate::jwks::jwks(&s.live.load()) {
+        Some(body) => {
+            let [a, b] = crate::jwks::headers();
+            ([(a.0, a.1), (b.0, b.1)], body).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "no grant JWT keys: gateway.toml has no [grant_jwt]\n").into_response(),
+    }
 }
 
 async fn metrics(State(s): Shared, headers: HeaderMap) -> Response {

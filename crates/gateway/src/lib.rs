@@ -12,6 +12,7 @@ pub mod admin;
 pub mod connections;
 pub mod error;
 pub mod forward_auth;
+pub mod jwks;
 pub mod proxy;
 pub mod reload;
 pub mod revocations;

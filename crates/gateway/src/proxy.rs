@@ -62,6 +62,31 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Answers `GET /.well-known/jwks.json` when `grant_jwt.jwks_on_listener` asks for it
+    /// (the listener's mutual TLS still applies). Returns whether it answered.
+    async fn serve_jwks(&self, session: &mut Session, ctx: &RequestContext) -> Result<bool> {
+        let req = session.req_header();
+        if req.uri.path() != fapi_enforcement::grant_jwt::JWKS_PATH || req.method != http::Method::GET {
+            return Ok(false);
+        }
+        let live = self.enforcer.live();
+        let Some(body) = live.settings.grant_jwt.as_ref().filter(|g| g.jwks_on_listener).and(crate::jwks::jwks(&live))
+        else {
+            return Ok(false);
+        };
+        let mut header = ResponseHeader::build(200, Some(4))?;
+        for (name, value) in crate::jwks::headers() {
+            header.insert_header(name, value)?;
+        }
+        header.insert_header("content-length", body.len().to_string())?;
+        header.insert_header(INTERACTION_ID, &ctx.interaction_id)?;
+        session.write_response_header(Box::new(header), false).await?;
+        session.write_response_body(Some(body.into()), true).await?;
+        Ok(true)
+    }
+}
+
 fn no_grant() -> Box<pingora_core::Error> {
     pingora_core::Error::explain(pingora_core::ErrorType::InternalError, "no grant")
 }
@@ -86,6 +111,9 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<bool> {
         let (id, bad_id) = interaction_id(session.req_header());
         ctx.interaction_id = id;
+        if self.serve_jwks(session, ctx).await? {
+            return Ok(true);
+        }
         let deciding = Instant::now();
         let decision = match bad_id {
             Some(refusal) => Err(refusal),

@@ -3,8 +3,8 @@
 //! once. Requests in flight finish on the generation they started with. A configuration
 //! that does not validate is refused, logged and counted, and the old one keeps serving.
 //!
-//! Live: policies, identity headers and forwarding options, the server certificate and
-//! the client CA bundle. The listener and admin addresses, the authorization server, the
+//! Live: policies, identity headers and forwarding options, the server certificate, the
+//! client CA bundle and the grant JWT issuer and keys (`[grant_jwt]`). The listener and admin addresses, the authorization server, the
 //! cache's size and lifetimes, connection limits, threads and logging take effect on restart (a reload that
 //! changes them says so in the log).
 
@@ -261,6 +261,8 @@ fn tls_files(c: &GatewayConfig) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = c.listener.tls.iter().flat_map(|(cert, key)| [cert.clone(), key.clone()]).collect();
     files.push(c.listener.client_ca.clone());
     files.extend(c.listener.crls.iter().cloned());
+    // The grant JWT keys: replacing a key file rotates it.
+    files.extend(c.grant_jwt.iter().flat_map(|g| g.key_files.iter().cloned()));
     files
 }
 

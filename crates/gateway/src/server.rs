@@ -218,6 +218,7 @@ pub fn build(mut config: GatewayConfig, listeners: BoundListeners) -> Result<Gat
             bearer_secret: a.bearer_secret.clone(),
             accepting: accepting.clone(),
             readiness: a.readiness,
+            live: enforcer.live_cell().clone(),
         };
         AdminService::new(a.address, admin_listener, Arc::new(state))
     });

@@ -101,6 +101,8 @@ pub struct Cached {
     fetched_ms: u64,
     /// Tells this entry from a later one under the same key (for the consent index).
     generation: u64,
+    /// The grant JWTs signed for this token, which go when the entry goes.
+    pub grant_jwts: crate::grant_jwt::JwtSlot,
 }
 
 struct Lifetime {
@@ -425,7 +427,7 @@ impl IntrospectionCache {
         }
         let info = result?;
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
-        Ok(Arc::new(Cached { info, fetched_ms: self.now_ms(), generation }))
+        Ok(Arc::new(Cached { info, fetched_ms: self.now_ms(), generation, grant_jwts: Default::default() }))
     }
 
     fn remove(&self, key: &TokenKey) -> Option<Arc<Cached>> {

@@ -41,6 +41,7 @@ pub(super) struct ConfigFile {
     #[serde(default)]
     pub(super) connections: ConnectionsSection,
     pub(super) signals: Option<super::signals::SignalsSection>,
+    pub(super) grant_jwt: Option<super::grant_jwt::GrantJwtSection>,
 }
 
 fn default_policies() -> Spanned<String> {

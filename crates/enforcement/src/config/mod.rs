@@ -13,6 +13,7 @@ mod connections;
 mod dpop;
 mod file;
 mod forwarding;
+mod grant_jwt;
 mod limits;
 mod listener;
 mod logging;
@@ -98,6 +99,8 @@ pub struct GatewayConfig {
     pub server: ServerConfig,
     /// `[signals]`: the Security Event Token receiver, if configured.
     pub signals: Option<SignalsConfig>,
+    /// `[grant_jwt]`: the issuer and keys of the JWT signed for the bank, if any.
+    pub grant_jwt: Option<std::sync::Arc<crate::grant_jwt::GrantJwtSettings>>,
 }
 
 impl GatewayConfig {
@@ -143,6 +146,7 @@ impl GatewayConfig {
         let (upstreams, upstream_settings) = upstream::validate_all(&file.upstreams, timeouts, &mut d);
         let connections = connections::validate(&file.connections, &mut d);
         let server = server::validate(&file.server, &mut d);
+        let grant_jwt = grant_jwt::validate(file.grant_jwt.as_ref(), &mut d);
 
         let policies_dir = d.base.join(file.policies.get_ref());
         let server_names: Vec<String> = authorization_servers.iter().map(|a| a.name.clone()).collect();
@@ -160,6 +164,9 @@ impl GatewayConfig {
         };
         if let Some(p) = &policies {
             dpop_needs_a_known_url(p, &dpop, &file.listener.server_names, &mut d);
+            if file.grant_jwt.is_none() {
+                grant_jwt::apis_need_keys(p, None, &mut d);
+            }
             if *file.listener.mode.get_ref() == ListenerMode::ForwardAuth {
                 bodies_unseen_in_forward_auth(p, &mut d);
             }
@@ -188,6 +195,7 @@ impl GatewayConfig {
                 policies,
                 server,
                 signals,
+                grant_jwt,
             }),
             _ => Err(ConfigErrors(d.errors)),
         }

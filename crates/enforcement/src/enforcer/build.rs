@@ -27,6 +27,8 @@ impl ForwardingSettings {
             server_names: config.listener.server_names.clone(),
             upstream_connect_timeout: config.upstream_connect_timeout,
             upstream_read_timeout: config.upstream_read_timeout,
+            grant_jwt: config.grant_jwt.clone(),
+            grant_jwt_headers: crate::grant_jwt::header_names(&config.policies),
         }
     }
 }
@@ -64,9 +66,10 @@ impl Enforcer {
     pub fn from_config(config: &mut GatewayConfig, metrics: &Arc<Metrics>) -> Result<Enforcer, StartError> {
         let servers = Arc::new(server_links(config, metrics)?);
         let client_verifier = Arc::new(ClientVerifier::load(&config.listener.client_ca, &config.listener.crls)?);
+        let settings = ForwardingSettings::of(config);
         let policies = std::mem::take(&mut config.policies);
         set_consent_paths(&servers, &policies);
-        let live = Arc::new(ArcSwap::from_pointee(Live { settings: ForwardingSettings::of(config), policies }));
+        let live = Arc::new(ArcSwap::from_pointee(Live { settings, policies }));
         Ok(Enforcer::new(live, servers, client_verifier, DpopVerifier::new(&config.dpop)))
     }
 

@@ -65,6 +65,11 @@ pub struct ForwardingSettings {
     pub upstream_connect_timeout: Duration,
     /// Waiting for the bank's backend between reads may take this long.
     pub upstream_read_timeout: Duration,
+    /// The issuer and keys of grant JWTs (`[grant_jwt]`), if configured.
+    pub grant_jwt: Option<Arc<crate::grant_jwt::GrantJwtSettings>>,
+    /// Header names grant JWTs travel in (every API's, and the default): whatever the
+    /// client sent under them is removed.
+    pub grant_jwt_headers: Vec<Arc<str>>,
 }
 
 /// What can change on reload, swapped whole so a request sees one generation throughout.
@@ -236,7 +241,21 @@ impl Enforcer {
             body: body.as_ref(),
             dpop_thumbprint: dpop_thumbprint.as_deref(),
         };
-        matched.evaluate(&cached.info, presented, unix_now()).map_err(|r| identify(trace, r))
+        let now = unix_now();
+        let mut grant = matched.evaluate(&cached.info, presented, now).map_err(|r| identify(trace, r))?;
+        if let Some(forward) = &matched.api.forward_jwt {
+            // Never forwarded without the JWT the API asks for (fail closed).
+            let Some(signer) = &live.settings.grant_jwt else {
+                tracing::error!(api = %matched.api.name, "forward_jwt without [grant_jwt] keys; refusing");
+                return Err(Refusal::UpstreamUnavailable);
+            };
+            let issued = signer.issue(&cached.grant_jwts, forward, matched.api, &cached.info, &grant, now);
+            grant.signed_identity = Some(issued.map_err(|e| {
+                tracing::error!(api = %matched.api.name, error = %e, "refusing");
+                Refusal::UpstreamUnavailable
+            })?);
+        }
+        Ok(grant)
     }
 
     /// Verifies the request's DPoP proof for `token`; returns the proof key's thumbprint.

@@ -53,6 +53,8 @@ struct ApiSection {
     /// `[api.defaults]`: route keys every route of the API takes unless it sets its own.
     #[serde(default)]
     defaults: RouteDefaults,
+    /// A gateway-signed JWT of the grant for the bank (`crate::grant_jwt`).
+    forward_jwt: Option<Spanned<crate::grant_jwt::ForwardJwtSection>>,
 }
 
 /// `[api.defaults]`: what a route of the API says when it does not say otherwise. Public
@@ -395,6 +397,10 @@ fn parse_api(file: &Path, source: &str, refs: Refs) -> Result<Api, Vec<ConfigErr
             audiences.push(a.get_ref().clone());
         }
     }
+    let forward_jwt = api
+        .forward_jwt
+        .as_ref()
+        .and_then(|f| f.get_ref().validate(&name).map_err(|m| problem(&mut errors, at(f.span()), m)).ok());
     let profile = Profile::named(api.profile.get_ref());
     let mut claims = profile.map(Profile::claim_mapping);
     if claims.is_none() {
@@ -711,6 +717,7 @@ fn parse_api(file: &Path, source: &str, refs: Refs) -> Result<Api, Vec<ConfigErr
             authorization_server,
             audiences,
             claims,
+            forward_jwt,
             routes,
             warnings,
             router,

@@ -121,6 +121,8 @@ pub struct Api {
     /// Where its authorization server puts the consent: the profile's mapping, with the
     /// file's overrides.
     pub claims: ClaimMapping,
+    /// Whether and how its requests carry a gateway-signed grant JWT (off: `None`).
+    pub forward_jwt: Option<crate::grant_jwt::ForwardJwt>,
     /// Its routes, the profile's ready-made ones included when asked for.
     pub routes: Vec<Route>,
     /// Not errors, but worth an operator's look (`check` prints them).
@@ -171,6 +173,8 @@ pub struct Grant {
     pub scopes: String,
     /// Every account the consent grants, not only the one requested.
     pub accounts: Vec<String>,
+    /// The gateway-signed JWT of this grant, when the API forwards one.
+    pub signed_identity: Option<crate::grant_jwt::SignedIdentity>,
 }
 
 impl PolicySet {
@@ -423,6 +427,7 @@ impl RouteMatch<'_> {
             subject: None,
             scopes: String::new(),
             accounts: Vec::new(),
+            signed_identity: None,
         }
     }
 
@@ -696,6 +701,7 @@ impl RouteMatch<'_> {
             subject: token.subject.as_deref().map(str::to_string),
             scopes: token.scopes.join(" "),
             accounts,
+            signed_identity: None,
         })
     }
 }
