@@ -17,5 +17,5 @@ pub mod proxy;
 pub mod reload;
 pub mod revocations;
 pub mod server;
-pub mod upstreams;
 pub mod signal_receiver;
+pub mod upstreams;

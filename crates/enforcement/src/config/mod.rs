@@ -18,8 +18,8 @@ mod limits;
 mod listener;
 mod logging;
 mod server;
-mod upstream;
 mod signals;
+mod upstream;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
