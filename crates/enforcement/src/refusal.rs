@@ -72,6 +72,8 @@ pub enum Refusal {
     },
     /// The bank's backend could not be reached or failed mid-response.
     UpstreamUnavailable,
+    /// Over a rate limit, a quota or PSD2's unattended-access limit (RFC 6585 §4).
+    TooManyRequests(Box<crate::traffic::LimitExceeded>),
 }
 
 /// How a consent failed a route's checks.
@@ -119,6 +121,8 @@ pub struct RefusalResponse {
     pub retry_after: Option<u64>,
     /// The nonce for `DPoP-Nonce` (RFC 9449 §8).
     pub dpop_nonce: Option<String>,
+    /// The `RateLimit-Policy` and `RateLimit` fields, for a request over a limit.
+    pub rate_limit: Option<crate::traffic::RateLimitFields>,
     /// The Open Banking error body (JSON with `Code`, `Id`, `Message` and `Errors`).
     pub body: Bytes,
 }
@@ -152,6 +156,8 @@ impl Refusal {
             Refusal::MisdirectedRequest => "misdirected_request",
             Refusal::AuthorizationServerUnavailable { .. } => "as_unavailable",
             Refusal::UpstreamUnavailable => "upstream_unavailable",
+            Refusal::TooManyRequests(l) if l.unattended => "unattended_limit",
+            Refusal::TooManyRequests(_) => "rate_limited",
         }
     }
 
@@ -174,6 +180,7 @@ impl Refusal {
             Refusal::MisdirectedRequest => 421,
             Refusal::UpstreamUnavailable => 502,
             Refusal::AuthorizationServerUnavailable { .. } => 503,
+            Refusal::TooManyRequests(_) => 429,
         }
     }
 
@@ -318,6 +325,21 @@ impl Refusal {
             Refusal::UpstreamUnavailable => {
                 ("UK.OBIE.UnexpectedError", "the bank's API could not be reached".into(), "path")
             }
+            // The customer's presence is what lifts this limit: the header is what is missing.
+            Refusal::TooManyRequests(l) if l.unattended => (
+                "UK.OBIE.Header.Missing",
+                format!(
+                    "without the customer present (no x-fapi-customer-ip-address) this consent may read this account no more often (PSD2 RTS Art. 36(5)); retry after {} seconds",
+                    l.retry_after_seconds
+                ),
+                crate::traffic::CUSTOMER_IP_HEADER,
+            ),
+            // Open Banking defines no error code for traffic limits.
+            Refusal::TooManyRequests(l) => (
+                "UK.OBIE.UnexpectedError",
+                format!("over the limit `{}` of this API; retry after {} seconds", truncate(&l.rule), l.retry_after_seconds),
+                "path",
+            ),
         }
     }
 
@@ -347,6 +369,11 @@ impl Refusal {
             www_authenticate: self.challenge(),
             retry_after: match self {
                 Refusal::AuthorizationServerUnavailable { retry_after_seconds } => Some(*retry_after_seconds),
+                Refusal::TooManyRequests(l) => Some(l.retry_after_seconds),
+                _ => None,
+            },
+            rate_limit: match self {
+                Refusal::TooManyRequests(l) => Some(l.fields.clone()),
                 _ => None,
             },
             dpop_nonce: match self {

@@ -150,6 +150,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestContext,
     ) -> Result<()> {
         response.insert_header(INTERACTION_ID, ctx.interaction_id.as_str())?;
+        if let Some(fields) = &ctx.trace.rate_limit {
+            response.insert_header("ratelimit-policy", fields.policy.as_str())?;
+            response.insert_header("ratelimit", fields.current.as_str())?;
+        }
         Ok(())
     }
 

@@ -45,6 +45,7 @@ use crate::dpop::{DpopVerifier, ProofError};
 use crate::introspection::unix_now;
 use crate::policy::{Grant, PolicySet, Presented};
 use crate::refusal::Refusal;
+use crate::traffic::{Limiter, Subject};
 pub use build::server_links;
 pub use request::{interaction_id, INTERACTION_ID};
 
@@ -129,6 +130,8 @@ pub struct Trace {
     pub cache: Option<CacheOutcome>,
     /// The body limit of the matched route (else the gateway's).
     pub body_limit: Option<u64>,
+    /// The `RateLimit` fields of the limits that counted an allowed request.
+    pub rate_limit: Option<crate::traffic::RateLimitFields>,
 }
 
 /// Decides requests against the live configuration, with the introspection caches of
@@ -139,6 +142,8 @@ pub struct Enforcer {
     /// Verifies certificates that arrive in headers from a trusted proxy.
     client_verifier: Arc<ClientVerifier>,
     dpop: DpopVerifier,
+    /// The counters of the policies' rate limits and quotas.
+    limiter: Arc<Limiter>,
 }
 
 impl Enforcer {
@@ -150,7 +155,19 @@ impl Enforcer {
         client_verifier: Arc<ClientVerifier>,
         dpop: DpopVerifier,
     ) -> Enforcer {
-        Enforcer { live, servers, client_verifier, dpop }
+        Enforcer { live, servers, client_verifier, dpop, limiter: Arc::new(Limiter::default()) }
+    }
+
+    /// Counts limits in `limiter` (the host's, e.g. one sized by it or kept across
+    /// enforcers) instead of a limiter of its own.
+    pub fn with_limiter(mut self, limiter: Arc<Limiter>) -> Enforcer {
+        self.limiter = limiter;
+        self
+    }
+
+    /// The counters of the policies' rate limits and quotas.
+    pub fn limiter(&self) -> &Arc<Limiter> {
+        &self.limiter
     }
 
     /// The configuration generation in force.
@@ -175,6 +192,7 @@ impl Enforcer {
         let matched = live.policies.route(&req.method, req.uri.path(), req.uri.query())?;
         trace.api = Some(matched.api.name.clone());
         trace.route = Some(matched.route.path.clone());
+        let customer_present = request::customer_present(req);
         // The route's body limit (else the global one), on the declared length and on the stream.
         let body_limit = matched.route.body_limit.unwrap_or(live.settings.limits.max_body_bytes);
         trace.body_limit = Some(body_limit);
@@ -221,7 +239,31 @@ impl Enforcer {
             body: body.as_ref(),
             dpop_thumbprint: dpop_thumbprint.as_deref(),
         };
-        matched.evaluate(&cached.info, presented, unix_now())
+        let grant = matched.evaluate(&cached.info, presented, unix_now())?;
+        let api = matched.api;
+        if !api.limits.is_empty() || api.unattended_access.is_some() {
+            let account = matched.route.account_param.as_ref().and_then(|param| {
+                let raw = matched.params.iter().find(|(n, _)| n == param).map(|(_, v)| v.as_str())?;
+                raw.split(';').next()
+            });
+            let subject = Subject {
+                api: &api.name,
+                route: &matched.route.path,
+                client_id: grant.client_id.as_deref(),
+                consent_id: grant.consent_id.as_deref(),
+                certificate: thumbprint.as_deref(),
+                account,
+                customer_present,
+            };
+            let fields = self
+                .limiter
+                .admit(&api.limits, api.unattended_access.as_ref(), &matched.route.consent_types, &subject)
+                .map_err(|exceeded| Refusal::TooManyRequests(Box::new(exceeded)))?;
+            if !fields.is_empty() {
+                trace.rate_limit = Some(fields);
+            }
+        }
+        Ok(grant)
     }
 
     /// Verifies the request's DPoP proof for `token`; returns the proof key's thumbprint.
