@@ -14,3 +14,4 @@ pub mod forward_auth;
 pub mod proxy;
 pub mod reload;
 pub mod server;
+pub mod telemetry;

@@ -12,6 +12,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access::{self, AccessRecord};
+use crate::telemetry::{RequestSpans, SharedTelemetry};
 use fapi_enforcement::enforcer::forward::apply_grant;
 use fapi_enforcement::enforcer::pingora::{decide, write_refusal};
 use fapi_enforcement::enforcer::{interaction_id, Enforcer, Trace, INTERACTION_ID};
@@ -23,6 +24,7 @@ use fapi_enforcement::refusal::Refusal;
 pub struct Gateway {
     enforcer: Arc<Enforcer>,
     metrics: Arc<Metrics>,
+    telemetry: SharedTelemetry,
 }
 
 /// Per-request state across pingora's phases.
@@ -34,11 +36,18 @@ pub struct RequestContext {
     grant: Option<Grant>,
     refusal: Option<&'static str>,
     body_bytes: u64,
+    spans: Option<RequestSpans>,
 }
 
 impl Gateway {
     pub fn new(enforcer: Arc<Enforcer>, metrics: Arc<Metrics>) -> Gateway {
-        Gateway { enforcer, metrics }
+        Gateway { enforcer, metrics, telemetry: None }
+    }
+
+    /// Traces requests with `telemetry` (`[tracing]`).
+    pub fn with_telemetry(mut self, telemetry: SharedTelemetry) -> Gateway {
+        self.telemetry = telemetry;
+        self
     }
 
     /// Writes the response for a refusal and notes its reason for the access log.
@@ -65,18 +74,26 @@ impl ProxyHttp for Gateway {
             grant: None,
             refusal: None,
             body_bytes: 0,
+            spans: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<bool> {
         let (id, bad_id) = interaction_id(session.req_header());
         ctx.interaction_id = id;
+        if let Some(telemetry) = &self.telemetry {
+            ctx.spans = Some(telemetry.begin(session.req_header()));
+        }
         let deciding = Instant::now();
         let decision = match bad_id {
             Some(refusal) => Err(refusal),
             None => decide(&self.enforcer, session, &mut ctx.trace).await,
         };
         self.metrics.decision_duration.observe(deciding.elapsed().as_secs_f64());
+        if let (Some(telemetry), Some(spans)) = (&self.telemetry, ctx.spans.as_mut()) {
+            let reason = decision.as_ref().err().map_or("allowed", Refusal::reason);
+            spans.decided(telemetry, &ctx.trace, reason, decision.as_ref().ok());
+        }
         match decision {
             Ok(grant) => {
                 ctx.grant = Some(grant);
@@ -107,7 +124,11 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         let grant = ctx.grant.as_ref().ok_or_else(no_grant)?;
         let settings = &ctx.trace.live.as_ref().ok_or_else(no_grant)?.settings;
-        apply_grant(upstream, grant, settings, &ctx.interaction_id)
+        apply_grant(upstream, grant, settings, &ctx.interaction_id)?;
+        if let (Some(telemetry), Some(spans)) = (&self.telemetry, ctx.spans.as_mut()) {
+            spans.upstream(telemetry, upstream, grant);
+        }
+        Ok(())
     }
 
     /// Bodies the gateway only forwards are counted as they stream: past the limit the
@@ -134,9 +155,12 @@ impl ProxyHttp for Gateway {
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _response: &mut ResponseHeader,
+        response: &mut ResponseHeader,
         ctx: &mut RequestContext,
     ) -> Result<()> {
+        if let Some(spans) = ctx.spans.as_mut() {
+            spans.upstream_answered(response.status.as_u16());
+        }
         if let (Some(started), Some(api)) = (ctx.upstream_started.take(), ctx.trace.api.as_deref()) {
             self.metrics.upstream_duration.with_label_values(&[api]).observe(started.elapsed().as_secs_f64());
         }
@@ -211,6 +235,10 @@ impl ProxyHttp for Gateway {
             grant,
             elapsed: ctx.started.elapsed(),
         };
+        let status = record.status;
         access::record(&self.metrics, record);
+        if let Some(spans) = ctx.spans.take() {
+            spans.finish(status);
+        }
     }
 }

@@ -30,6 +30,7 @@ use crate::error::GatewayError;
 use crate::forward_auth::ForwardAuth;
 use crate::proxy::Gateway;
 use crate::reload::{ReloadService, Reloader};
+use crate::telemetry::Telemetry;
 use fapi_enforcement::cache::ServerLinks;
 use fapi_enforcement::client_identity::{install_crypto_provider, tls_settings, ServerCertificate};
 use fapi_enforcement::config::{ClientCertificateSource, ConnectionLimits, GatewayConfig, ListenerMode};
@@ -223,7 +224,9 @@ pub fn build(mut config: GatewayConfig, listeners: BoundListeners) -> Result<Gat
     let app = if config.listener.mode == ListenerMode::ForwardAuth {
         ListenerApp::ForwardAuth(http_app(ForwardAuth::new(enforcer, metrics.clone()), conf, &limits))
     } else {
-        ListenerApp::Proxy(http_app(Gateway::new(enforcer, metrics.clone()), conf, &limits))
+        let telemetry = config.tracing.as_ref().map(Telemetry::start).transpose()?.map(Arc::new);
+        let gateway = Gateway::new(enforcer, metrics.clone()).with_telemetry(telemetry);
+        ListenerApp::Proxy(http_app(gateway, conf, &limits))
     };
     // `tls` is absent behind a TLS-terminating proxy, on the bank's internal network.
     let proxy = ProxyListener::new(

@@ -40,6 +40,7 @@ pub(super) struct ConfigFile {
     pub(super) dpop: DpopSection,
     #[serde(default)]
     pub(super) connections: ConnectionsSection,
+    pub(super) tracing: Option<super::telemetry::TracingSection>,
 }
 
 fn default_policies() -> Spanned<String> {

@@ -17,6 +17,7 @@ mod limits;
 mod listener;
 mod logging;
 mod server;
+mod telemetry;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ pub use self::limits::Limits;
 pub use self::listener::{CertificateHeader, Cidr, ClientCertificateSource, ListenerConfig, ListenerMode, TlsProfile};
 pub use self::logging::{LogFormat, LoggingConfig};
 pub use self::server::ServerConfig;
+pub use self::telemetry::TracingConfig;
 pub use crate::cache::CacheConfig;
 pub use crate::diagnostics::{line_of, ConfigError, ConfigErrors, Diagnostics};
 pub use crate::dpop::DpopConfig;
@@ -90,6 +92,8 @@ pub struct GatewayConfig {
     pub policies: PolicySet,
     /// `[server]`.
     pub server: ServerConfig,
+    /// `[tracing]`: OpenTelemetry export, when switched on.
+    pub tracing: Option<TracingConfig>,
 }
 
 impl GatewayConfig {
@@ -128,6 +132,7 @@ impl GatewayConfig {
         let upstreams = forwarding::upstreams(&file.upstreams, &mut d);
         let connections = connections::validate(&file.connections, &mut d);
         let server = server::validate(&file.server, &mut d);
+        let tracing = telemetry::validate(file.tracing.as_ref(), &mut d);
 
         let policies_dir = d.base.join(file.policies.get_ref());
         let server_names: Vec<String> = authorization_servers.iter().map(|a| a.name.clone()).collect();
@@ -169,6 +174,7 @@ impl GatewayConfig {
                 policies_dir,
                 policies,
                 server,
+                tracing,
             }),
             _ => Err(ConfigErrors(d.errors)),
         }

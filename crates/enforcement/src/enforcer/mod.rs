@@ -132,6 +132,21 @@ pub struct Trace {
     pub body_limit: Option<u64>,
     /// The `RateLimit` fields of the limits that counted an allowed request.
     pub rate_limit: Option<crate::traffic::RateLimitFields>,
+    /// The introspection call this request made or waited for (not on a cache hit).
+    pub introspection: Option<IntrospectionCall>,
+}
+
+/// An introspection call as a decision saw it, for a tracing span.
+#[derive(Debug, Clone)]
+pub struct IntrospectionCall {
+    /// The authorization server's name.
+    pub server: String,
+    /// When the lookup started.
+    pub started: std::time::SystemTime,
+    /// How long the lookup took (the call, or the wait for another request's call).
+    pub duration: Duration,
+    /// Whether it failed (the request was refused: authorization server unavailable).
+    pub failed: bool,
 }
 
 /// Decides requests against the live configuration, with the introspection caches of
@@ -224,7 +239,18 @@ impl Enforcer {
         };
         let key = server.cache.key(token);
         trace.token_tag = Some(key.short());
-        let (cached, outcome) = server.cache.lookup(key, token, matched.route.cache_ttl).await.map_err(|e| {
+        let (started, clock) = (std::time::SystemTime::now(), std::time::Instant::now());
+        let looked_up = server.cache.lookup(key, token, matched.route.cache_ttl).await;
+        let outcome = looked_up.as_ref().map(|(_, o)| *o).ok();
+        if outcome != Some(CacheOutcome::Hit) {
+            trace.introspection = Some(IntrospectionCall {
+                server: server.name.clone(),
+                started,
+                duration: clock.elapsed(),
+                failed: outcome.is_none(),
+            });
+        }
+        let (cached, outcome) = looked_up.map_err(|e| {
             tracing::warn!(server = %server.name, token = %key.short(), error = %e, "introspection failed; refusing (fail closed)");
             Refusal::AuthorizationServerUnavailable { retry_after_seconds: server.retry_after_seconds }
         })?;
