@@ -186,3 +186,198 @@ async fn unattended_limit_numbers_are_configurable_per_api() {
         assert_eq!(w.get(&w.tpp, "/hyperscalebank/accounts/HS-1001", &hs).await.status(), 200);
     }
 }
+
+// ---- OpenTelemetry ----
+
+mod otlp {
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::routing::post;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    pub use opentelemetry_proto::tonic::trace::v1::Span;
+    use prost::Message;
+
+    /// An OTLP/HTTP receiver on loopback: keeps every export's bytes.
+    #[derive(Clone, Default)]
+    pub struct Receiver {
+        pub exports: Arc<Mutex<Vec<Vec<u8>>>>,
+    }
+
+    impl Receiver {
+        pub async fn start() -> (Receiver, SocketAddr) {
+            let receiver = Receiver::default();
+            let app = axum::Router::new()
+                .route(
+                    "/v1/traces",
+                    post(|State(r): State<Receiver>, body: Bytes| async move {
+                        r.exports.lock().unwrap().push(body.to_vec());
+                        ([("content-type", "application/x-protobuf")], Vec::<u8>::new())
+                    }),
+                )
+                .with_state(receiver.clone());
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+            (receiver, addr)
+        }
+
+        /// Every span received so far.
+        pub fn spans(&self) -> Vec<Span> {
+            let exports = self.exports.lock().unwrap();
+            exports
+                .iter()
+                .flat_map(|b| ExportTraceServiceRequest::decode(&b[..]).expect("a valid OTLP export").resource_spans)
+                .flat_map(|r| r.scope_spans)
+                .flat_map(|s| s.spans)
+                .collect()
+        }
+
+        /// Waits (up to 10 s) until `enough` holds for the spans received.
+        pub async fn wait_for(&self, enough: impl Fn(&[Span]) -> bool) -> Vec<Span> {
+            for _ in 0..100 {
+                let spans = self.spans();
+                if enough(&spans) {
+                    return spans;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("spans not received in 10 s: {:?}", self.spans().iter().map(|s| &s.name).collect::<Vec<_>>());
+        }
+    }
+
+    /// A span attribute as text.
+    pub fn attribute(span: &Span, key: &str) -> Option<String> {
+        let value = span.attributes.iter().find(|a| a.key == key)?.value.as_ref()?.value.as_ref()?;
+        Some(match value {
+            Value::StringValue(s) => s.clone(),
+            Value::IntValue(i) => i.to_string(),
+            Value::DoubleValue(d) => d.to_string(),
+            Value::BoolValue(b) => b.to_string(),
+            other => format!("{other:?}"),
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn tracing_options(collector: std::net::SocketAddr, ratio: f64) -> Options {
+    Options {
+        config_extra: format!(
+            "[tracing]\nendpoint = \"http://{collector}/v1/traces\"\nsampling_ratio = {ratio:?}\nexport_interval_ms = 100\n"
+        ),
+        ..Options::default()
+    }
+}
+
+const TPP_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const TPP_SPAN: &str = "00f067aa0ba902b7";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_the_collector_linked_and_the_trace_continues_at_the_bank() {
+    let (collector, addr) = otlp::Receiver::start().await;
+    let w = World::start_with(tracing_options(addr, 1.0)).await;
+    let (consent, token) = token_of(&w, &w.tpp).await;
+
+    let r = w
+        .tpp
+        .get(w.url("/gobank/accounts/GB-1001"))
+        .bearer_auth(&token)
+        .header("traceparent", format!("00-{TPP_TRACE}-{TPP_SPAN}-01"))
+        .header("tracestate", "tpp=t61rcWkgMzE")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = w.fixtures.go_bank.last_headers().unwrap();
+    let traceparent = seen["traceparent"].to_str().unwrap().to_string();
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!((parts[0], parts[1], parts[3]), ("00", TPP_TRACE, "01"), "{traceparent}");
+    assert_ne!(parts[2], TPP_SPAN, "the bank's parent is the gateway's span");
+    assert_eq!(seen["tracestate"].to_str().unwrap(), "tpp=t61rcWkgMzE");
+
+    // Again without a trace (a cache hit), and a refused one.
+    assert_eq!(w.get(&w.tpp, "/gobank/accounts/GB-1001", &token).await.status(), 200);
+    assert_eq!(w.get(&w.tpp, "/gobank/accounts/GB-1001", "not-a-token").await.status(), 401);
+
+    let spans = collector
+        .wait_for(|s| s.iter().filter(|s| s.name == "fapi-gateway request").count() >= 3 && s.len() >= 6)
+        .await;
+    let of_trace: Vec<&otlp::Span> = spans.iter().filter(|s| hex(&s.trace_id) == TPP_TRACE).collect();
+    let by_name = |n: &str| *of_trace.iter().find(|s| s.name == n).unwrap_or_else(|| panic!("no {n} span"));
+    let (request, introspection, upstream) =
+        (by_name("fapi-gateway request"), by_name("introspection"), by_name("upstream"));
+    assert_eq!(of_trace.len(), 3);
+    assert_eq!(hex(&request.parent_span_id), TPP_SPAN, "the request continues the TPP's span");
+    assert_eq!(introspection.parent_span_id, request.span_id);
+    assert_eq!(upstream.parent_span_id, request.span_id);
+    assert_eq!(hex(&upstream.span_id), parts[2], "the bank saw the upstream span as its parent");
+    let attr = |s: &otlp::Span, k: &str| otlp::attribute(s, k).unwrap_or_else(|| panic!("no {k} on {}", s.name));
+    assert_eq!(attr(request, "http.route"), "/accounts/{AccountId}");
+    assert_eq!(attr(request, "fapi.decision"), "allowed");
+    assert_eq!(attr(request, "fapi.client_id"), "financroo");
+    assert_eq!(attr(request, "fapi.consent_id_hash"), fapi_gateway_server::telemetry::consent_hash(&consent));
+    assert_eq!(attr(request, "fapi.cache"), "miss");
+    assert_eq!(attr(request, "http.response.status_code"), "200");
+    assert!(!attr(introspection, "fapi.authorization_server").is_empty());
+    assert!(attr(introspection, "fapi.introspection.duration_ms").parse::<f64>().unwrap() > 0.0);
+    assert!(introspection.end_time_unix_nano >= introspection.start_time_unix_nano);
+    assert!(request.start_time_unix_nano <= introspection.start_time_unix_nano);
+    assert!(request.end_time_unix_nano >= upstream.end_time_unix_nano);
+    assert_eq!(attr(upstream, "http.response.status_code"), "200");
+
+    // The hit: a trace of its own, no introspection span. The refusal: its reason.
+    let others: Vec<&otlp::Span> =
+        spans.iter().filter(|s| s.name == "fapi-gateway request" && hex(&s.trace_id) != TPP_TRACE).collect();
+    let hit = others.iter().find(|s| otlp::attribute(s, "fapi.cache").as_deref() == Some("hit")).unwrap();
+    assert!(hit.parent_span_id.is_empty());
+    assert!(!spans.iter().any(|s| s.trace_id == hit.trace_id && s.name == "introspection"));
+    assert!(others.iter().any(|s| otlp::attribute(s, "fapi.decision").as_deref() == Some("invalid_token")
+        && otlp::attribute(s, "http.response.status_code").as_deref() == Some("401")));
+
+    // No token, no consent id, in anything exported.
+    for export in collector.exports.lock().unwrap().iter() {
+        for secret in [token.as_bytes(), consent.as_bytes(), b"not-a-token"] {
+            assert!(!export.windows(secret.len()).any(|w| w == secret), "a secret in an export");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsampled_requests_export_nothing_but_still_carry_the_trace_to_the_bank() {
+    let (collector, addr) = otlp::Receiver::start().await;
+    let w = World::start_with(tracing_options(addr, 0.0)).await;
+    let (_, token) = token_of(&w, &w.tpp).await;
+    for _ in 0..3 {
+        let r = w
+            .tpp
+            .get(w.url("/gobank/accounts"))
+            .bearer_auth(&token)
+            .header("traceparent", format!("00-{TPP_TRACE}-{TPP_SPAN}-01"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let seen = w.fixtures.go_bank.last_headers().unwrap();
+        let traceparent = seen["traceparent"].to_str().unwrap().to_string();
+        assert!(traceparent.starts_with(&format!("00-{TPP_TRACE}-")), "{traceparent}");
+        assert!(traceparent.ends_with("-00"), "not sampled here: {traceparent}");
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(collector.spans().is_empty(), "sampling ratio 0 records nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tracing_the_tpps_traceparent_passes_unchanged() {
+    let w = World::start().await;
+    let (_, token) = token_of(&w, &w.tpp).await;
+    let traceparent = format!("00-{TPP_TRACE}-{TPP_SPAN}-01");
+    let r = w.tpp.get(w.url("/gobank/accounts")).bearer_auth(&token).header("traceparent", &traceparent).send().await;
+    assert_eq!(r.unwrap().status(), 200);
+    assert_eq!(w.fixtures.go_bank.last_headers().unwrap()["traceparent"].to_str().unwrap(), traceparent);
+}
