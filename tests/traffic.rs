@@ -381,3 +381,28 @@ async fn without_tracing_the_tpps_traceparent_passes_unchanged() {
     assert_eq!(r.unwrap().status(), 200);
     assert_eq!(w.fixtures.go_bank.last_headers().unwrap()["traceparent"].to_str().unwrap(), traceparent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_benchmark_compares_limits_and_tracing_with_the_plain_hot_path() {
+    use fapi_devkit::bench::{BenchOptions, Scenario};
+    fapi_enforcement::install_crypto_provider();
+    let options = BenchOptions {
+        concurrency: 2,
+        duration: Duration::from_millis(1000),
+        max_requests: 200,
+        hot_tokens: 5,
+        cold_tokens: 10,
+        scenarios: vec![Scenario::RateLimited, Scenario::Traced100],
+        memory: vec![],
+        binary: env!("CARGO_BIN_EXE_fapi-gateway").into(),
+    };
+    let report = fapi_devkit::bench::run(options).await.unwrap();
+    let table = report.table();
+    assert_eq!(report.scenarios.len(), 2, "{table}");
+    for m in &report.scenarios {
+        assert!(m.requests > 0 && m.errors == 0 && m.refused == 0, "{table}");
+    }
+    assert_eq!(report.ratios.len(), 2, "{table}");
+    assert!(report.ratios.iter().all(|(_, r)| *r > 0.0), "{table}");
+    assert!(report.notes.iter().any(|n| n.contains("bytes of spans received") && !n.contains(", 0 bytes")), "{table}");
+}
