@@ -106,3 +106,42 @@ pub(super) fn validate(section: Option<&TracingSection>, d: &mut Diagnostics) ->
         ca,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::GatewayConfig;
+
+    fn errors(tracing: &str) -> Vec<String> {
+        let source = format!(
+            "[listener]\naddress = \"127.0.0.1:8443\"\nclient_ca = \"ca.pem\"\n[upstreams]\ngobank = \"http://127.0.0.1:1\"\n{tracing}"
+        );
+        match GatewayConfig::parse(Path::new("/nonexistent/gateway.toml"), &source) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn tracing_mistakes_are_reported_with_file_and_line() {
+        let cases = [
+            ("[tracing]\nendpoint = \"collector:4318\"\n", "gateway.toml:7: tracing.endpoint `collector:4318` must be"),
+            (
+                "[tracing]\nendpoint = \"http://c:4318/v1/traces\"\nsampling_ratio = 1.5\n",
+                "gateway.toml:8: tracing.sampling_ratio 1.5",
+            ),
+            (
+                "[tracing]\nendpoint = \"https://c:4318/v1/traces\"\n",
+                "gateway.toml:7: an https tracing.endpoint needs tracing.ca",
+            ),
+            ("[tracing]\nendpoint = \"http://c/v1/traces\"\ntimeout_ms = 0\n", "gateway.toml:8: tracing.timeout_ms"),
+            ("[tracing]\nendpoint = \"http://c/v1/traces\"\ncolour = 1\n", "unknown field `colour`"),
+        ];
+        for (text, expected) in cases {
+            let found = errors(text);
+            assert!(found.iter().any(|e| e.contains(expected)), "expected {expected:?} in {found:?}");
+        }
+        assert!(!errors("[tracing]\nendpoint = \"http://c:4318/v1/traces\"\n").iter().any(|e| e.contains("tracing")));
+    }
+}

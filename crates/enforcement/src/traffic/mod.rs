@@ -4,7 +4,7 @@
 //!
 //! The rules are values compiled with the API ([`LimitRule`], [`UnattendedAccess`]); the
 //! counters live in a [`Limiter`] that the host creates once and hands to the enforcer, so
-//! they outlive reloads. A refused request is a [`Refusal::TooManyRequests`]: 429 with
+//! they outlive reloads. A refused request is a [`Refusal::TooManyRequests`](crate::refusal::Refusal::TooManyRequests): 429 with
 //! `Retry-After`, the `RateLimit`/`RateLimit-Policy` fields (IETF httpapi
 //! ratelimit-headers draft) and an Open Banking error body.
 
