@@ -200,8 +200,8 @@ pub(crate) fn compile_unattended(
     };
     let max_requests = s.max_requests.unwrap_or(rule.max_requests);
     let window_seconds = s.window_seconds.unwrap_or(rule.window_seconds);
-    if !(1..=10_000).contains(&max_requests) {
-        errors.push(ConfigError::new(file, line, "[unattended_access] max_requests must be between 1 and 10000"));
+    if !(1..=1_000).contains(&max_requests) {
+        errors.push(ConfigError::new(file, line, "[unattended_access] max_requests must be between 1 and 1000"));
     }
     if !(1..=31 * 86_400).contains(&window_seconds) {
         errors.push(ConfigError::new(

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Algorithm, KeyPart, LimitExceeded, LimitRule, RateLimitFields, UnattendedAccess, UNATTENDED_POLICY};
 
-/// The counters a limiter keeps at most, by default (about 150 bytes each).
+/// The counters a limiter keeps at most, by default (about 150 bytes each; an
+/// unattended-access counter of N requests weighs 1 + N / 16 of them).
 pub const DEFAULT_MAX_KEYS: u64 = 200_000;
 
 /// What a request is counted by.
@@ -42,7 +43,7 @@ pub struct Limiter {
 
 impl std::fmt::Debug for Limiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Limiter").field("counters", &self.counters.entry_count()).finish()
+        f.debug_struct("Limiter").field("counters", &self.counters.entry_count()).finish_non_exhaustive()
     }
 }
 
@@ -54,6 +55,8 @@ impl Default for Limiter {
 
 struct Counter {
     idle: Duration,
+    /// Its share of the limiter's bound (a request log is larger than a count).
+    weight: u32,
     state: Mutex<State>,
 }
 
@@ -104,7 +107,11 @@ impl Limiter {
     /// A limiter keeping at most `max_keys` counters (least used ones go first).
     pub fn new(max_keys: u64) -> Limiter {
         Limiter {
-            counters: moka::sync::Cache::builder().max_capacity(max_keys).expire_after(IdleExpiry).build(),
+            counters: moka::sync::Cache::builder()
+                .max_capacity(max_keys)
+                .weigher(|_, c: &Arc<Counter>| c.weight)
+                .expire_after(IdleExpiry)
+                .build(),
             hasher: Default::default(),
             started: Instant::now(),
         }
@@ -152,8 +159,9 @@ impl Limiter {
                 let mut h = self.hasher.build_hasher();
                 (subject.api, UNATTENDED_POLICY, u.max_requests, u.window).hash(&mut h);
                 (subject.consent_id.unwrap_or(""), subject.account.unwrap_or("")).hash(&mut h);
+                let weight = 1 + u.max_requests / 16;
                 let counter =
-                    self.counter(h.finish(), u.window + Duration::from_secs(1), || State::Log(VecDeque::new()));
+                    self.counter(h.finish(), u.window + Duration::from_secs(1), weight, || State::Log(VecDeque::new()));
                 let window_ms = u.window.as_millis() as u64;
                 let window_s = u.window.as_secs().max(1);
                 match counter.take_log(u.max_requests as usize, window_ms, unix_ms) {
@@ -170,7 +178,7 @@ impl Limiter {
             }
         }
         for rule in rules.iter().filter(|r| r.applies(subject.client_id, subject.route)) {
-            let counter = self.counter(self.key(rule, subject), rule.algorithm.idle(), || match rule.algorithm {
+            let counter = self.counter(self.key(rule, subject), rule.algorithm.idle(), 1, || match rule.algorithm {
                 Algorithm::TokenBucket { rate, per, .. } => {
                     State::Bucket { tat: 0, interval: (per.as_nanos() as u64 / rate).max(1) }
                 }
@@ -192,10 +200,11 @@ impl Limiter {
         Ok(fields)
     }
 
-    /// The counters kept now (approximate: expiries are applied lazily).
-    pub fn counters(&self) -> u64 {
+    /// The counters kept now, and their weight against the bound (after pending
+    /// evictions are applied).
+    pub fn counters(&self) -> (u64, u64) {
         self.counters.run_pending_tasks();
-        self.counters.entry_count()
+        (self.counters.entry_count(), self.counters.weighted_size())
     }
 
     fn key(&self, rule: &LimitRule, subject: &Subject<'_>) -> u64 {
@@ -213,8 +222,8 @@ impl Limiter {
         h.finish()
     }
 
-    fn counter(&self, key: u64, idle: Duration, state: impl FnOnce() -> State) -> Arc<Counter> {
-        self.counters.get_with(key, || Arc::new(Counter { idle, state: Mutex::new(state()) }))
+    fn counter(&self, key: u64, idle: Duration, weight: u32, state: impl FnOnce() -> State) -> Arc<Counter> {
+        self.counters.get_with(key, || Arc::new(Counter { idle, weight, state: Mutex::new(state()) }))
     }
 }
 
