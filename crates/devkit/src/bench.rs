@@ -39,10 +39,16 @@ pub enum Scenario {
     Nginx,
     /// Hot tokens with the grant JWT (`forward_jwt`) off and on, in alternating rounds.
     GrantJwt,
+    /// The hot path with one rate limit per TPP, against the plain hot path (rounds).
+    RateLimited,
+    /// The hot path with tracing at 1 % sampling, against the plain hot path (rounds).
+    Traced1,
+    /// The hot path with tracing at 100 % sampling, against the plain hot path (rounds).
+    Traced100,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::BankDirect,
         Scenario::GatewayNoAuth,
         Scenario::GatewayHot,
@@ -50,6 +56,9 @@ impl Scenario {
         Scenario::RevocationStorm,
         Scenario::Nginx,
         Scenario::GrantJwt,
+        Scenario::RateLimited,
+        Scenario::Traced1,
+        Scenario::Traced100,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,6 +70,9 @@ impl Scenario {
             Scenario::RevocationStorm => "revocation-storm",
             Scenario::Nginx => "nginx-auth-request",
             Scenario::GrantJwt => "gateway-hot-jwt",
+            Scenario::RateLimited => "gateway-rate-limited",
+            Scenario::Traced1 => "gateway-traced-1pct",
+            Scenario::Traced100 => "gateway-traced-100pct",
         }
     }
 
@@ -74,6 +86,9 @@ impl Scenario {
             Scenario::RevocationStorm => "storm",
             Scenario::Nginx => "nginx",
             Scenario::GrantJwt => "jwt",
+            Scenario::RateLimited => "limits",
+            Scenario::Traced1 => "traced-1",
+            Scenario::Traced100 => "traced-100",
         };
         Scenario::ALL.into_iter().find(|c| c.name() == s || short(*c) == s)
     }
@@ -97,7 +112,8 @@ pub struct BenchArgs {
     /// Tokens minted for the cold scenario.
     #[arg(long, default_value_t = 20_000)]
     pub cold_tokens: usize,
-    /// Comma-separated: bank, no-auth, hot, cold, storm, nginx, jwt (default: all).
+    /// Comma-separated: bank, no-auth, hot, cold, storm, nginx, jwt, limits, traced-1,
+    /// traced-100 (default: all).
     #[arg(long, value_delimiter = ',', value_parser = parse_scenario)]
     pub scenarios: Vec<Scenario>,
     /// Cached-token counts for the memory measurement (comma-separated; empty to skip).
@@ -196,10 +212,10 @@ pub struct Report {
 }
 
 /// What a request of a scenario is: URL, token, extra headers.
-type Target = (String, Option<String>, Vec<(&'static str, String)>);
+pub(crate) type Target = (String, Option<String>, Vec<(&'static str, String)>);
 
 /// Drives `concurrency` keep-alive connections until `duration` or `max` requests.
-async fn drive(
+pub(crate) async fn drive(
     clients: &[reqwest::Client],
     duration: Duration,
     max: u64,
@@ -273,12 +289,12 @@ async fn drive(
     m
 }
 
-fn pick_port() -> std::net::SocketAddr {
+pub(crate) fn pick_port() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free loopback port")
 }
 
 /// Writes a gateway configuration for the benchmark into `dir`.
-fn gateway_config(
+pub(crate) fn gateway_config(
     dir: &Path,
     fixtures: &Fixtures,
     bank: std::net::SocketAddr,
@@ -378,7 +394,14 @@ fn tpp_clients(pki: &DevPki, n: usize) -> Result<Vec<reqwest::Client>, String> {
 }
 
 /// A child process, killed when dropped.
-struct Process(std::process::Child);
+pub(crate) struct Process(std::process::Child);
+
+impl Process {
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -387,7 +410,7 @@ impl Drop for Process {
     }
 }
 
-fn spawn(binary: &Path, args: &[&str], log: &Path) -> Result<Process, String> {
+pub(crate) fn spawn(binary: &Path, args: &[&str], log: &Path) -> Result<Process, String> {
     let log = std::fs::File::create(log).map_err(|e| e.to_string())?;
     std::process::Command::new(binary)
         .args(args)
@@ -473,7 +496,7 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
     let (config_path, gateway_addr) = gateway_config(&gateway_dir, &fixtures, bank_addr, false, admin_addr, false)?;
     GatewayConfig::load(&config_path).map_err(|e| e.to_string())?;
     let config_arg = config_path.display().to_string();
-    let _gateway = spawn(&options.binary, &["run", "--config", &config_arg], &logs.join("gateway.log"))?;
+    let gateway = spawn(&options.binary, &["run", "--config", &config_arg], &logs.join("gateway.log"))?;
     let (public_path, public_addr) = gateway_config(&public_dir, &fixtures, bank_addr, true, pick_port(), false)?;
     let public_arg = public_path.display().to_string();
     let _public_gateway = spawn(&options.binary, &["run", "--config", &public_arg], &logs.join("public-gateway.log"))?;
@@ -525,7 +548,7 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
                     let _ = clients[0].get(url).bearer_auth(t).send().await;
                 }
             }
-            let pids = [_gateway.0.id(), jwt_gateway.as_ref().map_or(0, |(p, _)| p.0.id())];
+            let pids = [gateway.0.id(), jwt_gateway.as_ref().map_or(0, |(p, _)| p.0.id())];
             let (off, on) = grant_jwt_rounds(&clients, &urls, pids, tokens, &options, &mut report).await;
             if off.rps > 0.0 {
                 report.ratios.push((
@@ -539,6 +562,41 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
             continue;
         }
         let hot_url = format!("https://{gateway_addr}/gobank/accounts");
+        if let Some(what) = crate::bench_traffic::variant_of(*scenario) {
+            let tokens = Arc::new(mint(options.hot_tokens.max(1)));
+            for (_, t) in tokens.iter() {
+                let _ = clients[0].get(&hot_url).bearer_auth(t).send().await;
+            }
+            let baseline = crate::bench_traffic::Baseline { url: hot_url.clone(), process: &gateway };
+            let compared = crate::bench_traffic::compare(
+                *scenario,
+                dir.path(),
+                &options.binary,
+                &fixtures,
+                bank_addr,
+                &baseline,
+                &clients,
+                tokens,
+                options.duration,
+                options.max_requests,
+            )
+            .await;
+            match compared {
+                Ok(c) => {
+                    report.ratios.push((
+                        format!(
+                            "throughput: {what} / off (median of {} alternating rounds)",
+                            crate::bench_traffic::ROUNDS
+                        ),
+                        c.ratio,
+                    ));
+                    report.notes.push(c.note);
+                    report.scenarios.push(c.measured);
+                }
+                Err(e) => report.notes.push(format!("{}: failed: {e}", scenario.name())),
+            }
+            continue;
+        }
         let mut distinct = None;
         let mut nginx = None;
         let mut max = options.max_requests;
@@ -586,6 +644,8 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
                 let tokens = Arc::new(tokens);
                 Arc::new(move |i| Some((url.clone(), Some(tokens[(i as usize) % tokens.len()].1.clone()), vec![])))
             }
+            // Measured in rounds against the hot path, above.
+            Scenario::RateLimited | Scenario::Traced1 | Scenario::Traced100 => continue,
             Scenario::GatewayCold => {
                 let tokens = Arc::new(mint(options.cold_tokens.max(1)));
                 max = max.min(tokens.len() as u64);

@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod bench_nginx;
+pub mod bench_traffic;
 pub mod demo;
 pub mod fixtures;
 pub mod pki;

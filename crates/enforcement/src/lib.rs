@@ -31,6 +31,7 @@ pub mod revocation;
 pub mod secrets;
 pub mod signals;
 pub mod strict_json;
+pub mod traffic;
 
 /// Installs ring, with the FAPI TLS profile, as the process-wide rustls provider. Call
 /// before any TLS is set up: pingora, reqwest and the fixtures all use the process default.

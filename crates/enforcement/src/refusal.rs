@@ -81,6 +81,8 @@ pub enum Refusal {
     UpstreamUnavailable,
     /// The bank's backend did not connect or answer within its upstream's timeouts.
     UpstreamTimeout,
+    /// Over a rate limit, a quota or PSD2's unattended-access limit (RFC 6585 §4).
+    TooManyRequests(Box<crate::traffic::LimitExceeded>),
 }
 
 /// How a consent failed a route's checks.
@@ -141,6 +143,8 @@ pub struct RefusalResponse {
     pub dpop_nonce: Option<String>,
     /// The methods for `Allow`, on a 405 (RFC 9110 §15.5.6).
     pub allow: Option<String>,
+    /// The `RateLimit-Policy` and `RateLimit` fields, for a request over a limit.
+    pub rate_limit: Option<crate::traffic::RateLimitFields>,
     /// The Open Banking error body (JSON with `Code`, `Id`, `Message` and `Errors`).
     pub body: Bytes,
 }
@@ -176,6 +180,8 @@ impl Refusal {
             Refusal::AuthorizationServerUnavailable { .. } => "as_unavailable",
             Refusal::UpstreamUnavailable => "upstream_unavailable",
             Refusal::UpstreamTimeout => "upstream_timeout",
+            Refusal::TooManyRequests(l) if l.unattended => "unattended_limit",
+            Refusal::TooManyRequests(_) => "rate_limited",
         }
     }
 
@@ -199,6 +205,7 @@ impl Refusal {
             Refusal::UpstreamUnavailable => 502,
             Refusal::UpstreamTimeout => 504,
             Refusal::AuthorizationServerUnavailable { .. } => 503,
+            Refusal::TooManyRequests(_) => 429,
         }
     }
 
@@ -374,6 +381,21 @@ impl Refusal {
             Refusal::UpstreamTimeout => {
                 ("UK.OBIE.UnexpectedError", "the bank's API did not answer in time".into(), "path")
             }
+            // The customer's presence is what lifts this limit: the header is what is missing.
+            Refusal::TooManyRequests(l) if l.unattended => (
+                "UK.OBIE.Header.Missing",
+                format!(
+                    "without the customer present (no x-fapi-customer-ip-address) this consent may read this account no more often (PSD2 RTS Art. 36(5)); retry after {} seconds",
+                    l.retry_after_seconds
+                ),
+                crate::traffic::CUSTOMER_IP_HEADER,
+            ),
+            // Open Banking defines no error code for traffic limits.
+            Refusal::TooManyRequests(l) => (
+                "UK.OBIE.UnexpectedError",
+                format!("over the limit `{}` of this API; retry after {} seconds", truncate(&l.rule), l.retry_after_seconds),
+                "path",
+            ),
         }
     }
 
@@ -403,6 +425,11 @@ impl Refusal {
             www_authenticate: self.challenge(),
             retry_after: match self {
                 Refusal::AuthorizationServerUnavailable { retry_after_seconds } => Some(*retry_after_seconds),
+                Refusal::TooManyRequests(l) => Some(l.retry_after_seconds),
+                _ => None,
+            },
+            rate_limit: match self {
+                Refusal::TooManyRequests(l) => Some(l.fields.clone()),
                 _ => None,
             },
             dpop_nonce: match self {

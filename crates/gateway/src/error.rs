@@ -29,6 +29,9 @@ pub enum GatewayError {
     /// The proxy listener did not start accepting in time.
     #[error("the proxy listener did not start accepting within {0:?}")]
     NotAccepting(Duration),
+    /// The OpenTelemetry exporter of `[tracing]` could not be set up.
+    #[error("tracing: {0}")]
+    Telemetry(String),
     /// A reload asks for what only a restart can do.
     #[error("{0}")]
     NeedsRestart(String),

@@ -19,3 +19,4 @@ pub mod revocations;
 pub mod server;
 pub mod signal_receiver;
 pub mod upstreams;
+pub mod telemetry;

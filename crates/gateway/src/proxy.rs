@@ -14,6 +14,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access::{self, AccessRecord};
 use crate::upstreams::{Pool, Upstreams};
+use crate::telemetry::{RequestSpans, SharedTelemetry};
 use fapi_enforcement::enforcer::forward::apply_grant;
 use fapi_enforcement::enforcer::pingora::{decide, write_refusal};
 use fapi_enforcement::enforcer::{interaction_id, Enforcer, Trace, INTERACTION_ID};
@@ -26,6 +27,7 @@ pub struct Gateway {
     enforcer: Arc<Enforcer>,
     metrics: Arc<Metrics>,
     upstreams: Arc<Upstreams>,
+    telemetry: SharedTelemetry,
 }
 
 /// Per-request state across pingora's phases.
@@ -38,6 +40,7 @@ pub struct RequestContext {
     refusal: Option<&'static str>,
     body_bytes: u64,
     upstream: UpstreamAttempts,
+    spans: Option<RequestSpans>,
 }
 
 /// Where a request went upstream: its pool, the deadline of its total timeout, the target
@@ -52,7 +55,13 @@ pub struct UpstreamAttempts {
 
 impl Gateway {
     pub fn new(enforcer: Arc<Enforcer>, metrics: Arc<Metrics>, upstreams: Arc<Upstreams>) -> Gateway {
-        Gateway { enforcer, metrics, upstreams }
+        Gateway { enforcer, metrics, upstreams, telemetry: None }
+    }
+
+    /// Traces requests with `telemetry` (`[tracing]`).
+    pub fn with_telemetry(mut self, telemetry: SharedTelemetry) -> Gateway {
+        self.telemetry = telemetry;
+        self
     }
 
     /// Writes the response for a refusal and notes its reason for the access log.
@@ -105,12 +114,16 @@ impl ProxyHttp for Gateway {
             refusal: None,
             body_bytes: 0,
             upstream: UpstreamAttempts::default(),
+            spans: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<bool> {
         let (id, bad_id) = interaction_id(session.req_header());
         ctx.interaction_id = id;
+        if let Some(telemetry) = &self.telemetry {
+            ctx.spans = Some(telemetry.begin(session.req_header()));
+        }
         if self.serve_jwks(session, ctx).await? {
             return Ok(true);
         }
@@ -120,6 +133,10 @@ impl ProxyHttp for Gateway {
             None => decide(&self.enforcer, session, &mut ctx.trace).await,
         };
         self.metrics.decision_duration.observe(deciding.elapsed().as_secs_f64());
+        if let (Some(telemetry), Some(spans)) = (&self.telemetry, ctx.spans.as_mut()) {
+            let reason = decision.as_ref().err().map_or("allowed", Refusal::reason);
+            spans.decided(telemetry, &ctx.trace, reason, decision.as_ref().ok());
+        }
         match decision {
             Ok(grant) => {
                 ctx.grant = Some(grant);
@@ -197,7 +214,11 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         let grant = ctx.grant.as_ref().ok_or_else(no_grant)?;
         let settings = &ctx.trace.live.as_ref().ok_or_else(no_grant)?.settings;
-        apply_grant(upstream, grant, settings, &ctx.interaction_id)
+        apply_grant(upstream, grant, settings, &ctx.interaction_id)?;
+        if let (Some(telemetry), Some(spans)) = (&self.telemetry, ctx.spans.as_mut()) {
+            spans.upstream(telemetry, upstream, grant);
+        }
+        Ok(())
     }
 
     /// Bodies the gateway only forwards are counted as they stream: past the limit the
@@ -224,9 +245,12 @@ impl ProxyHttp for Gateway {
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _response: &mut ResponseHeader,
+        response: &mut ResponseHeader,
         ctx: &mut RequestContext,
     ) -> Result<()> {
+        if let Some(spans) = ctx.spans.as_mut() {
+            spans.upstream_answered(response.status.as_u16());
+        }
         if let (Some(started), Some(api)) = (ctx.upstream_started.take(), ctx.trace.api.as_deref()) {
             self.metrics.upstream_duration.with_label_values(&[api]).observe(started.elapsed().as_secs_f64());
         }
@@ -240,6 +264,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestContext,
     ) -> Result<()> {
         response.insert_header(INTERACTION_ID, ctx.interaction_id.as_str())?;
+        if let Some(fields) = &ctx.trace.rate_limit {
+            response.insert_header("ratelimit-policy", fields.policy.as_str())?;
+            response.insert_header("ratelimit", fields.current.as_str())?;
+        }
         Ok(())
     }
 
@@ -301,6 +329,10 @@ impl ProxyHttp for Gateway {
             grant,
             elapsed: ctx.started.elapsed(),
         };
+        let status = record.status;
         access::record(&self.metrics, record);
+        if let Some(spans) = ctx.spans.take() {
+            spans.finish(status);
+        }
     }
 }

@@ -31,6 +31,7 @@ use crate::forward_auth::ForwardAuth;
 use crate::proxy::Gateway;
 use crate::reload::{ReloadService, Reloader};
 use crate::upstreams::{HealthChecks, Upstreams};
+use crate::telemetry::Telemetry;
 use fapi_enforcement::cache::ServerLinks;
 use fapi_enforcement::client_identity::{install_crypto_provider, tls_settings, ServerCertificate};
 use fapi_enforcement::config::{ClientCertificateSource, ConnectionLimits, GatewayConfig, ListenerMode};
@@ -243,7 +244,9 @@ pub fn build(mut config: GatewayConfig, listeners: BoundListeners) -> Result<Gat
     } else {
         let upstreams = Upstreams::new(&config.upstream_settings);
         health_checks = upstreams.health_checks();
-        ListenerApp::Proxy(http_app(Gateway::new(enforcer, metrics.clone(), Arc::new(upstreams)), conf, &limits))
+        let telemetry = config.tracing.as_ref().map(Telemetry::start).transpose()?.map(Arc::new);
+        let gateway = Gateway::new(enforcer, metrics.clone(), Arc::new(upstreams)).with_telemetry(telemetry);
+        ListenerApp::Proxy(http_app(gateway, conf, &limits))
     };
     // `tls` is absent behind a TLS-terminating proxy, on the bank's internal network.
     let proxy = ProxyListener::new(

@@ -42,6 +42,7 @@ pub(super) struct ConfigFile {
     pub(super) connections: ConnectionsSection,
     pub(super) signals: Option<super::signals::SignalsSection>,
     pub(super) grant_jwt: Option<super::grant_jwt::GrantJwtSection>,
+    pub(super) tracing: Option<super::telemetry::TracingSection>,
 }
 
 fn default_policies() -> Spanned<String> {

@@ -20,6 +20,7 @@ mod logging;
 mod server;
 mod signals;
 mod upstream;
+mod telemetry;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ pub use self::listener::{CertificateHeader, Cidr, ClientCertificateSource, Liste
 pub use self::logging::{LogFormat, LoggingConfig};
 pub use self::server::ServerConfig;
 pub use self::upstream::{Balancing, HealthCheck, UpstreamSettings, UpstreamTls};
+pub use self::telemetry::TracingConfig;
 pub use crate::cache::CacheConfig;
 pub use crate::diagnostics::{line_of, ConfigError, ConfigErrors, Diagnostics};
 pub use crate::dpop::DpopConfig;
@@ -101,6 +103,8 @@ pub struct GatewayConfig {
     pub signals: Option<SignalsConfig>,
     /// `[grant_jwt]`: the issuer and keys of the JWT signed for the bank, if any.
     pub grant_jwt: Option<std::sync::Arc<crate::grant_jwt::GrantJwtSettings>>,
+    /// `[tracing]`: OpenTelemetry export, when switched on.
+    pub tracing: Option<TracingConfig>,
 }
 
 impl GatewayConfig {
@@ -147,6 +151,7 @@ impl GatewayConfig {
         let connections = connections::validate(&file.connections, &mut d);
         let server = server::validate(&file.server, &mut d);
         let grant_jwt = grant_jwt::validate(file.grant_jwt.as_ref(), &mut d);
+        let tracing = telemetry::validate(file.tracing.as_ref(), &mut d);
 
         let policies_dir = d.base.join(file.policies.get_ref());
         let server_names: Vec<String> = authorization_servers.iter().map(|a| a.name.clone()).collect();
@@ -196,6 +201,7 @@ impl GatewayConfig {
                 server,
                 signals,
                 grant_jwt,
+                tracing,
             }),
             _ => Err(ConfigErrors(d.errors)),
         }

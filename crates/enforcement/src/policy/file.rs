@@ -33,6 +33,11 @@ struct PolicyFile {
     claims: ClaimsSection,
     #[serde(default)]
     route: Vec<Spanned<RouteSection>>,
+    #[serde(default)]
+    rate_limit: Vec<Spanned<crate::traffic::file::RateLimitSection>>,
+    #[serde(default)]
+    quota: Vec<Spanned<crate::traffic::file::QuotaSection>>,
+    unattended_access: Option<Spanned<crate::traffic::file::UnattendedSection>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -707,6 +712,11 @@ fn parse_api(file: &Path, source: &str, refs: Refs) -> Result<Api, Vec<ConfigErr
         });
     }
 
+    let route_paths: Vec<&str> = routes.iter().map(|r| r.path.as_str()).collect();
+    let limits =
+        crate::traffic::file::compile(file, source, &parsed.rate_limit, &parsed.quota, &route_paths, &mut errors);
+    let unattended_access =
+        crate::traffic::file::compile_unattended(file, source, parsed.unattended_access.as_ref(), profile, &mut errors);
     match (errors.is_empty(), upstream, claims, authorization_server) {
         (true, Some(upstream), Some(claims), Some(authorization_server)) => Ok(Api {
             name,
@@ -721,6 +731,8 @@ fn parse_api(file: &Path, source: &str, refs: Refs) -> Result<Api, Vec<ConfigErr
             routes,
             warnings,
             router,
+            limits,
+            unattended_access,
         }),
         _ => Err(errors),
     }

@@ -128,6 +128,10 @@ pub struct Api {
     /// Not errors, but worth an operator's look (`check` prints them).
     pub warnings: Vec<crate::diagnostics::ConfigError>,
     router: Router<usize>,
+    /// Its `[[rate_limit]]` and `[[quota]]` rules, in file order.
+    pub limits: Vec<crate::traffic::LimitRule>,
+    /// PSD2's unattended-access limit, when the API switches it on.
+    pub unattended_access: Option<crate::traffic::UnattendedAccess>,
 }
 
 /// Every API's routes.

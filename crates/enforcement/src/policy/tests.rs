@@ -674,3 +674,50 @@ fn path_forms() {
         assert_eq!(path_form(path), form, "{path:?}");
     }
 }
+
+#[test]
+fn limit_sections_compile_and_their_mistakes_have_lines() {
+    let good = format!(
+        "{UK}\n[[rate_limit]]\nname = \"per-tpp\"\nkey = [\"client_id\"]\nrate = 10\nburst = 20\n\n[[quota]]\nkey = [\"consent\", \"route\"]\nlimit = 1000\nper = \"day\"\nroutes = [\"/accounts\"]\n\n[unattended_access]\nmax_requests = 2\n"
+    );
+    let api = PolicySet::parse_api(Path::new("p.toml"), &good, &upstreams(), &["as".to_string()]).unwrap();
+    assert_eq!(api.limits.len(), 2);
+    assert_eq!(api.limits[0].name, "per-tpp");
+    assert_eq!(api.limits[1].name, "quota-1");
+    assert_eq!(api.limits[1].algorithm, crate::traffic::Algorithm::FixedWindow { limit: 1000, window: 86_400 });
+    let unattended = api.unattended_access.unwrap();
+    assert_eq!((unattended.max_requests, unattended.window.as_secs()), (2, 86_400));
+    assert_eq!(unattended.consent_types, vec!["account-access-consent"]);
+
+    let cases: Vec<(String, &str)> = vec![
+        (format!("{UK}\n[[rate_limit]]\nrate = 0\n"), "p.toml:29: [[rate_limit]] `rate-1`: rate must be at least 1"),
+        (
+            format!("{UK}\n[[rate_limit]]\nrate = 5\nper = \"week\"\n"),
+            "p.toml:29: [[rate_limit]] `rate-1`: per = \"week\"",
+        ),
+        (
+            format!("{UK}\n[[quota]]\nlimit = 5\nper = \"day\"\nkey = [\"ip\"]\n"),
+            "p.toml:29: [[quota]] `quota-1`: key `ip` is not one of",
+        ),
+        (
+            format!("{UK}\n[[quota]]\nlimit = 5\nper = \"day\"\nroutes = [\"/nope\"]\n"),
+            "p.toml:29: [[quota]] `quota-1`: routes: `/nope` is not a route",
+        ),
+        (
+            format!(
+                "{UK}\n[[quota]]\nname = \"a\"\nlimit = 5\nper = \"day\"\n[[rate_limit]]\nname = \"a\"\nrate = 1\n"
+            ),
+            "`a`: the name is used twice",
+        ),
+        (format!("{UK}\n[[quota]]\nlimit = 5\n"), "missing field `per`"),
+        (format!("{UK}\n[unattended_access]\nmax_requests = 0\n"), "p.toml:29: [unattended_access] max_requests"),
+        (
+            format!("{}\n[unattended_access]\n", UK.replace("profile = \"obuk\"", "profile = \"cdr\"")),
+            "profile cdr has no unattended-access rule",
+        ),
+    ];
+    for (source, expected) in cases {
+        let errors = errors_of(&source);
+        assert!(errors.iter().any(|e| e.contains(expected)), "expected {expected:?} in {errors:?}");
+    }
+}
