@@ -114,6 +114,16 @@ enum Fixture {
         admin_secret_file: Option<PathBuf>,
         #[arg(long)]
         consent_storage_secret: Option<String>,
+        /// The gateway's signal receiver (`http://…/signals/events`): revoked consents are
+        /// pushed there as signed Security Event Tokens instead of to `--gateway-admin`.
+        #[arg(long)]
+        signal_receiver: Option<String>,
+        /// The SETs' `iss` (the transmitter's `issuer` in gateway.toml).
+        #[arg(long, default_value = "https://127.0.0.1:9443")]
+        signal_issuer: String,
+        /// The SETs' `aud` (the transmitter's `audience` in gateway.toml).
+        #[arg(long, default_value = "https://127.0.0.1:9100/signals/events")]
+        signal_audience: String,
     },
     /// A mock bank (HTTP).
     Bank {
@@ -268,6 +278,9 @@ fn run_fixture(fixture: Fixture) -> Result<(), String> {
                 gateway_admin,
                 admin_secret_file,
                 consent_storage_secret,
+                signal_receiver,
+                signal_issuer,
+                signal_audience,
             } => {
                 let pki = DevPki::at(&certs);
                 let read = |p: &std::path::Path| {
@@ -300,9 +313,15 @@ fn run_fixture(fixture: Fixture) -> Result<(), String> {
                     revocation_hook,
                     consent_storage_secret,
                 };
-                AuthorizationServer::new(settings)
-                    .serve(listen, &pki.server_cert(), &pki.server_key(), &pki.ca())
-                    .await?
+                let server = AuthorizationServer::new(settings);
+                if let Some(url) = signal_receiver {
+                    server.signals.set_target(fapi_devkit::fixtures::SignalTarget {
+                        url,
+                        issuer: signal_issuer,
+                        audience: signal_audience,
+                    });
+                }
+                server.serve(listen, &pki.server_cert(), &pki.server_key(), &pki.ca()).await?
             }
             Fixture::Bank { bank, listen } => {
                 let data = if bank == "gobank" { BankData::go_bank() } else { BankData::hyperscale_bank() };
@@ -348,17 +367,42 @@ fn check(path: &std::path::Path) -> Result<(), String> {
         config.listener.address,
         servers.join("; ")
     );
+    // What each API reads from its authorization server's responses, and what it does not.
+    for api in config.policies.apis() {
+        println!(
+            "  API `{}` ({}, {} routes): {}",
+            api.name,
+            if api.prefix.is_empty() { "/" } else { &api.prefix },
+            api.routes.len(),
+            api.claims.describe()
+        );
+    }
     Ok(())
 }
 
-/// Logs to standard error; `RUST_LOG` overrides the configured level.
+/// Logs to standard error; `RUST_LOG` overrides the configured level. pingora's
+/// per-connection errors are counted, and shown only at debug (see `log_noise`).
 fn init_logging(config: Option<&LoggingConfig>) {
-    use tracing_subscriber::EnvFilter;
+    use std::io::IsTerminal;
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{fmt, EnvFilter};
     let level = config.map(|c| c.level.as_str()).unwrap_or("info");
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(true);
-    match config.map(|c| c.format) {
-        Some(LogFormat::Json) => builder.json().flatten_event(true).init(),
-        _ => builder.init(),
-    }
+    let directives = std::env::var("RUST_LOG").ok().filter(|v| EnvFilter::try_new(v).is_ok());
+    let directives = directives.unwrap_or_else(|| level.to_string());
+    let filter = EnvFilter::new(&directives);
+    let noise = fapi_gateway_server::connections::log_noise::ConnectionNoise {
+        show: directives.contains("debug") || directives.contains("trace"),
+    };
+    let layer = match config.map(|c| c.format) {
+        Some(LogFormat::Json) => {
+            fmt::layer().json().flatten_event(true).with_writer(std::io::stderr).with_target(true).boxed()
+        }
+        // Colour only for a person at a terminal, never into files or a log collector.
+        _ => fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(true)
+            .with_ansi(std::io::stderr().is_terminal())
+            .boxed(),
+    };
+    tracing_subscriber::registry().with(filter).with(layer.with_filter(noise)).init();
 }

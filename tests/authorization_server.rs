@@ -11,11 +11,17 @@ use common::faulty::{Fault, FaultyServer};
 use common::*;
 
 async fn world_with(server: &FaultyServer, extra: &str, capacity: u64) -> World {
+    world_with_admin(server, extra, capacity, "").await
+}
+
+async fn world_with_admin(server: &FaultyServer, extra: &str, capacity: u64, admin: &str) -> World {
     let section = format!(
         "introspection_endpoint = \"{}/introspect\"\nclient_id = \"fapi-gateway\"\nclient_secret = \"test-secret\"\ntimeout_ms = 500\nretry_after_seconds = 3\n{extra}\n",
         server.issuer()
     );
-    World::start_with(Options { authorization_server: Some(section), capacity, ..Options::default() }).await
+    let options =
+        Options { authorization_server: Some(section), capacity, admin_extra: admin.into(), ..Options::default() };
+    World::start_with(options).await
 }
 
 /// A scripted server whose active tokens are bound to the world's TPP certificate.
@@ -66,7 +72,10 @@ async fn every_fault_fails_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_circuit_opens_answers_fast_and_recovers() {
-    let (w, server) = bound_world("circuit_failure_threshold = 3\ncircuit_open_seconds = 1", 1000).await;
+    let server = FaultyServer::start(String::new()).await;
+    let admin = "readiness = \"authorization_servers\"";
+    let w = world_with_admin(&server, "circuit_failure_threshold = 3\ncircuit_open_seconds = 1", 1000, admin).await;
+    bound(&w, &server).await;
     server.set(Fault::Status(500));
     for i in 0..3 {
         assert_eq!(w.get(&w.tpp, "/gobank/accounts", &format!("t{i}")).await.status(), 503);
@@ -84,6 +93,22 @@ async fn the_circuit_opens_answers_fast_and_recovers() {
     assert_eq!(w.get(&w.tpp, "/gobank/accounts", "t10").await.status(), 200);
     assert_eq!(w.metric(r#"fapi_gateway_circuit_state{server="default"}"#).await, 0.0);
     assert_eq!(w.admin("/readyz").await.0, 200);
+}
+
+/// By default readiness is the listeners' only: an open circuit to the authorization server
+/// (which every replica sees alike) does not take the replica out of its balancer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_an_open_circuit_leaves_the_gateway_ready() {
+    let (w, server) = bound_world("circuit_failure_threshold = 2\ncircuit_open_seconds = 30", 1000).await;
+    assert_eq!(w.admin("/readyz").await, (200, "ready\n".to_string()));
+    server.set(Fault::Status(500));
+    for i in 0..2 {
+        assert_eq!(w.get(&w.tpp, "/gobank/accounts", &format!("t{i}")).await.status(), 503);
+    }
+    assert_eq!(w.metric(r#"fapi_gateway_circuit_state{server="default"}"#).await, 1.0);
+    assert_eq!(w.admin("/readyz").await, (200, "ready\n".to_string()));
+    // Requests are still refused with 503 while it is open: readiness changes nothing there.
+    assert_eq!(w.get(&w.tpp, "/gobank/accounts", "t9").await.status(), 503);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -112,7 +112,11 @@ fn check_refuses_dpop_routes_without_a_known_url_and_warns_on_shared_servers_wit
     .unwrap();
     let (ok, out) = gateway(&["check", "--config", "gateway.toml"], dir.path());
     assert!(!ok, "{out}");
-    assert!(out.contains("route `/dpop` (") && out.contains("set dpop.external_url or listener.server_names"), "{out}");
+    assert!(
+        out.contains("policies/hyperscalebank.toml:38: route `/dpop` takes DPoP proofs")
+            && out.contains("set dpop.external_url or listener.server_names"),
+        "{out}"
+    );
     let config = std::fs::read_to_string(dir.path().join("gateway.toml")).unwrap();
     for fix in ["[dpop]\nexternal_url = \"https://api.bank.example\"\n", ""] {
         let fixed = if fix.is_empty() {
@@ -243,4 +247,26 @@ fn check_warns_about_weaker_settings() {
     assert!(ok, "{out}");
     assert!(out.contains("warning: gateway.toml:12: listener.tls_profile `compatible` allows TLS 1.2 suites"), "{out}");
     assert!(out.contains("policies/hyperscalebank.toml:38: route `/status`: binding = \"none\""), "{out}");
+}
+
+#[test]
+fn check_reports_policy_problems_despite_a_broken_gateway_toml_and_says_what_each_api_checks() {
+    let dir = workspace();
+    let (ok, out) = gateway(&["check", "--config", "gateway.toml"], dir.path());
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("  API `gobank` (/gobank, ")
+            && out.contains("consent id `ConsentId`; kind `ConsentType`; status `Status` in [Authorised]"),
+        "{out}"
+    );
+    let config = std::fs::read_to_string(dir.path().join("gateway.toml")).unwrap();
+    std::fs::write(dir.path().join("gateway.toml"), config.replacen("[listener]", "[listener", 1)).unwrap();
+    let hs = std::fs::read_to_string(dir.path().join("policies/hyperscalebank.toml")).unwrap();
+    let hs = hs.replace("path = \"/balances\"", "path = \"/balances/*\"\ncolour = 1");
+    std::fs::write(dir.path().join("policies/hyperscalebank.toml"), hs).unwrap();
+    let (ok, out) = gateway(&["check", "--config", "gateway.toml"], dir.path());
+    assert!(!ok, "{out}");
+    assert!(out.contains("gateway.toml:"), "{out}");
+    assert!(out.contains("policies/hyperscalebank.toml:32: unknown field `colour`"), "{out}");
+    assert!(out.contains("2 problems found"), "{out}");
 }

@@ -171,6 +171,7 @@ async fn the_proxy_enforces_the_gateways_decisions(w: &World, proxy: &Proxy) {
         .header("X-Subject", "bob")
         .header("X-Client-Id", "someone-else")
         .header("X-Consent-Accounts", "GB-2001")
+        .header("X-Fapi-Grant", "forged")
         .send()
         .await
         .unwrap();
@@ -189,6 +190,10 @@ async fn the_proxy_enforces_the_gateways_decisions(w: &World, proxy: &Proxy) {
     assert_eq!(at_bank(INTERACTION_ID), [id]);
     assert!(at_bank("x-granted-scopes")[0].contains("accounts"));
     assert!(at_bank("authorization").is_empty(), "the token stays at the proxy");
+    // The gateway's grant JWT, passed on by the proxy (and verified by the bank), not the client's.
+    let grant = at_bank("x-fapi-grant");
+    assert!(grant.len() == 1 && grant[0] != "forged", "{grant:?}");
+    assert_eq!(w.fixtures.go_bank.grant_checker().unwrap().rejected.load(std::sync::atomic::Ordering::SeqCst), 0);
     let allowed = w.bank_requests();
 
     // No token: 401 with the bare challenge and the Open Banking body.

@@ -196,3 +196,90 @@ async fn a_token_revoked_at_oidc_provider_fails_once_evicted_through_the_admin_e
     assert_eq!(status, 401);
     assert!(challenge.contains("invalid_token"));
 }
+
+/// oidc-provider's tokens carry the consent id as the TPP asked for it (`consent_id`) and
+/// nothing else of a consent: onboarded with the generic profile, the consent id required,
+/// its status, kind, expiry and accounts not checked (README "Bring your own authorization
+/// server").
+const OIDC_PROVIDER_API: &str = r#"
+[api]
+name = "oidcbank"
+prefix = "/oidcbank"
+upstream = "hyperscalebank"
+profile = "generic"
+audiences = ["https://api.oidcbank.example"]
+
+[api.defaults]
+scopes = ["accounts"]
+
+[claims]
+consent_id = "consent_id"
+consent_type = false
+status = false
+expiration = false
+accounts = false
+
+[[route]]
+path = "/accounts"
+"#;
+
+/// A token for `resource` (RFC 8707), with the consent `consent` when given.
+async fn resource_token(p: &Provider, client: &reqwest::Client, resource: &str, consent: Option<&str>) -> String {
+    let mut form = vec![
+        ("grant_type", "client_credentials"),
+        ("client_id", "financroo"),
+        ("scope", "openid accounts"),
+        ("resource", resource),
+    ];
+    if let Some(c) = consent {
+        form.push(("consent_id", c));
+    }
+    let r: Value = client.post(format!("{}/token", p.issuer)).form(&form).send().await.unwrap().json().await.unwrap();
+    r["access_token"].as_str().unwrap_or_else(|| panic!("no token: {r}")).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_provider_is_onboarded_with_the_generic_profile_requiring_only_the_consent_id() {
+    let setup = Setup::new();
+    let section = format!(
+        "issuer = \"{}\"\nca = \"certs/ca.pem\"\ntimeout_ms = 3000\nclient_id = \"gw-basic\"\nclient_secret = \"gw-basic-secret\"\n",
+        setup.provider.issuer
+    );
+    let options = Options {
+        authorization_server: Some(section),
+        pki: Some(setup.pki.dir.clone()),
+        revocation_hook: false,
+        policy_appends: vec![("oidcbank.toml".into(), OIDC_PROVIDER_API.into())],
+        ..Options::default()
+    };
+    let w = World::start_with(options).await;
+    let provider = &setup.provider;
+
+    // A token with the consent claim: allowed, though the response names no status,
+    // expiry or accounts; the bank is told the consent.
+    let token = resource_token(provider, &w.tpp, "https://api.oidcbank.example", Some("c-42")).await;
+    let before = w.fixtures.hyperscale_bank.requests();
+    let r = w.get(&w.tpp, "/oidcbank/accounts", &token).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(w.fixtures.hyperscale_bank.requests(), before + 1);
+    let seen = w.fixtures.hyperscale_bank.last_headers().unwrap();
+    assert_eq!(seen["x-consent-id"], "c-42");
+    assert_eq!(seen["x-client-id"], "financroo");
+    assert!(seen.get("x-consent-accounts").is_none());
+
+    // A token without it: refused, saying what is missing; nothing reaches the bank.
+    let token = resource_token(provider, &w.tpp, "https://api.oidcbank.example", None).await;
+    let r = w.get(&w.tpp, "/oidcbank/accounts", &token).await;
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["Errors"][0]["ErrorCode"], "UK.OBIE.Resource.ConsentMismatch");
+    let message = body["Message"].as_str().unwrap();
+    assert!(message.contains("carries no consent") && message.contains("`consent_id`"), "{message}");
+    assert_eq!(w.fixtures.hyperscale_bank.requests(), before + 1);
+
+    // A token for another API (Go Bank's audience) is not taken here.
+    let token = resource_token(provider, &w.tpp, "https://api.gobank.example", Some("c-42")).await;
+    let (status, challenge, _, _) = refusal(w.get(&w.tpp, "/oidcbank/accounts", &token).await).await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("invalid_token"), "{challenge}");
+}

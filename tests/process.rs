@@ -103,6 +103,10 @@ async fn logs_carry_no_token_and_sigterm_drains() {
     assert_eq!(first["token"], TokenKey::new("default", &token).short());
     assert_eq!(access[1]["decision"], "invalid_request");
     assert_eq!(access[2]["decision"], "cert_mismatch");
+    // A refusal after the token was introspected names its client and consent too.
+    assert_eq!(access[2]["client_id"], "financroo");
+    assert_eq!(access[2]["consent_id"], consent);
+    assert_eq!(access[1]["client_id"], "", "no token was read: nothing to name");
     assert!(logs.contains("SIGHUP: reloading"), "{logs}");
 }
 

@@ -111,7 +111,8 @@ async fn a_body_naming_a_member_twice_is_refused() {
         .await
         .unwrap();
     let (status, challenge, _, code) = refusal(r).await;
-    assert_eq!((status, code.as_str()), (400, "UK.OBIE.Header.Invalid"));
+    // The body is at fault, not a header (issue 15: codes by what is at fault).
+    assert_eq!((status, code.as_str()), (400, "UK.OBIE.Resource.InvalidFormat"));
     assert!(challenge.contains("invalid_request"), "{challenge}");
     assert_eq!(w.bank_requests(), before, "nothing reached the bank");
 }

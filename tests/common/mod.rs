@@ -44,6 +44,11 @@ pub struct Options {
     pub listener_extra: String,
     /// Sections appended to gateway.toml.
     pub config_extra: String,
+    /// Lines added to [admin].
+    pub admin_extra: String,
+    /// A [signals] section with the mock authorization server as transmitter (these lines
+    /// added to it), which then pushes SETs instead of calling the JSON endpoint.
+    pub signals: Option<String>,
 }
 
 impl Default for Options {
@@ -60,6 +65,8 @@ impl Default for Options {
             policy_appends: Vec::new(),
             listener_extra: String::new(),
             config_extra: String::new(),
+            admin_extra: String::new(),
+            signals: None,
         }
     }
 }
@@ -128,11 +135,13 @@ client_ca = "certs/ca.pem"
 [admin]
 address = "{admin}"
 bearer_secret = "{ADMIN_SECRET}"
+{admin_extra}
 {servers}
 [cache]
 max_ttl_seconds = {max}
 inactive_ttl_seconds = {inactive}
 capacity = {capacity}
+{grant_jwt}
 [upstreams]
 gobank = "http://{gb}"
 hyperscalebank = "http://{hs}"
@@ -140,8 +149,10 @@ hyperscalebank = "http://{hs}"
 threads = 2
 {config_extra}
 "#,
+        grant_jwt = GRANT_JWT_SECTION,
         listener_extra = o.listener_extra,
         config_extra = o.config_extra,
+        admin_extra = o.admin_extra,
         servers = o.servers_toml.clone().unwrap_or_else(|| {
             let body = o
                 .authorization_server
@@ -159,6 +170,35 @@ threads = 2
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// The `aud` of the SETs the test gateway's receiver takes.
+pub const SIGNALS_AUDIENCE: &str = "https://gateway.test/signals";
+
+/// A [signals] section trusting the mock authorization server at `addr` (`extra`: more
+/// lines for its transmitter, a `jwks_uri` of its own included).
+pub fn signals_section(addr: &str, extra: &str) -> String {
+    let jwks = if extra.contains("jwks_uri") { String::new() } else { format!("jwks_uri = \"https://{addr}/jwks\"") };
+    format!(
+        r#"
+[signals]
+[[signals.transmitters]]
+name = "mock-as"
+issuer = "https://{addr}"
+audience = "{SIGNALS_AUDIENCE}"
+{jwks}
+ca = "certs/ca.pem"
+{extra}
+"#
+    )
+}
+/// The repository's policies have Go Bank forward a grant JWT: signed with the PKI's key.
+/// (Written before `[upstreams]`: `config_extra` continues `[server]`.)
+pub const GRANT_JWT_SECTION: &str = r#"[grant_jwt]
+issuer = "https://fapi-gateway.test"
+[[grant_jwt.keys]]
+kid = "test-1"
+private_key_file = "certs/grant-jwt.key"
+"#;
 
 /// The [authorization_server] body for the mock authorization server at `addr`.
 pub fn mock_server_section(addr: &str) -> String {
@@ -241,8 +281,20 @@ impl World {
         if let Some(servers) = &mut options.servers_toml {
             *servers = servers.replace("MOCK_AS", &fixtures.authorization_server_addr.to_string());
         }
+        if let Some(extra) = &options.signals {
+            let addr = fixtures.authorization_server_addr.to_string();
+            let section = signals_section(&addr, &extra.replace("MOCK_AS", &addr));
+            options.config_extra.push_str(&section);
+            fixtures.authorization_server.signals.set_target(fapi_devkit::fixtures::SignalTarget {
+                url: format!("http://{admin_addr}/signals/events"),
+                issuer: format!("https://{}", fixtures.authorization_server_addr),
+                audience: SIGNALS_AUDIENCE.into(),
+            });
+        }
         let config_path = write_config(dir.path(), &fixtures, gateway_addr, admin_addr, &options);
         let config = GatewayConfig::load(&config_path).unwrap();
+        // The banks verify the grant JWTs the policies turn on.
+        fapi_devkit::demo::verify_grants(&fixtures, &config);
         let gateway = RunningGateway::start(config).await.unwrap();
         let tpp = client(&pki.ca(), Some((&pki.tpp_cert(), &pki.tpp_key())), false);
         let other_tpp = client(&pki.ca(), Some((&pki.other_tpp_cert(), &pki.other_tpp_key())), false);

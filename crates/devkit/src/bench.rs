@@ -37,16 +37,28 @@ pub enum Scenario {
     RevocationStorm,
     /// nginx with auth_request, an njs introspection handler and proxy_cache on the token.
     Nginx,
+    /// Hot tokens with the grant JWT (`forward_jwt`) off and on, in alternating rounds.
+    GrantJwt,
+    /// The hot path with one rate limit per TPP, against the plain hot path (rounds).
+    RateLimited,
+    /// The hot path with tracing at 1 % sampling, against the plain hot path (rounds).
+    Traced1,
+    /// The hot path with tracing at 100 % sampling, against the plain hot path (rounds).
+    Traced100,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::BankDirect,
         Scenario::GatewayNoAuth,
         Scenario::GatewayHot,
         Scenario::GatewayCold,
         Scenario::RevocationStorm,
         Scenario::Nginx,
+        Scenario::GrantJwt,
+        Scenario::RateLimited,
+        Scenario::Traced1,
+        Scenario::Traced100,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +69,10 @@ impl Scenario {
             Scenario::GatewayCold => "gateway-cold",
             Scenario::RevocationStorm => "revocation-storm",
             Scenario::Nginx => "nginx-auth-request",
+            Scenario::GrantJwt => "gateway-hot-jwt",
+            Scenario::RateLimited => "gateway-rate-limited",
+            Scenario::Traced1 => "gateway-traced-1pct",
+            Scenario::Traced100 => "gateway-traced-100pct",
         }
     }
 
@@ -69,6 +85,10 @@ impl Scenario {
             Scenario::GatewayCold => "cold",
             Scenario::RevocationStorm => "storm",
             Scenario::Nginx => "nginx",
+            Scenario::GrantJwt => "jwt",
+            Scenario::RateLimited => "limits",
+            Scenario::Traced1 => "traced-1",
+            Scenario::Traced100 => "traced-100",
         };
         Scenario::ALL.into_iter().find(|c| c.name() == s || short(*c) == s)
     }
@@ -92,7 +112,8 @@ pub struct BenchArgs {
     /// Tokens minted for the cold scenario.
     #[arg(long, default_value_t = 20_000)]
     pub cold_tokens: usize,
-    /// Comma-separated: bank, no-auth, hot, cold, storm, nginx (default: all).
+    /// Comma-separated: bank, no-auth, hot, cold, storm, nginx, jwt, limits, traced-1,
+    /// traced-100 (default: all).
     #[arg(long, value_delimiter = ',', value_parser = parse_scenario)]
     pub scenarios: Vec<Scenario>,
     /// Cached-token counts for the memory measurement (comma-separated; empty to skip).
@@ -191,10 +212,10 @@ pub struct Report {
 }
 
 /// What a request of a scenario is: URL, token, extra headers.
-type Target = (String, Option<String>, Vec<(&'static str, String)>);
+pub(crate) type Target = (String, Option<String>, Vec<(&'static str, String)>);
 
 /// Drives `concurrency` keep-alive connections until `duration` or `max` requests.
-async fn drive(
+pub(crate) async fn drive(
     clients: &[reqwest::Client],
     duration: Duration,
     max: u64,
@@ -268,17 +289,18 @@ async fn drive(
     m
 }
 
-fn pick_port() -> std::net::SocketAddr {
+pub(crate) fn pick_port() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free loopback port")
 }
 
 /// Writes a gateway configuration for the benchmark into `dir`.
-fn gateway_config(
+pub(crate) fn gateway_config(
     dir: &Path,
     fixtures: &Fixtures,
     bank: std::net::SocketAddr,
     public: bool,
     admin: std::net::SocketAddr,
+    grant_jwt: bool,
 ) -> Result<(PathBuf, std::net::SocketAddr), String> {
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies).map_err(|e| e.to_string())?;
@@ -293,6 +315,12 @@ fn gateway_config(
         std::fs::write(policies.join("gobank.toml"), text).map_err(|e| e.to_string())?;
     } else {
         for (name, text) in EMBEDDED_POLICIES {
+            // Go Bank's policy forwards a grant JWT: kept or taken out, as asked.
+            let text: String = if grant_jwt {
+                text.to_string()
+            } else {
+                text.lines().filter(|l| !l.starts_with("forward_jwt")).map(|l| format!("{l}\n")).collect()
+            };
             std::fs::write(policies.join(name), text).map_err(|e| e.to_string())?;
         }
     }
@@ -329,6 +357,11 @@ hyperscalebank = "http://{hs}"
 level = "warn"
 [server]
 threads = 2
+[grant_jwt]
+issuer = "https://fapi-gateway.bench"
+[[grant_jwt.keys]]
+kid = "bench-1"
+private_key_file = "{certs}/grant-jwt.key"
 "#,
         certs = dir.parent().unwrap_or(dir).join("certs").display(),
         as_addr = fixtures.authorization_server_addr,
@@ -361,7 +394,14 @@ fn tpp_clients(pki: &DevPki, n: usize) -> Result<Vec<reqwest::Client>, String> {
 }
 
 /// A child process, killed when dropped.
-struct Process(std::process::Child);
+pub(crate) struct Process(std::process::Child);
+
+impl Process {
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -370,7 +410,7 @@ impl Drop for Process {
     }
 }
 
-fn spawn(binary: &Path, args: &[&str], log: &Path) -> Result<Process, String> {
+pub(crate) fn spawn(binary: &Path, args: &[&str], log: &Path) -> Result<Process, String> {
     let log = std::fs::File::create(log).map_err(|e| e.to_string())?;
     std::process::Command::new(binary)
         .args(args)
@@ -453,15 +493,25 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
         &logs.join("bank.log"),
     )?;
     fapi_gateway_server::server::wait_for_listener(bank_addr).await?;
-    let (config_path, gateway_addr) = gateway_config(&gateway_dir, &fixtures, bank_addr, false, admin_addr)?;
+    let (config_path, gateway_addr) = gateway_config(&gateway_dir, &fixtures, bank_addr, false, admin_addr, false)?;
     GatewayConfig::load(&config_path).map_err(|e| e.to_string())?;
     let config_arg = config_path.display().to_string();
-    let _gateway = spawn(&options.binary, &["run", "--config", &config_arg], &logs.join("gateway.log"))?;
-    let (public_path, public_addr) = gateway_config(&public_dir, &fixtures, bank_addr, true, pick_port())?;
+    let gateway = spawn(&options.binary, &["run", "--config", &config_arg], &logs.join("gateway.log"))?;
+    let (public_path, public_addr) = gateway_config(&public_dir, &fixtures, bank_addr, true, pick_port(), false)?;
     let public_arg = public_path.display().to_string();
     let _public_gateway = spawn(&options.binary, &["run", "--config", &public_arg], &logs.join("public-gateway.log"))?;
     for addr in [gateway_addr, admin_addr, public_addr] {
         fapi_gateway_server::server::wait_for_listener(addr).await?;
+    }
+    // The same gateway with Go Bank's grant JWT on, for `jwt` (its own process).
+    let mut jwt_gateway = None;
+    if options.scenarios.contains(&Scenario::GrantJwt) {
+        let (path, addr) =
+            gateway_config(&dir.path().join("jwt-gateway"), &fixtures, bank_addr, false, pick_port(), true)?;
+        let arg = path.display().to_string();
+        let process = spawn(&options.binary, &["run", "--config", &arg], &logs.join("jwt-gateway.log"))?;
+        fapi_gateway_server::server::wait_for_listener(addr).await?;
+        jwt_gateway = Some((process, addr));
     }
 
     let thumbprint = {
@@ -488,7 +538,65 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
     let mut by_name: HashMap<&'static str, f64> = HashMap::new();
 
     for scenario in &options.scenarios {
+        if *scenario == Scenario::GrantJwt {
+            let Some((_, jwt_addr)) = &jwt_gateway else { continue };
+            let tokens = Arc::new(mint(options.hot_tokens.max(1)));
+            let urls =
+                [format!("https://{gateway_addr}/gobank/accounts"), format!("https://{jwt_addr}/gobank/accounts")];
+            for url in &urls {
+                for (_, t) in tokens.iter() {
+                    let _ = clients[0].get(url).bearer_auth(t).send().await;
+                }
+            }
+            let pids = [gateway.0.id(), jwt_gateway.as_ref().map_or(0, |(p, _)| p.0.id())];
+            let (off, on) = grant_jwt_rounds(&clients, &urls, pids, tokens, &options, &mut report).await;
+            if off.rps > 0.0 {
+                report.ratios.push((
+                    "throughput: hot with the grant JWT / without, medians of alternating rounds (target >= 0.95)"
+                        .into(),
+                    on.rps / off.rps,
+                ));
+            }
+            report.scenarios.push(off);
+            report.scenarios.push(on);
+            continue;
+        }
         let hot_url = format!("https://{gateway_addr}/gobank/accounts");
+        if let Some(what) = crate::bench_traffic::variant_of(*scenario) {
+            let tokens = Arc::new(mint(options.hot_tokens.max(1)));
+            for (_, t) in tokens.iter() {
+                let _ = clients[0].get(&hot_url).bearer_auth(t).send().await;
+            }
+            let baseline = crate::bench_traffic::Baseline { url: hot_url.clone(), process: &gateway };
+            let compared = crate::bench_traffic::compare(
+                *scenario,
+                dir.path(),
+                &options.binary,
+                &fixtures,
+                bank_addr,
+                &baseline,
+                &clients,
+                tokens,
+                options.duration,
+                options.max_requests,
+            )
+            .await;
+            match compared {
+                Ok(c) => {
+                    report.ratios.push((
+                        format!(
+                            "throughput: {what} / off (median of {} alternating rounds)",
+                            crate::bench_traffic::ROUNDS
+                        ),
+                        c.ratio,
+                    ));
+                    report.notes.push(c.note);
+                    report.scenarios.push(c.measured);
+                }
+                Err(e) => report.notes.push(format!("{}: failed: {e}", scenario.name())),
+            }
+            continue;
+        }
         let mut distinct = None;
         let mut nginx = None;
         let mut max = options.max_requests;
@@ -505,6 +613,8 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
                 let url = format!("https://{public_addr}/gobank/accounts");
                 Arc::new(move |_| Some((url.clone(), None, bank_headers())))
             }
+            // Measured in rounds of its own, above.
+            Scenario::GrantJwt => continue,
             Scenario::GatewayHot | Scenario::RevocationStorm | Scenario::Nginx => {
                 let url = if *scenario == Scenario::Nginx {
                     match crate::bench_nginx::start(&pki, bank_addr, fixtures.authorization_server_addr, dir.path())
@@ -534,6 +644,8 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
                 let tokens = Arc::new(tokens);
                 Arc::new(move |i| Some((url.clone(), Some(tokens[(i as usize) % tokens.len()].1.clone()), vec![])))
             }
+            // Measured in rounds against the hot path, above.
+            Scenario::RateLimited | Scenario::Traced1 | Scenario::Traced100 => continue,
             Scenario::GatewayCold => {
                 let tokens = Arc::new(mint(options.cold_tokens.max(1)));
                 max = max.min(tokens.len() as u64);
@@ -608,6 +720,71 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
         report.memory.push((*n, memory_per_cached_token(*n).await));
     }
     Ok(report)
+}
+
+/// Rounds of each side of the `jwt` scenario, alternating (off, on, off, on, …).
+const GRANT_JWT_ROUNDS: usize = 3;
+
+/// Drives `urls[0]` (grant JWT off) and `urls[1]` (on) in alternating rounds of the
+/// scenario's duration each; each side's round with the median throughput.
+async fn grant_jwt_rounds(
+    clients: &[reqwest::Client],
+    urls: &[String; 2],
+    pids: [u32; 2],
+    tokens: Arc<Vec<(String, String)>>,
+    options: &BenchOptions,
+    report: &mut Report,
+) -> (Measured, Measured) {
+    let mut sides: [Vec<Measured>; 2] = [Vec::new(), Vec::new()];
+    // CPU of each gateway process per request, round by round (steal-proof, unlike req/s).
+    let mut cpu: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..GRANT_JWT_ROUNDS * 2 {
+        let side = round % 2;
+        let (url, tokens) = (urls[side].clone(), tokens.clone());
+        let target: Arc<dyn Fn(u64) -> Option<Target> + Send + Sync> =
+            Arc::new(move |i| Some((url.clone(), Some(tokens[(i as usize) % tokens.len()].1.clone()), vec![])));
+        let cpu_before = process_cpu_seconds(pids[side]);
+        let m = drive(clients, options.duration, options.max_requests, target).await;
+        let used = process_cpu_seconds(pids[side]) - cpu_before;
+        cpu[side].push(used * 1e6 / m.requests.max(1) as f64);
+        sides[side].push(m);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (cpu_off, cpu_on) = (median(&mut cpu[0]), median(&mut cpu[1]));
+    report.notes.push(format!(
+        "gateway-hot-jwt CPU per request (gateway process, median round): off {cpu_off:.1} µs, on {cpu_on:.1} µs (on / off {:.3})",
+        cpu_on / cpu_off.max(1e-9)
+    ));
+    let rps = |side: &Vec<Measured>| side.iter().map(|m| format!("{:.0}", m.rps)).collect::<Vec<_>>().join(", ");
+    report.notes.push(format!("gateway-hot-jwt rounds, req/s: off {}; on {}", rps(&sides[0]), rps(&sides[1])));
+    let names = ["gateway-hot-jwt-off", "gateway-hot-jwt-on"];
+    let mut medians = sides.map(|mut rounds| {
+        rounds.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+        rounds.remove(rounds.len() / 2)
+    });
+    for (side, name) in names.iter().enumerate() {
+        medians[side].scenario = name;
+    }
+    report.notes.push(format!(
+        "gateway-hot-jwt: {GRANT_JWT_ROUNDS} alternating rounds per side of {} s; each side's median round is reported",
+        options.duration.as_secs()
+    ));
+    let [off, on] = medians;
+    (off, on)
+}
+
+/// User and system CPU seconds a process has used so far (from `/proc`, 100 ticks a second).
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime: fields 14 and 15 of the line (the 12th and 13th after the name).
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 /// Resident memory of this process, in bytes.

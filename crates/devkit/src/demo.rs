@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::fixtures::{
-    AuthorizationServer, AuthorizationServerSettings, Bank, BankData, ConsentShape, RegisteredClient, RevocationHook,
-    Running,
+    AuthorizationServer, AuthorizationServerSettings, Bank, BankData, ConsentShape, GrantChecker, GrantExpectation,
+    RegisteredClient, RevocationHook, Running,
 };
 use crate::pki::DevPki;
 use fapi_enforcement::config::{ClientAuth, GatewayConfig};
@@ -118,6 +118,30 @@ pub async fn start_fixtures(
     })
 }
 
+/// Has each mock bank verify the grant JWTs of the APIs that forward one (by the API's
+/// upstream name: `gobank`, `hyperscalebank`), against the JWKS of the admin listener.
+/// Returns the verifiers turned on, by API name.
+pub fn verify_grants(fixtures: &Fixtures, config: &GatewayConfig) -> Vec<(String, Arc<GrantChecker>)> {
+    let (Some(admin), Some(signer)) = (&config.admin, &config.grant_jwt) else { return Vec::new() };
+    let mut on = Vec::new();
+    for api in config.policies.apis() {
+        let Some(forward) = &api.forward_jwt else { continue };
+        let bank = match api.upstream.name.as_str() {
+            "gobank" => &fixtures.go_bank,
+            "hyperscalebank" => &fixtures.hyperscale_bank,
+            _ => continue,
+        };
+        let checker = bank.verify_grants(GrantExpectation {
+            jwks_url: format!("http://{}{}", admin.address, fapi_enforcement::grant_jwt::JWKS_PATH),
+            issuer: signer.issuer.clone(),
+            audience: forward.audience.clone(),
+            header: forward.header.to_string(),
+        });
+        on.push((api.name.clone(), checker));
+    }
+    on
+}
+
 /// The config file the demo uses: the given one, `./gateway.toml`, or the embedded
 /// default written to `./.fapi-gateway-demo/`.
 pub fn demo_config_path(given: Option<&Path>) -> Result<PathBuf, String> {
@@ -171,6 +195,9 @@ pub fn run(config: Option<&Path>) -> Result<std::convert::Infallible, String> {
     let upstream = |name: &str, default: &str| {
         config.upstreams.get(name).map(|u| u.address).unwrap_or_else(|| default.parse().expect("valid"))
     };
+    // With [signals], the authorization server pushes signed SETs to the receiver instead
+    // of calling the JSON endpoint.
+    let signal_target = signal_target(&config);
     let addresses = FixtureAddresses {
         authorization_server: AUTHORIZATION_SERVER.parse().expect("valid"),
         go_bank: upstream("gobank", GO_BANK),
@@ -186,6 +213,9 @@ pub fn run(config: Option<&Path>) -> Result<std::convert::Infallible, String> {
         pki.tpp_cert().display(),
         pki.tpp_key().display(),
     );
+    // The banks verify the grant JWTs the policies turn on (checked against a config
+    // whose upstream addresses are the fixtures' own).
+    let grant_config = GatewayConfig::load(&config_path).map_err(|e| e.to_string())?;
     // The gateway's listeners first: a taken port ends the demo before anything starts.
     let gateway = fapi_gateway_server::server::prepare(config, false).map_err(|e| e.to_string())?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -205,6 +235,12 @@ pub fn run(config: Option<&Path>) -> Result<std::convert::Infallible, String> {
                 let started = start_fixtures(&fixture_pki, addresses, options).await;
                 match started {
                     Ok(fixtures) => {
+                        if let Some(target) = signal_target {
+                            fixtures.authorization_server.signals.set_target(target);
+                        }
+                        for (api, _) in verify_grants(&fixtures, &grant_config) {
+                            println!("  {api:<23} verifies the gateway's grant JWT (x-fapi-grant) against its JWKS");
+                        }
                         let _ = ready_tx.send(Ok(()));
                         std::future::pending::<()>().await;
                         drop(fixtures);
@@ -219,6 +255,18 @@ pub fn run(config: Option<&Path>) -> Result<std::convert::Infallible, String> {
     ready_rx.recv().map_err(|e| e.to_string())??;
     println!("{banner}");
     gateway.run()
+}
+
+/// Where the mock authorization server pushes its SETs: the first transmitter of
+/// `[signals]`, at the admin listener.
+pub fn signal_target(config: &GatewayConfig) -> Option<crate::fixtures::SignalTarget> {
+    let (signals, admin) = (config.signals.as_ref()?, config.admin.as_ref()?);
+    let transmitter = signals.transmitters.first()?;
+    Some(crate::fixtures::SignalTarget {
+        url: format!("http://{}{}", admin.address, signals.path),
+        issuer: transmitter.issuer.clone(),
+        audience: transmitter.audience.clone(),
+    })
 }
 
 fn addresses_of(config: &GatewayConfig, name: &str) -> String {

@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod bench_fleet;
 pub mod bench_nginx;
+pub mod bench_traffic;
 pub mod demo;
 pub mod demo_fleet;
 pub mod fixtures;

@@ -63,6 +63,11 @@ impl DevPki {
         self.dir.join("introspection-secret")
     }
 
+    /// The key the gateway signs grant JWTs with (ES256, PKCS#8; `[grant_jwt]`).
+    pub fn grant_jwt_key(&self) -> PathBuf {
+        self.dir.join("grant-jwt.key")
+    }
+
     /// Whether every file is already there.
     pub fn is_complete(&self) -> bool {
         [
@@ -77,6 +82,7 @@ impl DevPki {
             self.gateway_client_key(),
             self.admin_secret(),
             self.introspection_secret(),
+            self.grant_jwt_key(),
         ]
         .iter()
         .all(|p| p.is_file())
@@ -133,12 +139,38 @@ impl DevPki {
         .signed_by(&ca_cert, &ca_key)
         .map_err(err)?;
         self.write("other-tpp-revoked.crl.pem", &crl.pem().map_err(err)?)?;
+        // The grant JWT signing key (P-256, PKCS#8).
+        self.write_key("grant-jwt.key", &KeyPair::generate().map_err(err)?)?;
         // Secrets of this installation alone: nobody else's demo has the same ones.
         for name in ["admin-secret", "introspection-secret"] {
             let secret: String = rand::random::<[u8; 24]>().iter().map(|b| format!("{b:02x}")).collect();
             self.write_secret(name, &format!("{secret}\n"))?;
         }
         Ok(())
+    }
+
+    /// Mints a server certificate signed by this PKI's CA for `names` (DNS names or IP
+    /// addresses), written as `NAME.pem` and `NAME.key` (e.g. a bank backend that the
+    /// gateway reaches over TLS). Returns (certificate, key).
+    pub fn mint_server_certificate(&self, name: &str, names: &[&str]) -> Result<(PathBuf, PathBuf), String> {
+        let (ca_cert, ca_key) = self.signing_ca()?;
+        let mut server = params(names.first().copied().unwrap_or(name), "fapi-gateway dev", names)?;
+        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.leaf(name, server, &ca_cert, &ca_key)?;
+        Ok((self.dir.join(format!("{name}.pem")), self.dir.join(format!("{name}.key"))))
+    }
+
+    /// The CA as a signer: its key from `ca.key`, its name as `generate` wrote it (a leaf
+    /// names its issuer by name and key, which are the same).
+    fn signing_ca(&self) -> Result<(Certificate, KeyPair), String> {
+        let path = self.dir.join("ca.key");
+        let pem = fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let ca_key = KeyPair::from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut ca = params("fapi-gateway development CA", "fapi-gateway dev", &[])?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let ca_cert = ca.self_signed(&ca_key).map_err(|e| e.to_string())?;
+        Ok((ca_cert, ca_key))
     }
 
     fn leaf(&self, name: &str, mut p: CertificateParams, ca: &Certificate, ca_key: &KeyPair) -> Result<(), String> {

@@ -7,7 +7,8 @@
 //! [`policy`] (routes, profiles and the consent checks) → a grant, or a [`refusal`] with
 //! its RFC 6750 challenge and Open Banking error body. [`config`] reads and validates the
 //! configuration, [`secrets`] its secrets, [`strict_json`] every JSON document a decision
-//! depends on.
+//! depends on. [`signals`] reads the revocation Security Event Tokens authorization servers
+//! push, into [`revocation`]s.
 
 #![warn(missing_docs)]
 
@@ -20,6 +21,7 @@ pub mod dpop;
 pub mod enforcer;
 pub mod error;
 pub mod explain;
+pub mod grant_jwt;
 pub mod introspection;
 pub mod metrics;
 pub mod policy;
@@ -27,7 +29,9 @@ pub mod refusal;
 pub mod resilience;
 pub mod revocation;
 pub mod secrets;
+pub mod signals;
 pub mod strict_json;
+pub mod traffic;
 
 /// Installs ring, with the FAPI TLS profile, as the process-wide rustls provider. Call
 /// before any TLS is set up: pingora, reqwest and the fixtures all use the process default.

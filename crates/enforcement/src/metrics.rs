@@ -22,6 +22,9 @@ pub struct Metrics {
     pub introspection_errors: IntCounterVec,
     /// Time to the upstream's response header.
     pub upstream_duration: HistogramVec,
+    /// Failed connects to an upstream target (the target is ejected), by upstream and
+    /// whether the request was tried again on another target (`retried`: `true`/`false`).
+    pub upstream_connect_failures: IntCounterVec,
     /// Cache lookups: `hit`, `miss` (made the call), `coalesced` (waited for another's call).
     pub cache_lookups: IntCounterVec,
     /// Cache removals by cause: `expired`, `size`, `revoked`, `stale` (older than a route allows).
@@ -30,8 +33,11 @@ pub struct Metrics {
     pub cache_entries: IntGauge,
     /// 0 closed, 1 open, 2 half-open.
     pub circuit_state: IntGaugeVec,
-    /// Revocations received by the admin listener, by kind: `consent` or `token`.
+    /// Revocations received by the admin listener, by kind: `consent`, `token` or `subject`.
     pub revocations: IntCounterVec,
+    /// Security Event Tokens pushed to the signal receiver, by result: `accepted`, an RFC
+    /// 8935 error code, or `unavailable` (the transmitter's keys could not be fetched).
+    pub signals: IntCounterVec,
     /// The configuration generation in force: 1 at start, one more per applied reload.
     pub config_generation: IntGauge,
     /// Configuration reloads by result: `ok` or `error`.
@@ -48,6 +54,9 @@ pub struct Metrics {
     pub connection_timeouts: IntCounterVec,
     /// TLS handshakes that failed (no or a refused client certificate, protocol errors).
     pub tls_handshake_failures: IntCounter,
+    /// Per-connection failures pingora reports itself (an HTTP/2 client without a valid
+    /// preface, a TLS close that fails), by `kind`: counted here, logged at debug only.
+    pub connection_errors: IntCounterVec,
 }
 
 fn seconds_buckets() -> Vec<f64> {
@@ -117,6 +126,11 @@ impl Metrics {
                 "Time to the upstream's response header",
                 &["api"],
             ),
+            upstream_connect_failures: counter(
+                "fapi_gateway_upstream_connect_failures_total",
+                "Failed connects to upstream targets, by upstream and whether retried on another target",
+                &["upstream", "retried"],
+            ),
             cache_lookups: counter(
                 "fapi_gateway_cache_lookups_total",
                 "Introspection cache lookups by result",
@@ -130,6 +144,7 @@ impl Metrics {
             cache_entries: gauge("fapi_gateway_cache_entries", "Introspection results held"),
             circuit_state,
             revocations: counter("fapi_gateway_revocations_total", "Revocations received by kind", &["kind"]),
+            signals: counter("fapi_gateway_signals_total", "Security Event Tokens received, by result", &["result"]),
             config_generation: gauge(
                 "fapi_gateway_config_generation",
                 "Configuration generation (1 at start, +1 per applied reload)",
@@ -156,6 +171,11 @@ impl Metrics {
                 &["phase"],
             ),
             tls_handshake_failures,
+            connection_errors: counter(
+                "fapi_gateway_connection_errors_total",
+                "Per-connection failures reported by pingora (logged at debug), by kind",
+                &["kind"],
+            ),
             registry,
         }
     }

@@ -60,9 +60,16 @@ pub enum Refusal {
     /// The token's consent does not allow this request.
     Consent(ConsentRefusal),
     /// No route has this path (deny by default).
-    NoRoute,
+    NoRoute {
+        /// Whether the path is under an API's prefix (an unknown or disabled route of an
+        /// API), rather than under none.
+        in_api: bool,
+    },
     /// A route has this path, for other methods.
-    MethodNotAllowed,
+    MethodNotAllowed {
+        /// The methods it is served for, comma-separated (the `Allow` header).
+        allow: String,
+    },
     /// The request's Host is not one of the listener's `server_names`.
     MisdirectedRequest,
     /// The authorization server could not answer; nothing unverified passes.
@@ -72,13 +79,28 @@ pub enum Refusal {
     },
     /// The bank's backend could not be reached or failed mid-response.
     UpstreamUnavailable,
+    /// The bank's backend did not connect or answer within its upstream's timeouts.
+    UpstreamTimeout,
+    /// Over a rate limit, a quota or PSD2's unattended-access limit (RFC 6585 §4).
+    TooManyRequests(Box<crate::traffic::LimitExceeded>),
 }
 
 /// How a consent failed a route's checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConsentRefusal {
     /// The token carries no consent id.
-    Missing,
+    Missing {
+        /// Where the API's mapping looks for it (`ConsentId`).
+        claim: String,
+    },
+    /// The introspection response lacks the consent claim the API's mapping names (the
+    /// consent's `status`).
+    ClaimMissing {
+        /// What is missing, for the message (`status`).
+        element: &'static str,
+        /// Where the API's mapping looks for it.
+        claim: String,
+    },
     /// The consent's status does not grant access (UK `AwaitingAuthorisation`, `Revoked`).
     Status {
         /// The status found (empty when there is none).
@@ -119,6 +141,10 @@ pub struct RefusalResponse {
     pub retry_after: Option<u64>,
     /// The nonce for `DPoP-Nonce` (RFC 9449 §8).
     pub dpop_nonce: Option<String>,
+    /// The methods for `Allow`, on a 405 (RFC 9110 §15.5.6).
+    pub allow: Option<String>,
+    /// The `RateLimit-Policy` and `RateLimit` fields, for a request over a limit.
+    pub rate_limit: Option<crate::traffic::RateLimitFields>,
     /// The Open Banking error body (JSON with `Code`, `Id`, `Message` and `Errors`).
     pub body: Bytes,
 }
@@ -140,18 +166,22 @@ impl Refusal {
             Refusal::InsufficientAcr { .. } => "insufficient_acr",
             Refusal::BodyTooLarge => "body_too_large",
             Refusal::HeadersTooLarge => "headers_too_large",
-            Refusal::Consent(ConsentRefusal::Missing) => "consent_missing",
+            Refusal::Consent(ConsentRefusal::Missing { .. }) => "consent_missing",
+            Refusal::Consent(ConsentRefusal::ClaimMissing { .. }) => "consent_claim_missing",
             Refusal::Consent(ConsentRefusal::Status { .. }) => "consent_status",
             Refusal::Consent(ConsentRefusal::Expired) => "consent_expired",
             Refusal::Consent(ConsentRefusal::Permission { .. }) => "permission_missing",
             Refusal::Consent(ConsentRefusal::AccountNotGranted { .. }) => "account_not_granted",
             Refusal::Consent(ConsentRefusal::Mismatch) => "consent_mismatch",
             Refusal::Consent(ConsentRefusal::Kind { .. }) => "consent_kind",
-            Refusal::NoRoute => "no_route",
-            Refusal::MethodNotAllowed => "method_not_allowed",
+            Refusal::NoRoute { .. } => "no_route",
+            Refusal::MethodNotAllowed { .. } => "method_not_allowed",
             Refusal::MisdirectedRequest => "misdirected_request",
             Refusal::AuthorizationServerUnavailable { .. } => "as_unavailable",
             Refusal::UpstreamUnavailable => "upstream_unavailable",
+            Refusal::UpstreamTimeout => "upstream_timeout",
+            Refusal::TooManyRequests(l) if l.unattended => "unattended_limit",
+            Refusal::TooManyRequests(_) => "rate_limited",
         }
     }
 
@@ -169,11 +199,13 @@ impl Refusal {
             Refusal::InsufficientAcr { .. } => 401,
             Refusal::BodyTooLarge => 413,
             Refusal::HeadersTooLarge => 431,
-            Refusal::NoRoute => 404,
-            Refusal::MethodNotAllowed => 405,
+            Refusal::NoRoute { .. } => 404,
+            Refusal::MethodNotAllowed { .. } => 405,
             Refusal::MisdirectedRequest => 421,
             Refusal::UpstreamUnavailable => 502,
+            Refusal::UpstreamTimeout => 504,
             Refusal::AuthorizationServerUnavailable { .. } => 503,
+            Refusal::TooManyRequests(_) => 429,
         }
     }
 
@@ -220,41 +252,43 @@ impl Refusal {
     fn detail(&self) -> (&'static str, String, &'static str) {
         match self {
             Refusal::MissingCredentials => (
-                "UK.OBIE.Header.Missing",
+                code::HEADER_MISSING,
                 "no access token: send it as `Authorization: Bearer <token>`".into(),
                 "Authorization",
             ),
-            Refusal::InvalidRequest { description, field } => ("UK.OBIE.Header.Invalid", (*description).into(), field),
-            Refusal::InvalidToken { description } => ("UK.OBIE.Header.Invalid", (*description).into(), "Authorization"),
+            Refusal::InvalidRequest { description, field } => {
+                (invalid_request_code(field), (*description).into(), field)
+            }
+            Refusal::InvalidToken { description } => (code::HEADER_INVALID, (*description).into(), "Authorization"),
             Refusal::CertificateMismatch => (
-                "UK.OBIE.Header.Invalid",
+                code::HEADER_INVALID,
                 "the access token is not bound to the client certificate of this connection (cnf.x5t#S256)".into(),
                 "Authorization",
             ),
             Refusal::InsufficientScope { scope } => (
-                "UK.OBIE.Resource.ConsentMismatch",
+                code::CONSENT_MISMATCH,
                 format!("the access token lacks the scope `{}`", truncate(scope)),
                 "Authorization",
             ),
             Refusal::InvalidDpopProof { description } => {
-                ("UK.OBIE.Header.Invalid", format!("DPoP proof: {}", truncate(description)), "DPoP")
+                (code::HEADER_INVALID, format!("DPoP proof: {}", truncate(description)), "DPoP")
             }
             Refusal::UseDpopNonce { .. } => {
-                ("UK.OBIE.Header.Invalid", "the DPoP proof must carry the nonce in DPoP-Nonce".into(), "DPoP")
+                (code::HEADER_INVALID, "the DPoP proof must carry the nonce in DPoP-Nonce".into(), "DPoP")
             }
             Refusal::DpopMismatch => (
-                "UK.OBIE.Header.Invalid",
+                code::HEADER_INVALID,
                 "the access token is not bound to the DPoP proof's key (cnf.jkt), or a DPoP-bound token came as Bearer"
                     .into(),
                 "Authorization",
             ),
             Refusal::ClientNotAllowed { client_id } => (
-                "UK.OBIE.Resource.ConsentMismatch",
+                code::CONSENT_MISMATCH,
                 format!("client `{}` may not use this API", truncate(client_id)),
                 "Authorization",
             ),
             Refusal::InsufficientAcr { acr, required } => (
-                "UK.OBIE.Reauthenticate",
+                code::REAUTHENTICATE,
                 format!(
                     "the customer authenticated with acr `{}`; this API needs one of `{}`",
                     truncate(acr),
@@ -262,39 +296,60 @@ impl Refusal {
                 ),
                 "Authorization",
             ),
-            Refusal::BodyTooLarge => ("UK.OBIE.Field.Invalid", "the request body is too large".into(), "body"),
+            Refusal::BodyTooLarge => (code::FIELD_INVALID, "the request body is too large".into(), "body"),
             Refusal::HeadersTooLarge => {
-                ("UK.OBIE.Header.Invalid", "too many request headers, or too large".into(), "headers")
+                (code::HEADER_INVALID, "too many request headers, or too large".into(), "headers")
             }
             Refusal::Consent(c) => match c {
-                ConsentRefusal::Missing => {
-                    ("UK.OBIE.Resource.ConsentMismatch", "the access token carries no consent".into(), "Authorization")
-                }
+                ConsentRefusal::Missing { claim } => (
+                    code::CONSENT_MISMATCH,
+                    format!(
+                        "the access token carries no consent: its introspection response has no `{}`",
+                        truncate(claim)
+                    ),
+                    "Authorization",
+                ),
+                ConsentRefusal::ClaimMissing { element, claim } => (
+                    if *element == "status" { code::INVALID_CONSENT_STATUS } else { code::CONSENT_MISMATCH },
+                    format!(
+                        "the consent's {element} is missing: the introspection response has no `{}`",
+                        truncate(claim)
+                    ),
+                    "Authorization",
+                ),
                 ConsentRefusal::Status { status } => (
-                    "UK.OBIE.Resource.InvalidConsentStatus",
+                    code::INVALID_CONSENT_STATUS,
                     format!("the consent's status is `{}`, which does not grant access", truncate(status)),
                     "Authorization",
                 ),
                 ConsentRefusal::Expired => {
-                    ("UK.OBIE.Resource.InvalidConsentStatus", "the consent has expired".into(), "Authorization")
+                    (code::INVALID_CONSENT_STATUS, "the consent has expired".into(), "Authorization")
                 }
                 ConsentRefusal::Permission { needed } => (
-                    "UK.OBIE.Resource.ConsentMismatch",
+                    code::CONSENT_MISMATCH,
                     format!("the consent lacks the permission {}", truncate(needed)),
                     "Authorization",
                 ),
                 ConsentRefusal::AccountNotGranted { account } => (
-                    "UK.OBIE.Resource.ConsentMismatch",
+                    code::CONSENT_MISMATCH,
                     format!("account `{}` is not one the consent granted", truncate(account)),
                     "AccountId",
                 ),
                 ConsentRefusal::Mismatch => (
-                    "UK.OBIE.Resource.ConsentMismatch",
+                    code::CONSENT_MISMATCH,
                     "the request names another consent than the access token's".into(),
                     "Data.ConsentId",
                 ),
+                ConsentRefusal::Kind { kind, needed } if kind.is_empty() => (
+                    code::CONSENT_MISMATCH,
+                    format!(
+                        "the consent's kind is missing from the introspection response; this API needs {}",
+                        truncate(needed)
+                    ),
+                    "Authorization",
+                ),
                 ConsentRefusal::Kind { kind, needed } => (
-                    "UK.OBIE.Resource.ConsentMismatch",
+                    code::CONSENT_MISMATCH,
                     format!(
                         "the access token's consent is of kind `{}`; this API needs {}",
                         truncate(kind),
@@ -303,21 +358,44 @@ impl Refusal {
                     "Authorization",
                 ),
             },
-            Refusal::NoRoute => ("UK.OBIE.Resource.NotFound", "no API is served at this path".into(), "path"),
-            Refusal::MethodNotAllowed => {
-                ("UK.OBIE.Resource.NotFound", "this path is not served for this method".into(), "method")
+            Refusal::NoRoute { in_api: false } => (code::NOT_FOUND, "no API is served at this path".into(), "path"),
+            Refusal::NoRoute { in_api: true } => {
+                (code::NOT_FOUND, "this API serves no resource at this path".into(), "path")
             }
+            Refusal::MethodNotAllowed { allow } => (
+                code::NOT_FOUND,
+                format!("this path is not served for this method (it is for {})", truncate(allow)),
+                "method",
+            ),
             Refusal::MisdirectedRequest => {
-                ("UK.OBIE.Header.Invalid", "this gateway does not serve the requested host".into(), "Host")
+                (code::HEADER_INVALID, "this gateway does not serve the requested host".into(), "Host")
             }
             Refusal::AuthorizationServerUnavailable { .. } => (
-                "UK.OBIE.UnexpectedError",
+                code::UNEXPECTED_ERROR,
                 "the authorization server could not verify the access token; retry later".into(),
                 "Authorization",
             ),
             Refusal::UpstreamUnavailable => {
-                ("UK.OBIE.UnexpectedError", "the bank's API could not be reached".into(), "path")
+                (code::UNEXPECTED_ERROR, "the bank's API could not be reached".into(), "path")
             }
+            Refusal::UpstreamTimeout => {
+                ("UK.OBIE.UnexpectedError", "the bank's API did not answer in time".into(), "path")
+            }
+            // The customer's presence is what lifts this limit: the header is what is missing.
+            Refusal::TooManyRequests(l) if l.unattended => (
+                "UK.OBIE.Header.Missing",
+                format!(
+                    "without the customer present (no x-fapi-customer-ip-address) this consent may read this account no more often (PSD2 RTS Art. 36(5)); retry after {} seconds",
+                    l.retry_after_seconds
+                ),
+                crate::traffic::CUSTOMER_IP_HEADER,
+            ),
+            // Open Banking defines no error code for traffic limits.
+            Refusal::TooManyRequests(l) => (
+                "UK.OBIE.UnexpectedError",
+                format!("over the limit `{}` of this API; retry after {} seconds", truncate(&l.rule), l.retry_after_seconds),
+                "path",
+            ),
         }
     }
 
@@ -347,14 +425,62 @@ impl Refusal {
             www_authenticate: self.challenge(),
             retry_after: match self {
                 Refusal::AuthorizationServerUnavailable { retry_after_seconds } => Some(*retry_after_seconds),
+                Refusal::TooManyRequests(l) => Some(l.retry_after_seconds),
+                _ => None,
+            },
+            rate_limit: match self {
+                Refusal::TooManyRequests(l) => Some(l.fields.clone()),
                 _ => None,
             },
             dpop_nonce: match self {
                 Refusal::UseDpopNonce { nonce } => Some(nonce.clone()),
                 _ => None,
             },
+            allow: match self {
+                Refusal::MethodNotAllowed { allow } => Some(allow.clone()),
+                _ => None,
+            },
             body: Bytes::from(body.to_string()),
         }
+    }
+}
+
+/// The Open Banking error codes the gateway uses, all from the Read/Write API
+/// specification's standard error codes (`ErrorCode`): one per kind of fault.
+pub mod code {
+    /// A required header is absent (`Authorization`).
+    pub const HEADER_MISSING: &str = "UK.OBIE.Header.Missing";
+    /// A header is malformed or its value refused (the token, the DPoP proof, `Host`).
+    pub const HEADER_INVALID: &str = "UK.OBIE.Header.Invalid";
+    /// A field of the request (path, query, body member) is invalid.
+    pub const FIELD_INVALID: &str = "UK.OBIE.Field.Invalid";
+    /// A field the request must carry is absent (the body's `Data.ConsentId`).
+    pub const FIELD_MISSING: &str = "UK.OBIE.Field.Missing";
+    /// A field the request must not carry is present (a token in the query).
+    pub const FIELD_UNEXPECTED: &str = "UK.OBIE.Field.Unexpected";
+    /// The request body is not of the shape the endpoint takes.
+    pub const RESOURCE_INVALID_FORMAT: &str = "UK.OBIE.Resource.InvalidFormat";
+    /// The consent (or the token's scopes and client) does not cover this request.
+    pub const CONSENT_MISMATCH: &str = "UK.OBIE.Resource.ConsentMismatch";
+    /// The consent's status or expiry does not grant access.
+    pub const INVALID_CONSENT_STATUS: &str = "UK.OBIE.Resource.InvalidConsentStatus";
+    /// No resource is served at this path (or for this method).
+    pub const NOT_FOUND: &str = "UK.OBIE.Resource.NotFound";
+    /// The customer must authenticate again, more strongly.
+    pub const REAUTHENTICATE: &str = "UK.OBIE.Reauthenticate";
+    /// Something on the gateway's side failed (the authorization server, the bank).
+    pub const UNEXPECTED_ERROR: &str = "UK.OBIE.UnexpectedError";
+}
+
+/// The code for a malformed request, by the part at fault: a header, a field of the
+/// path or query, or the body.
+fn invalid_request_code(field: &str) -> &'static str {
+    match field {
+        "path" => code::FIELD_INVALID,
+        "access_token" => code::FIELD_UNEXPECTED,
+        "body" => code::RESOURCE_INVALID_FORMAT,
+        f if f.starts_with("Data.") => code::FIELD_MISSING,
+        _ => code::HEADER_INVALID,
     }
 }
 
@@ -409,5 +535,93 @@ mod tests {
     fn scope_in_challenge_is_filtered() {
         let r = Refusal::InsufficientScope { scope: "a\"b\\c d".into() }.to_response("id");
         assert!(r.www_authenticate.unwrap().contains(r#"scope="abcd""#));
+    }
+
+    /// Every refusal, once.
+    fn every_refusal() -> Vec<Refusal> {
+        let consent = |c| Refusal::Consent(c);
+        vec![
+            Refusal::MissingCredentials,
+            Refusal::InvalidRequest { description: "d", field: "Authorization" },
+            Refusal::InvalidRequest { description: "d", field: "path" },
+            Refusal::InvalidRequest { description: "d", field: "body" },
+            Refusal::InvalidRequest { description: "d", field: "access_token" },
+            Refusal::InvalidRequest { description: "d", field: "Data.ConsentId" },
+            Refusal::InvalidToken { description: "d" },
+            Refusal::CertificateMismatch,
+            Refusal::InvalidDpopProof { description: "d".into() },
+            Refusal::UseDpopNonce { nonce: "n".into() },
+            Refusal::DpopMismatch,
+            Refusal::InsufficientScope { scope: "s".into() },
+            Refusal::ClientNotAllowed { client_id: "c".into() },
+            Refusal::InsufficientAcr { acr: "a".into(), required: "b".into() },
+            Refusal::BodyTooLarge,
+            Refusal::HeadersTooLarge,
+            consent(ConsentRefusal::Missing { claim: "ConsentId".into() }),
+            consent(ConsentRefusal::ClaimMissing { element: "status", claim: "Status".into() }),
+            consent(ConsentRefusal::Status { status: "Revoked".into() }),
+            consent(ConsentRefusal::Expired),
+            consent(ConsentRefusal::Permission { needed: "p".into() }),
+            consent(ConsentRefusal::AccountNotGranted { account: "a".into() }),
+            consent(ConsentRefusal::Mismatch),
+            consent(ConsentRefusal::Kind { kind: "k".into(), needed: "n".into() }),
+            Refusal::NoRoute { in_api: false },
+            Refusal::NoRoute { in_api: true },
+            Refusal::MethodNotAllowed { allow: "GET".into() },
+            Refusal::MisdirectedRequest,
+            Refusal::AuthorizationServerUnavailable { retry_after_seconds: 1 },
+            Refusal::UpstreamUnavailable,
+        ]
+    }
+
+    #[test]
+    fn every_error_code_is_a_standard_open_banking_code_and_the_top_code_is_status_and_reason() {
+        // The Read/Write API specification's standard error codes.
+        let standard = [
+            "UK.OBIE.Field.Expected",
+            "UK.OBIE.Field.Invalid",
+            "UK.OBIE.Field.InvalidDate",
+            "UK.OBIE.Field.Missing",
+            "UK.OBIE.Field.Unexpected",
+            "UK.OBIE.Header.Invalid",
+            "UK.OBIE.Header.Missing",
+            "UK.OBIE.Reauthenticate",
+            "UK.OBIE.Resource.ConsentMismatch",
+            "UK.OBIE.Resource.InvalidConsentStatus",
+            "UK.OBIE.Resource.InvalidFormat",
+            "UK.OBIE.Resource.NotFound",
+            "UK.OBIE.UnexpectedError",
+        ];
+        for refusal in every_refusal() {
+            let v: serde_json::Value = serde_json::from_slice(&refusal.to_response("i").body).unwrap();
+            let code = v["Errors"][0]["ErrorCode"].as_str().unwrap();
+            assert!(standard.contains(&code), "{refusal:?}: {code}");
+            let top = v["Code"].as_str().unwrap();
+            let (status, reason) = top.split_once(' ').unwrap();
+            assert_eq!(status, refusal.status().to_string());
+            assert!(reason.chars().all(|c| c.is_ascii_alphabetic()) && !reason.is_empty(), "{top}");
+        }
+        let code = |r: Refusal| {
+            let v: serde_json::Value = serde_json::from_slice(&r.to_response("i").body).unwrap();
+            v["Errors"][0]["ErrorCode"].as_str().unwrap().to_string()
+        };
+        assert_eq!(
+            code(Refusal::InvalidRequest { description: "d", field: "Data.ConsentId" }),
+            "UK.OBIE.Field.Missing"
+        );
+        assert_eq!(code(Refusal::InvalidRequest { description: "d", field: "path" }), "UK.OBIE.Field.Invalid");
+    }
+
+    #[test]
+    fn a_405_carries_allow_and_a_missing_claim_says_it_is_missing() {
+        let r = Refusal::MethodNotAllowed { allow: "GET, POST".into() }.to_response("i");
+        assert_eq!((r.status, r.allow.as_deref()), (405, Some("GET, POST")));
+        assert_eq!(Refusal::NoRoute { in_api: true }.to_response("i").allow, None);
+        let missing = Refusal::Consent(ConsentRefusal::ClaimMissing { element: "status", claim: "Status".into() });
+        let summary = missing.summary();
+        assert!(summary.contains("status is missing") && summary.contains("`Status`"), "{summary}");
+        assert!(!summary.contains("``"), "{summary}");
+        let unknown = Refusal::NoRoute { in_api: true }.summary();
+        assert!(!unknown.contains("no API"), "{unknown}");
     }
 }

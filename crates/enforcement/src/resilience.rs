@@ -31,6 +31,19 @@ pub struct CircuitBreaker {
     state: AtomicU8,
     opened_at: Mutex<Option<Instant>>,
     on_change: Box<dyn Fn(CircuitState) + Send + Sync>,
+    /// The authorization server's name, in the log lines of its transitions.
+    name: String,
+}
+
+/// What the log says of a change of state: an outage begins (the breaker opens from
+/// closed) or ends (it closes); the probes in between (half-open, reopened after a failed
+/// probe) only at debug, so an outage is two lines however long it lasts.
+pub fn announcement(from: CircuitState, to: CircuitState) -> Option<&'static str> {
+    match (from, to) {
+        (CircuitState::Closed, CircuitState::Open) => Some("opened"),
+        (CircuitState::Open | CircuitState::HalfOpen, CircuitState::Closed) => Some("closed"),
+        _ => None,
+    }
 }
 
 impl CircuitBreaker {
@@ -48,7 +61,14 @@ impl CircuitBreaker {
             state: AtomicU8::new(CircuitState::Closed as u8),
             opened_at: Mutex::new(None),
             on_change,
+            name: String::new(),
         }
+    }
+
+    /// Names the breaker after its authorization server, for its log lines.
+    pub fn named(mut self, name: &str) -> CircuitBreaker {
+        self.name = name.to_string();
+        self
     }
 
     /// The current state.
@@ -61,9 +81,28 @@ impl CircuitBreaker {
     }
 
     fn set(&self, s: CircuitState) {
-        if self.state.swap(s as u8, Ordering::SeqCst) != s as u8 {
-            (self.on_change)(s);
+        let before = self.state.swap(s as u8, Ordering::SeqCst);
+        if before == s as u8 {
+            return;
         }
+        let from = match before {
+            0 => CircuitState::Closed,
+            1 => CircuitState::Open,
+            _ => CircuitState::HalfOpen,
+        };
+        match announcement(from, s) {
+            Some("opened") => tracing::warn!(
+                server = %self.name,
+                failures = self.failures.load(Ordering::SeqCst),
+                open_seconds = self.open_for.as_secs_f64(),
+                "circuit to the authorization server opened: its requests are refused with 503 until a probe succeeds"
+            ),
+            Some(_) => {
+                tracing::info!(server = %self.name, "circuit to the authorization server closed: it answers again")
+            }
+            None => tracing::debug!(server = %self.name, from = ?from, to = ?s, "circuit state"),
+        }
+        (self.on_change)(s);
     }
 
     /// Whether a call may go out now.
@@ -188,6 +227,34 @@ mod tests {
         assert!(g.introspect("t").await.is_ok());
         assert_eq!(breaker.state(), CircuitState::Closed);
         assert_eq!(g.inner.calls.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
+    async fn an_outage_is_announced_once_when_it_begins_and_once_when_it_ends() {
+        let seen = Arc::new(Mutex::new(vec![CircuitState::Closed]));
+        let record = seen.clone();
+        let breaker = Arc::new(
+            CircuitBreaker::new(2, Duration::from_millis(30), Box::new(move |s| record.lock().unwrap().push(s)))
+                .named("as"),
+        );
+        let flaky = Flaky { up: AtomicBool::new(false), calls: AtomicUsize::new(0) };
+        let g = Guarded::new(flaky, 4, Duration::from_secs(1), breaker.clone());
+        for _ in 0..5 {
+            let _ = g.introspect("t").await;
+        }
+        // Three failed probes, then a good one.
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            let _ = g.introspect("t").await;
+        }
+        g.inner.up.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert!(g.introspect("t").await.is_ok());
+        assert!(g.introspect("t").await.is_ok());
+        let states = seen.lock().unwrap().clone();
+        let announced: Vec<&str> = states.windows(2).filter_map(|w| announcement(w[0], w[1])).collect();
+        assert_eq!(announced, vec!["opened", "closed"], "{states:?}");
+        assert!(states.len() > 4, "the probes changed state in between: {states:?}");
     }
 
     #[tokio::test]

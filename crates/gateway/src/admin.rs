@@ -1,4 +1,5 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics` and `POST /revocations`.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `POST /revocations` and the
+//! grant JWT keys at `/.well-known/jwks.json`.
 //! Runs as a pingora service so it starts and drains with the gateway.
 //!
 //! With `admin.bearer_secret` set, `/metrics` and `/revocations` require
@@ -27,6 +28,7 @@ use serde_json::json;
 use crate::cluster::Revocations;
 use crate::connections::Accepting;
 use fapi_enforcement::cache::{ServerLinks, TokenKey};
+use fapi_enforcement::config::Readiness;
 use fapi_enforcement::metrics::Metrics;
 use fapi_enforcement::resilience::CircuitState;
 use fapi_enforcement::revocation::{Revocation, Revoked};
@@ -40,6 +42,12 @@ pub struct AdminState {
     pub accepting: Accepting,
     /// The one place revocations are applied (locally, and to the fleet's feed).
     pub revocations: Arc<Revocations>,
+    /// What `/readyz` reports on.
+    pub readiness: Readiness,
+    /// The Security Event Token receiver, with `[signals]`.
+    pub signals: Option<Arc<fapi_enforcement::signals::SignalReceiver>>,
+    /// The configuration in force (for the JWKS of its grant JWT keys).
+    pub live: Arc<arc_swap::ArcSwap<fapi_enforcement::enforcer::Live>>,
 }
 
 pub struct AdminService {
@@ -48,17 +56,23 @@ pub struct AdminService {
     /// then bound once the old process lets go of the port).
     listener: Option<std::net::TcpListener>,
     router: Option<Router>,
+    readiness: Readiness,
+    /// Its transmitters' keys are fetched when the service starts.
+    signals: Option<Arc<fapi_enforcement::signals::SignalReceiver>>,
 }
 
 impl AdminService {
     pub fn new(address: SocketAddr, listener: Option<std::net::TcpListener>, state: Arc<AdminState>) -> AdminService {
+        let readiness = state.readiness;
         let router = Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .route("/revocations", post(revoke))
-            .with_state(state);
-        AdminService { address, listener, router: Some(router) }
+            .route(fapi_enforcement::grant_jwt::JWKS_PATH, get(jwks));
+        let router = crate::signal_receiver::route(router, &state);
+        let signals = state.signals.clone();
+        AdminService { address, listener, router: Some(router.with_state(state)), readiness, signals }
     }
 }
 
@@ -87,12 +101,16 @@ fn unauthorized() -> Response {
         .into_response()
 }
 
-/// Ready while the proxy listener accepts connections and no circuit to an authorization
-/// server is open (the configuration is loaded before the listeners start).
+/// Ready while the proxy listener accepts connections (the configuration is loaded before
+/// the listeners start) and, with `readiness = "authorization_servers"`, no circuit to an
+/// authorization server is open.
 async fn readyz(State(s): Shared) -> Response {
     if !s.accepting.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: the proxy listener is not accepting connections\n")
             .into_response();
+    }
+    if s.readiness == Readiness::Listeners {
+        return "ready\n".into_response();
     }
     let mut open: Vec<&str> =
         s.servers.values().filter(|l| l.breaker.state() == CircuitState::Open).map(|l| l.name.as_str()).collect();
@@ -102,6 +120,17 @@ async fn readyz(State(s): Shared) -> Response {
     open.sort();
     let text = format!("not ready: circuit open to authorization server {}\n", open.join(", "));
     (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
+}
+
+/// The public keys of the grant JWTs (open, like the probes: they are public keys).
+async fn jwks(State(s): Shared) -> Response {
+    match crate::jwks::jwks(&s.live.load()) {
+        Some(body) => {
+            let [a, b] = crate::jwks::headers();
+            ([(a.0, a.1), (b.0, b.1)], body).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "no grant JWT keys: gateway.toml has no [grant_jwt]\n").into_response(),
+    }
 }
 
 async fn metrics(State(s): Shared, headers: HeaderMap) -> Response {
@@ -114,6 +143,7 @@ async fn metrics(State(s): Shared, headers: HeaderMap) -> Response {
         entries += link.cache.entry_count();
     }
     s.metrics.cache_entries.set(entries as i64);
+    crate::connections::log_noise::drain_into(&s.metrics);
     ([("content-type", "text/plain; version=0.0.4")], s.metrics.render()).into_response()
 }
 
@@ -170,6 +200,15 @@ async fn revoke(State(s): Shared, headers: HeaderMap, body: axum::body::Bytes) -
 impl Service for AdminService {
     async fn start_service(&mut self, fds: Option<ListenFds>, mut shutdown: ShutdownWatch, _listeners_per_fd: usize) {
         let Some(router) = self.router.take() else { return };
+        if let Some(signals) = self.signals.take() {
+            let mut stop = shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = signals.load_keys() => {}
+                    _ = stop.changed() => {}
+                }
+            });
+        }
         let bound = match self.listener.take() {
             Some(l) => l.set_nonblocking(true).and_then(|()| tokio::net::TcpListener::from_std(l)),
             None => {
@@ -205,6 +244,12 @@ impl Service for AdminService {
         if let Some(fds) = &fds {
             fds.lock().add(self.address.to_string(), listener.as_raw_fd());
         }
+        tracing::info!(
+            listener = "admin",
+            address = %self.address,
+            readiness = ?self.readiness,
+            "listening: /healthz, /readyz, /metrics, /revocations"
+        );
         let stop = async move {
             let _ = shutdown.changed().await;
         };

@@ -33,6 +33,9 @@ pub enum GatewayError {
     /// no error (the gateway starts degraded).
     #[error("{0}")]
     Cluster(String),
+    /// The OpenTelemetry exporter of `[tracing]` could not be set up.
+    #[error("tracing: {0}")]
+    Telemetry(String),
     /// A reload asks for what only a restart can do.
     #[error("{0}")]
     NeedsRestart(String),

@@ -200,6 +200,10 @@ async fn write_grant(
         let value = granted.iter().find(|(n, _)| *n == name).map_or("", |(_, v)| v.as_str());
         header.insert_header(name.to_string(), value)?;
     }
+    // The gateway-signed grant JWT, for the proxy to pass on like the identity headers.
+    if let Some(signed) = &grant.signed_identity {
+        header.insert_header(signed.header.to_string(), signed.jwt.as_ref())?;
+    }
     header.insert_header(INTERACTION_ID, interaction_id)?;
     header.insert_header("cache-control", "no-store")?;
     header.insert_header("content-length", "0")?;

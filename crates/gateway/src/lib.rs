@@ -3,8 +3,9 @@
 //! and bounds downstream connections, [`proxy`] is the `ProxyHttp` that decides and
 //! forwards, [`forward_auth`] answers the decision alone for nginx and Caddy (mode
 //! `forward_auth`), [`access`] logs and counts each request, [`admin`] serves health,
-//! readiness, metrics and revocations, [`cluster`] carries revocations to every replica
-//! of a fleet, [`reload`] applies configuration changes without
+//! readiness, metrics and revocations, [`signal_receiver`] takes pushed Security Event
+//! Tokens, [`cluster`] applies every revocation and carries it to every replica of a
+//! fleet, [`reload`] applies configuration changes without
 //! a restart.
 
 pub mod access;
@@ -13,6 +14,10 @@ pub mod cluster;
 pub mod connections;
 pub mod error;
 pub mod forward_auth;
+pub mod jwks;
 pub mod proxy;
 pub mod reload;
 pub mod server;
+pub mod signal_receiver;
+pub mod upstreams;
+pub mod telemetry;

@@ -3,8 +3,8 @@
 //! once. Requests in flight finish on the generation they started with. A configuration
 //! that does not validate is refused, logged and counted, and the old one keeps serving.
 //!
-//! Live: policies, identity headers and forwarding options, the server certificate and
-//! the client CA bundle. The listener and admin addresses, the authorization server, the
+//! Live: policies, identity headers and forwarding options, the server certificate, the
+//! client CA bundle and the grant JWT issuer and keys (`[grant_jwt]`). The listener and admin addresses, the authorization server, the
 //! cache's size and lifetimes, connection limits, threads and logging take effect on restart (a reload that
 //! changes them says so in the log).
 
@@ -52,6 +52,8 @@ fn restart_only(c: &GatewayConfig) -> Vec<(&'static str, String)> {
         ("dpop", format!("{:?}", c.dpop)),
         ("connections", format!("{:?}", c.connections)),
         ("cluster", format!("{:?}", c.cluster)),
+        ("upstreams", format!("{:?}", c.upstream_settings)),
+        ("signals", format!("{:x}", sha2_short(&format!("{:?}", c.signals)))),
     ]
 }
 
@@ -100,6 +102,8 @@ pub struct Reloader {
     client_verifier: Arc<ClientVerifier>,
     metrics: Arc<Metrics>,
     applied: Mutex<Applied>,
+    /// Upstreams built at start (their pools and health checks); policies may name only these.
+    upstreams: Vec<String>,
 }
 
 /// What a reload did.
@@ -129,6 +133,7 @@ impl Reloader {
             server_certificate,
             client_verifier,
             metrics,
+            upstreams: config.upstream_settings.keys().cloned().collect(),
             applied: Mutex::new(Applied {
                 restart_only: restart_only(config),
                 policies_dir: config.policies_dir.clone(),
@@ -169,6 +174,14 @@ impl Reloader {
                 return Err(GatewayError::NeedsRestart(format!(
                     "API `{}` names authorization server `{}`, which is not running: adding a server needs a restart",
                     api.name, api.authorization_server
+                )));
+            }
+        }
+        for api in config.policies.apis() {
+            if !self.upstreams.contains(&api.upstream.name) {
+                return Err(GatewayError::NeedsRestart(format!(
+                    "API `{}` names upstream `{}`, which is not running: adding an upstream needs a restart",
+                    api.name, api.upstream.name
                 )));
             }
         }
@@ -249,6 +262,8 @@ fn tls_files(c: &GatewayConfig) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = c.listener.tls.iter().flat_map(|(cert, key)| [cert.clone(), key.clone()]).collect();
     files.push(c.listener.client_ca.clone());
     files.extend(c.listener.crls.iter().cloned());
+    // The grant JWT keys: replacing a key file rotates it.
+    files.extend(c.grant_jwt.iter().flat_map(|g| g.key_files.iter().cloned()));
     files
 }
 

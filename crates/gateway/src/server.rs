@@ -31,6 +31,8 @@ use crate::error::GatewayError;
 use crate::forward_auth::ForwardAuth;
 use crate::proxy::Gateway;
 use crate::reload::{ReloadService, Reloader};
+use crate::upstreams::{HealthChecks, Upstreams};
+use crate::telemetry::Telemetry;
 use fapi_enforcement::cache::ServerLinks;
 use fapi_enforcement::client_identity::{install_crypto_provider, tls_settings, ServerCertificate};
 use fapi_enforcement::config::{ClientCertificateSource, ConnectionLimits, GatewayConfig, ListenerMode};
@@ -107,6 +109,8 @@ pub struct GatewayServices {
     pub revocations: Arc<Revocations>,
     /// The fleet's feed, with `[cluster]`.
     pub cluster: Option<Arc<Cluster>>,
+    /// The upstreams' active health checks, to run beside the listeners.
+    pub health_checks: Vec<HealthChecks>,
 }
 
 /// The gateway's listening sockets, bound before anything starts.
@@ -216,13 +220,25 @@ pub fn build(mut config: GatewayConfig, listeners: BoundListeners) -> Result<Gat
         None => Revocations::local(servers.clone(), metrics.clone()),
     };
     let admin_listener = listeners.admin;
+    let signals = match &config.signals {
+        Some(s) => Some(Arc::new(fapi_enforcement::signals::SignalReceiver::new(s).map_err(|reason| {
+            fapi_enforcement::error::StartError::File {
+                path: config.source.clone(),
+                reason: format!("[signals]: {reason}"),
+            }
+        })?)),
+        None => None,
+    };
     let admin = config.admin.as_ref().map(|a| {
         let state = AdminState {
+            revocations: revocations.clone(),
+            signals: signals.clone(),
             metrics: metrics.clone(),
             servers: servers.clone(),
             bearer_secret: a.bearer_secret.clone(),
             accepting: accepting.clone(),
-            revocations: revocations.clone(),
+            readiness: a.readiness,
+            live: enforcer.live_cell().clone(),
         };
         AdminService::new(a.address, admin_listener, Arc::new(state))
     });
@@ -241,10 +257,15 @@ pub fn build(mut config: GatewayConfig, listeners: BoundListeners) -> Result<Gat
         client_verifier,
         metrics.clone(),
     ));
+    let mut health_checks = Vec::new();
     let app = if config.listener.mode == ListenerMode::ForwardAuth {
         ListenerApp::ForwardAuth(http_app(ForwardAuth::new(enforcer, metrics.clone()), conf, &limits))
     } else {
-        ListenerApp::Proxy(http_app(Gateway::new(enforcer, metrics.clone()), conf, &limits))
+        let upstreams = Upstreams::new(&config.upstream_settings);
+        health_checks = upstreams.health_checks();
+        let telemetry = config.tracing.as_ref().map(Telemetry::start).transpose()?.map(Arc::new);
+        let gateway = Gateway::new(enforcer, metrics.clone(), Arc::new(upstreams)).with_telemetry(telemetry);
+        ListenerApp::Proxy(http_app(gateway, conf, &limits))
     };
     // `tls` is absent behind a TLS-terminating proxy, on the bank's internal network.
     let proxy = ProxyListener::new(
@@ -255,7 +276,18 @@ pub fn build(mut config: GatewayConfig, listeners: BoundListeners) -> Result<Gat
         connections.clone(),
         accepting.clone(),
     )?;
-    Ok(GatewayServices { proxy, admin, reloader, servers, metrics, connections, accepting, revocations, cluster })
+    Ok(GatewayServices {
+        proxy,
+        admin,
+        reloader,
+        servers,
+        metrics,
+        connections,
+        accepting,
+        revocations,
+        cluster,
+        health_checks,
+    })
 }
 
 /// A gateway with its listeners bound, ready to run.
@@ -271,6 +303,15 @@ pub fn prepare(config: GatewayConfig, upgrade: bool) -> Result<Prepared, Gateway
     let inherited = if upgrade { Some(take_over(&config.server.upgrade_socket, &config)?) } else { None };
     let listeners = bind_listeners(&config, inherited.as_ref())?;
     let conf = server_conf(&config);
+    let apis = config.policies.apis();
+    tracing::info!(
+        config = %config.source.display(),
+        apis = apis.len(),
+        routes = apis.iter().map(|a| a.routes.len()).sum::<usize>(),
+        authorization_servers = config.authorization_servers.len(),
+        mode = ?config.listener.mode,
+        "configuration loaded"
+    );
     let services = build(config, listeners)?;
     // The sockets were taken over above: pingora's own bootstrap has nothing to wait for.
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
@@ -282,6 +323,10 @@ pub fn prepare(config: GatewayConfig, upgrade: bool) -> Result<Prepared, Gateway
     server.add_service(ReloadService(services.reloader));
     if let Some(cluster) = services.cluster {
         server.add_service(ClusterService(cluster));
+    }
+    for checks in services.health_checks {
+        let name = format!("upstream {} health checks", checks.name());
+        server.add_service(pingora_core::services::background::background_service(&name, checks));
     }
     Ok(Prepared { server })
 }
@@ -330,6 +375,10 @@ impl RunningGateway {
         tasks.push(tokio::spawn(services.reloader.clone().watch(watch.clone())));
         if let Some(cluster) = &services.cluster {
             tasks.push(tokio::spawn(cluster.clone().run(watch.clone())));
+        }
+        for checks in services.health_checks {
+            let w = watch.clone();
+            tasks.push(tokio::spawn(async move { checks.run(w).await }));
         }
         let running = RunningGateway {
             shutdown,

@@ -101,6 +101,8 @@ pub struct Cached {
     fetched_ms: u64,
     /// Tells this entry from a later one under the same key (for the consent index).
     generation: u64,
+    /// The grant JWTs signed for this token, which go when the entry goes.
+    pub grant_jwts: crate::grant_jwt::JwtSlot,
 }
 
 struct Lifetime {
@@ -429,7 +431,7 @@ impl IntrospectionCache {
         }
         let info = result?;
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
-        Ok(Arc::new(Cached { info, fetched_ms: self.now_ms(), generation }))
+        Ok(Arc::new(Cached { info, fetched_ms: self.now_ms(), generation, grant_jwts: Default::default() }))
     }
 
     fn remove(&self, key: &TokenKey) -> Option<Arc<Cached>> {
@@ -528,27 +530,35 @@ pub use fleet::RevocationListener;
 #[cfg(test)]
 mod tests;
 
+/// Revocation by subject (CAEP `session-revoked`, `credential-change`).
 impl IntrospectionCache {
-    /// Drops every entry whose token was issued for `subject` (RFC 7662 `sub`); returns
-    /// how many there were. A scan of every shard (no subject index: subject revocations
-    /// are rare, and the scan holds one shard's lock at a time).
+    /// Drops every entry whose introspected `sub` is `subject`; returns how many there were.
+    ///
+    /// A scan of the store, shard by shard (no index: subjects are revoked rarely, and an
+    /// index would cost every cached token memory), linear in the entries held; each shard
+    /// is locked only while it is scanned. An
+    /// introspection already under way when the revocation arrives is not held back (the
+    /// consent index does that for consents): its answer predates the revocation by at
+    /// most one call, and the authorization server answers for the revoked session from
+    /// then on.
     pub async fn revoke_subject(&self, subject: &str) -> usize {
         let mut gone = Vec::new();
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
             shard.entries.retain(|k, slot| {
-                let keep = slot.value.info.subject.as_deref() != Some(subject);
-                if !keep {
+                let matches = slot.value.info.subject.as_deref() == Some(subject);
+                if matches {
                     gone.push((*k, slot.value.generation));
                 }
-                keep
+                !matches
             });
         }
-        let mut index = lock(&self.index);
-        for (k, generation) in &gone {
-            index.remove(*k, Some(*generation));
+        if !gone.is_empty() {
+            let mut index = lock(&self.index);
+            for (k, generation) in &gone {
+                index.remove(*k, Some(*generation));
+            }
         }
-        drop(index);
         self.metrics.cache_evictions.with_label_values(&["revoked"]).inc_by(gone.len() as u64);
         gone.len()
     }

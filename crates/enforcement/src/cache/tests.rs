@@ -252,3 +252,56 @@ fn keys_separate_servers_and_hide_tokens() {
     assert_eq!(TokenKey::new("a", "t"), TokenKey::new("a", "t"));
     assert_eq!(TokenKey::new("a", "t").short().len(), 12);
 }
+
+/// Tokens `name@subject`, each of consent `c-name`.
+struct SubjectPerToken;
+
+#[async_trait::async_trait]
+impl Introspector for SubjectPerToken {
+    async fn introspect(&self, token: &str) -> Result<TokenInfo, IntrospectionError> {
+        let (name, subject) = token.split_once('@').unwrap_or((token, ""));
+        TokenInfo::from_response(serde_json::json!({"active": true, "sub": subject, "ConsentId": format!("c-{name}")}))
+    }
+}
+
+#[tokio::test]
+async fn revoking_a_subject_drops_its_entries_and_only_those() {
+    let config = CacheConfig { max_ttl: Duration::from_secs(60), inactive_ttl: Duration::ZERO, capacity: 100 };
+    let cache = Arc::new(IntrospectionCache::new("as", &config, Arc::new(SubjectPerToken), Arc::new(Metrics::new())));
+    cache.set_consent_paths(vec![ClaimPath::parse("ConsentId").unwrap()]);
+    for token in ["t1@alice", "t2@alice", "t3@bob", "t4@alicebob"] {
+        cache.lookup(cache.key(token), token, None).await.unwrap();
+    }
+    assert_eq!(cache.revoke_subject("alice").await, 2);
+    assert_eq!(cache.revoke_subject("alice").await, 0);
+    assert_eq!(cache.entry_count(), 2);
+    assert_eq!(cache.lookup(cache.key("t1@alice"), "t1@alice", None).await.unwrap().1, CacheOutcome::Miss);
+    assert_eq!(cache.lookup(cache.key("t3@bob"), "t3@bob", None).await.unwrap().1, CacheOutcome::Hit);
+    // The consent index forgot the dropped entries (t2's consent has none left).
+    assert_eq!(cache.revoke_consent("c-t2").await, 0);
+    assert_eq!(cache.revoke_consent("c-t4").await, 1);
+}
+
+/// Not a check: prints what a subject revocation costs over 100,000 cached results
+/// (`cargo test -p fapi-enforcement --lib subject_scan_cost -- --ignored --nocapture`).
+#[tokio::test]
+#[ignore]
+async fn subject_scan_cost_over_100k_entries() {
+    let config = CacheConfig { max_ttl: Duration::from_secs(600), inactive_ttl: Duration::ZERO, capacity: 200_000 };
+    let cache = Arc::new(IntrospectionCache::new("as", &config, Arc::new(SubjectPerToken), Arc::new(Metrics::new())));
+    cache.set_consent_paths(vec![ClaimPath::parse("ConsentId").unwrap()]);
+    for i in 0..100_000 {
+        let token = format!("t{i}@s{}", i % 1000);
+        cache.lookup(cache.key(&token), &token, None).await.unwrap();
+    }
+    assert_eq!(cache.entry_count(), 100_000);
+    let mut times = Vec::new();
+    for s in 0..7 {
+        let t = std::time::Instant::now();
+        let n = cache.revoke_subject(&format!("s{s}")).await;
+        times.push(t.elapsed());
+        assert_eq!(n, 100);
+    }
+    times.sort();
+    eprintln!("revoke_subject over 100k entries: median {:?}, min {:?}, max {:?}", times[3], times[0], times[6]);
+}

@@ -6,6 +6,21 @@ use super::file::AdminSection;
 use crate::diagnostics::Diagnostics;
 use crate::secrets;
 
+/// What `/readyz` reports on (`admin.readiness`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Readiness {
+    /// Ready while the proxy listener accepts connections. An authorization server that
+    /// cannot answer makes every replica refuse with 503 alike; taking them all out of the
+    /// balancer would not help, so they stay in.
+    #[default]
+    Listeners,
+    /// Also not ready while the circuit to any authorization server is open: a balancer
+    /// sends traffic to replicas that can reach it (when the fault is one replica's path
+    /// to the server), at the risk of emptying the pool when the server itself is down.
+    AuthorizationServers,
+}
+
 /// The validated `[admin]`.
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
@@ -13,6 +28,8 @@ pub struct AdminConfig {
     pub address: SocketAddr,
     /// Required by `/metrics` and `/revocations`; the revocation endpoint is off without it.
     pub bearer_secret: Option<String>,
+    /// What `/readyz` reports on.
+    pub readiness: Readiness,
 }
 
 pub(super) fn validate(a: &AdminSection, d: &mut Diagnostics) -> Option<AdminConfig> {
@@ -33,5 +50,5 @@ pub(super) fn validate(a: &AdminSection, d: &mut Diagnostics) -> Option<AdminCon
         }
     };
     let address = super::socket_address(&a.address, d)?;
-    Some(AdminConfig { address, bearer_secret })
+    Some(AdminConfig { address, bearer_secret, readiness: a.readiness })
 }

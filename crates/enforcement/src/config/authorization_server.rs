@@ -145,10 +145,12 @@ fn validate(name: &str, s: &AuthorizationServerSection, d: &mut Diagnostics) -> 
     };
     let ca = s.ca.as_ref().map(|ca| d.existing_file(ca.get_ref(), ca.span(), "CA"));
     if s.timeout_ms == 0 {
-        d.error(None, format!("authorization server `{name}`: timeout_ms must be above 0"));
+        let at = server_key(d, name, "timeout_ms");
+        d.error(at, format!("authorization server `{name}`: timeout_ms must be above 0"));
     }
     if !(s.circuit_open_seconds.is_finite() && (0.0..=3600.0).contains(&s.circuit_open_seconds)) {
-        d.error(None, format!("authorization server `{name}`: circuit_open_seconds must be between 0 and 3600"));
+        let at = server_key(d, name, "circuit_open_seconds");
+        d.error(at, format!("authorization server `{name}`: circuit_open_seconds must be between 0 and 3600"));
     }
     AuthorizationServerConfig {
         name: name.to_string(),
@@ -166,4 +168,9 @@ fn validate(name: &str, s: &AuthorizationServerSection, d: &mut Diagnostics) -> 
         circuit_failure_threshold: s.circuit_failure_threshold.max(1),
         circuit_open: Duration::from_secs_f64(s.circuit_open_seconds.clamp(0.0, 3600.0)),
     }
+}
+
+/// Where a key of authorization server `name` is written (either section form).
+fn server_key(d: &Diagnostics, name: &str, key: &str) -> Option<std::ops::Range<usize>> {
+    d.key(&["authorization_servers", name, key]).or_else(|| d.key(&["authorization_server", key]))
 }

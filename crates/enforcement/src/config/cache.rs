@@ -11,14 +11,16 @@ pub(super) fn validate(c: &CacheSection, d: &mut Diagnostics) -> CacheConfig {
         if v.is_finite() && (0.0..=86_400.0).contains(&v) {
             Duration::from_secs_f64(v)
         } else {
-            d.error(None, format!("cache.{name} must be between 0 and 86400"));
+            let at = d.key(&["cache", name]);
+            d.error(at, format!("cache.{name} must be between 0 and 86400"));
             Duration::ZERO
         }
     };
     let max_ttl = seconds("max_ttl_seconds", c.max_ttl_seconds);
     let inactive_ttl = seconds("inactive_ttl_seconds", c.inactive_ttl_seconds);
     if c.capacity == 0 {
-        d.error(None, "cache.capacity must be above 0");
+        let at = d.key(&["cache", "capacity"]);
+        d.error(at, "cache.capacity must be above 0");
     }
     CacheConfig { max_ttl, inactive_ttl, capacity: c.capacity }
 }

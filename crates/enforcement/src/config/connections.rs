@@ -38,7 +38,8 @@ pub(super) fn validate(c: &ConnectionsSection, d: &mut Diagnostics) -> Connectio
         if v.is_finite() && v > 0.0 && v <= 3600.0 {
             Duration::from_secs_f64(v)
         } else {
-            d.error(None, format!("connections.{name} must be above 0 and at most 3600"));
+            let at = d.key(&["connections", name]);
+            d.error(at, format!("connections.{name} must be above 0 and at most 3600"));
             Duration::from_secs_f64(default)
         }
     };

@@ -27,7 +27,7 @@ pub(super) struct ConfigFile {
     #[serde(default)]
     pub(super) forwarding: ForwardingSection,
     #[serde(default)]
-    pub(super) upstreams: BTreeMap<String, Spanned<String>>,
+    pub(super) upstreams: BTreeMap<String, Spanned<super::upstream::UpstreamEntry>>,
     #[serde(default = "default_policies")]
     pub(super) policies: Spanned<String>,
     #[serde(default)]
@@ -41,6 +41,9 @@ pub(super) struct ConfigFile {
     #[serde(default)]
     pub(super) connections: ConnectionsSection,
     pub(super) cluster: Option<super::cluster::ClusterSection>,
+    pub(super) signals: Option<super::signals::SignalsSection>,
+    pub(super) grant_jwt: Option<super::grant_jwt::GrantJwtSection>,
+    pub(super) tracing: Option<super::telemetry::TracingSection>,
 }
 
 fn default_policies() -> Spanned<String> {
@@ -200,6 +203,9 @@ pub(super) struct AdminSection {
     pub(super) bearer_secret: Option<Spanned<String>>,
     /// A file holding the bearer secret (instead of `bearer_secret`).
     pub(super) bearer_secret_file: Option<Spanned<String>>,
+    /// What `/readyz` reports on.
+    #[serde(default)]
+    pub(super) readiness: super::admin::Readiness,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,15 +1,11 @@
-//! `[forwarding]` and `[upstreams]`: what the bank receives, and where.
+//! `[forwarding]`: what the bank receives (`[upstreams]`, where, is in upstream.rs).
 
-use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use serde::Deserialize;
-use toml::Spanned;
 
 use super::file::ForwardingSection;
 use crate::diagnostics::Diagnostics;
-use crate::policy::Upstream;
 
 /// Names of the headers through which the gateway tells the bank who is calling.
 /// Whatever the client sent under these names is removed before they are set.
@@ -75,44 +71,4 @@ pub(super) fn validate(f: &ForwardingSection, d: &mut Diagnostics) -> Forwarding
         connect_timeout: Duration::from_millis(f.upstream_connect_timeout_ms.max(1)),
         read_timeout: Duration::from_millis(f.upstream_read_timeout_ms.max(1)),
     }
-}
-
-/// Validates `[upstreams]`: each `http://host:port`, resolved once.
-pub(super) fn upstreams(
-    section: &BTreeMap<String, Spanned<String>>,
-    d: &mut Diagnostics,
-) -> BTreeMap<String, Upstream> {
-    let mut upstreams = BTreeMap::new();
-    for (name, url) in section {
-        match parse_upstream_url(url.get_ref()) {
-            Ok(address) => {
-                upstreams.insert(name.clone(), Upstream { name: name.clone(), address });
-            }
-            Err(m) => d.error(Some(url.span()), format!("upstream `{name}`: {m}")),
-        }
-    }
-    upstreams
-}
-
-/// Upstreams are `http://host:port`; the host is resolved once, at load.
-pub(super) fn parse_upstream_url(url: &str) -> Result<SocketAddr, String> {
-    let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err("https upstreams are not supported yet: use http on the bank's internal network".into())
-        }
-        _ => return Err(format!("`{url}` must start with http://")),
-    }
-    if uri.path() != "/" && !uri.path().is_empty() {
-        return Err(format!("`{url}` must not have a path (routes add it)"));
-    }
-    let host = uri.host().ok_or_else(|| format!("`{url}` has no host"))?;
-    let port = uri.port_u16().unwrap_or(80);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
-        .next()
-        .ok_or_else(|| format!("`{host}` resolves to no address"))
 }

@@ -140,7 +140,8 @@ pub(super) fn validate(l: &ListenerSection, d: &mut Diagnostics) -> Option<Liste
             d.existing_file(k.get_ref(), k.span(), "private key"),
         )),
         (_, _, true) => {
-            d.error(None, "listener.certificate and listener.private_key are required for TLS");
+            let at = d.key(&["listener", "certificate"]);
+            d.error(at, "listener.certificate and listener.private_key are required for TLS");
             None
         }
         (_, _, false) => None,
@@ -166,12 +167,14 @@ pub(super) fn validate(l: &ListenerSection, d: &mut Diagnostics) -> Option<Liste
                 ListenerMode::ForwardAuth => ("forward_auth", "proxies'"),
                 _ => ("behind_proxy", "load balancers'"),
             };
-            d.error(None, format!("listener.mode `{name}` needs trusted_proxies (the {whose} addresses)"));
+            let at = d.key(&["listener", "mode"]);
+            d.error(at, format!("listener.mode `{name}` needs trusted_proxies (the {whose} addresses)"));
         }
         ClientCertificateSource::ProxyHeader { trusted, format: l.client_cert_header }
     } else {
         if !l.trusted_proxies.is_empty() {
-            d.warn(None, "listener.trusted_proxies is ignored in mode `mtls`");
+            let at = d.key(&["listener", "trusted_proxies"]);
+            d.warn(at, "listener.trusted_proxies is ignored in mode `mtls`");
         }
         ClientCertificateSource::Handshake
     };

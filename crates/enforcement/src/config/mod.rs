@@ -14,10 +14,14 @@ mod connections;
 mod dpop;
 mod file;
 mod forwarding;
+mod grant_jwt;
 mod limits;
 mod listener;
 mod logging;
 mod server;
+mod signals;
+mod upstream;
+mod telemetry;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,7 +30,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-pub use self::admin::AdminConfig;
+pub use self::admin::{AdminConfig, Readiness};
 pub use self::cluster::{redact_url, ClusterConfig};
 pub use self::connections::ConnectionLimits;
 pub use self::forwarding::IdentityHeaderNames;
@@ -34,12 +38,15 @@ pub use self::limits::Limits;
 pub use self::listener::{CertificateHeader, Cidr, ClientCertificateSource, ListenerConfig, ListenerMode, TlsProfile};
 pub use self::logging::{LogFormat, LoggingConfig};
 pub use self::server::ServerConfig;
+pub use self::upstream::{Balancing, HealthCheck, UpstreamSettings, UpstreamTls};
+pub use self::telemetry::TracingConfig;
 pub use crate::cache::CacheConfig;
 pub use crate::diagnostics::{line_of, ConfigError, ConfigErrors, Diagnostics};
 pub use crate::dpop::DpopConfig;
 pub use crate::introspection::{AuthorizationServerConfig, ClientAuth};
 pub use crate::policy::Upstream;
 use crate::policy::{Binding, PolicySet};
+pub use crate::signals::SignalsConfig;
 
 /// Listener addresses given on the command line, over the file's (e.g. 0.0.0.0 inside a
 /// container while the file says 127.0.0.1). Kept across reloads.
@@ -86,6 +93,8 @@ pub struct GatewayConfig {
     pub upstream_read_timeout: Duration,
     /// `[upstreams]`, by name.
     pub upstreams: BTreeMap<String, Upstream>,
+    /// `[upstreams]`: each one's targets, TLS, balancing, health checks and timeouts.
+    pub upstream_settings: BTreeMap<String, UpstreamSettings>,
     /// The policy folder.
     pub policies_dir: PathBuf,
     /// Every API's routes, from the policy folder.
@@ -94,6 +103,12 @@ pub struct GatewayConfig {
     pub server: ServerConfig,
     /// `[cluster]`, if the gateway is one of a fleet.
     pub cluster: Option<ClusterConfig>,
+    /// `[signals]`: the Security Event Token receiver, if configured.
+    pub signals: Option<SignalsConfig>,
+    /// `[grant_jwt]`: the issuer and keys of the JWT signed for the bank, if any.
+    pub grant_jwt: Option<std::sync::Arc<crate::grant_jwt::GrantJwtSettings>>,
+    /// `[tracing]`: OpenTelemetry export, when switched on.
+    pub tracing: Option<TracingConfig>,
 }
 
 impl GatewayConfig {
@@ -118,8 +133,14 @@ impl GatewayConfig {
 
     /// Parses `source` as if read from `path` (relative paths resolve against its folder).
     pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, ConfigErrors> {
-        let file: file::ConfigFile =
-            toml::from_str(source).map_err(|e| ConfigErrors(vec![ConfigError::from_toml(path, source, &e)]))?;
+        let file: file::ConfigFile = match crate::diagnostics::from_toml_all(path, source) {
+            Ok(file) => file,
+            Err(mut errors) => {
+                // gateway.toml's mistakes do not hide the policies' own.
+                errors.extend(policy_problems_alone(path, source));
+                return Err(ConfigErrors(errors));
+            }
+        };
         let mut d = Diagnostics::new(path, source);
         let listener = listener::validate(&file.listener, &mut d);
         let limits = limits::validate(&file.limits);
@@ -129,13 +150,18 @@ impl GatewayConfig {
         let authorization_servers = authorization_server::validate_all(&file, &mut d);
         let cache = cache::validate(&file.cache, &mut d);
         let forwarding = forwarding::validate(&file.forwarding, &mut d);
-        let upstreams = forwarding::upstreams(&file.upstreams, &mut d);
+        let timeouts = upstream::DefaultTimeouts { connect: forwarding.connect_timeout, read: forwarding.read_timeout };
+        let (upstreams, upstream_settings) = upstream::validate_all(&file.upstreams, timeouts, &mut d);
         let connections = connections::validate(&file.connections, &mut d);
         let server = server::validate(&file.server, &mut d);
         let cluster = file.cluster.as_ref().and_then(|c| cluster::validate(c, &mut d));
+        let grant_jwt = grant_jwt::validate(file.grant_jwt.as_ref(), &mut d);
+        let tracing = telemetry::validate(file.tracing.as_ref(), &mut d);
 
         let policies_dir = d.base.join(file.policies.get_ref());
         let server_names: Vec<String> = authorization_servers.iter().map(|a| a.name.clone()).collect();
+        let signals =
+            file.signals.as_ref().and_then(|s| signals::validate(s, &server_names, file.admin.is_some(), &mut d));
         let policies = match PolicySet::load_dir(&policies_dir, &upstreams, &server_names) {
             Ok(p) => {
                 d.warnings.extend(p.apis().iter().flat_map(|a| a.warnings.iter().cloned()));
@@ -148,6 +174,9 @@ impl GatewayConfig {
         };
         if let Some(p) = &policies {
             dpop_needs_a_known_url(p, &dpop, &file.listener.server_names, &mut d);
+            if file.grant_jwt.is_none() {
+                grant_jwt::apis_need_keys(p, None, &mut d);
+            }
             if *file.listener.mode.get_ref() == ListenerMode::ForwardAuth {
                 bodies_unseen_in_forward_auth(p, &mut d);
             }
@@ -171,13 +200,33 @@ impl GatewayConfig {
                 upstream_connect_timeout: forwarding.connect_timeout,
                 upstream_read_timeout: forwarding.read_timeout,
                 upstreams,
+                upstream_settings,
                 policies_dir,
                 policies,
                 server,
                 cluster,
+                signals,
+                grant_jwt,
+                tracing,
             }),
             _ => Err(ConfigErrors(d.errors)),
         }
+    }
+}
+
+/// The policy folder's problems when gateway.toml itself has errors: the folder is the
+/// file's `policies` when it can still be read as TOML, else `policies` beside it; the
+/// upstream and authorization server names policies use are taken as they are.
+fn policy_problems_alone(path: &Path, source: &str) -> Vec<ConfigError> {
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let folder = source
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|t| t.get("policies").and_then(|p| p.as_str()).map(str::to_string))
+        .unwrap_or_else(|| "policies".into());
+    match PolicySet::check_dir_alone(&base.join(folder)) {
+        Ok(_) => Vec::new(),
+        Err(ConfigErrors(e)) => e,
     }
 }
 
@@ -198,15 +247,15 @@ fn dpop_needs_a_known_url(
         .flat_map(|a| a.routes.iter())
         .find(|r| matches!(r.binding, Binding::Dpop | Binding::MtlsOrDpop));
     if let Some(r) = dpop_route {
-        d.error(
-            None,
+        d.errors.push(ConfigError::new(
+            &r.file,
+            Some(r.line),
             format!(
-                "route `{}` ({}:{}) takes DPoP proofs: set dpop.external_url or listener.server_names (a proof's htu is never checked against the client's Host alone)",
+                "route `{}` takes DPoP proofs: set dpop.external_url or listener.server_names in {} (a proof's htu is never checked against the client's Host alone)",
                 r.path,
-                r.file.display(),
-                r.line
+                d.path.display()
             ),
-        );
+        ));
     }
 }
 
@@ -214,15 +263,14 @@ fn dpop_needs_a_known_url(
 /// check theirs (payments) refuse every request.
 fn bodies_unseen_in_forward_auth(policies: &PolicySet, d: &mut Diagnostics) {
     for r in policies.apis().iter().flat_map(|a| a.routes.iter()).filter(|r| r.body_consent.is_some()) {
-        d.warn(
-            None,
+        d.warnings.push(ConfigError::new(
+            &r.file,
+            Some(r.line),
             format!(
-                "route `{}` ({}:{}) checks the request body, which forward-auth does not see: its requests are refused (run the gateway in the data path for it)",
-                r.path,
-                r.file.display(),
-                r.line
+                "route `{}` checks the request body, which forward-auth does not see: its requests are refused (run the gateway in the data path for it)",
+                r.path
             ),
-        );
+        ));
     }
 }
 
@@ -314,8 +362,8 @@ gobank = "http://127.0.0.1:8070"
                 "10:authorization server `default`: client_secret is empty",
             ),
             (
-                VALID.replace("http://127.0.0.1:8070", "https://127.0.0.1:8070"),
-                "12:upstream `gobank`: https upstreams are not supported",
+                VALID.replace("http://127.0.0.1:8070", "ftp://127.0.0.1:8070"),
+                "12:upstream `gobank`: `ftp://127.0.0.1:8070` must start with http:// or https://",
             ),
             (
                 VALID.replace("[upstreams]", "[cache]\nmax_ttl_seconds = -1\n[upstreams]"),
@@ -340,6 +388,62 @@ gobank = "http://127.0.0.1:8070"
         // Several problems are reported together.
         let both = VALID.replace("127.0.0.1:8443", "8443").replace("\"c.pem\"", "\"missing.pem\"");
         assert_eq!(problems(&both).len(), 2);
+    }
+
+    /// Every problem, with file and line, in one run: gateway.toml's parse errors do not hide
+    /// the policies'; an invalid upstream is reported as itself only.
+    #[test]
+    fn check_reports_every_problem_of_every_file_each_with_a_line() {
+        let dir = folder();
+        let path = dir.path().join("gateway.toml");
+        let bad_policy =
+            "[api]\nprefix = \"/gobank\"\nupstream = \"gobank\"\nprofile = \"obuk\"\ncolour = 1\n[[route]]\npath = \"/accounts\"\nscope = []\n";
+        std::fs::write(dir.path().join("policies/gobank.toml"), bad_policy).unwrap();
+        let second = "[api]\nprefix = \"/other\"\nupstream = \"nowhere\"\nprofile = \"obuk\"\n[[route]]\npath = \"/x/{A...}/y\"\n";
+        std::fs::write(dir.path().join("policies/other.toml"), second).unwrap();
+        let all = |source: &str| -> Vec<String> {
+            GatewayConfig::parse(&path, source).unwrap_err().0.iter().map(|e| e.to_string()).collect()
+        };
+        let gateway = dir.path().join("gateway.toml").display().to_string();
+        let gobank = dir.path().join("policies/gobank.toml").display().to_string();
+        let other = dir.path().join("policies/other.toml").display().to_string();
+        // A syntax error in gateway.toml, two unknown keys in one policy, a bad path in another.
+        let broken = VALID.replace("[upstreams]", "[upstreams\n");
+        let problems = all(&broken);
+        let expected = [
+            format!("{gateway}:11:"),
+            format!("{gobank}:5: unknown field `colour`"),
+            format!("{gobank}:8: unknown field `scope`"),
+            format!("{other}:6: path `/x/{{A...}}/y`: the catch-all"),
+        ];
+        for e in &expected {
+            assert!(problems.iter().any(|p| p.starts_with(e.as_str())), "{e} in {problems:?}");
+        }
+        // Schema errors in gateway.toml: each unknown key, then the policies'.
+        let unknown =
+            VALID.replace("[upstreams]", "colour = 1\n[upstreams]").replace("client_ca", "size = 2\nclient_ca");
+        let problems = all(&unknown);
+        assert!(problems.iter().any(|p| p.starts_with(&format!("{gateway}:6: unknown field `size`"))), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.starts_with(&format!("{gateway}:12: unknown field `colour`"))),
+            "{problems:?}"
+        );
+        assert!(problems.iter().any(|p| p.starts_with(&format!("{gobank}:5:"))), "{problems:?}");
+        // A valid gateway.toml with an invalid upstream: that error, not `unknown upstream` too.
+        std::fs::remove_file(dir.path().join("policies/other.toml")).unwrap();
+        std::fs::write(
+            dir.path().join("policies/gobank.toml"),
+            "[api]\nprefix = \"/gobank\"\nupstream = \"gobank\"\nprofile = \"obuk\"\n[[route]]\npath = \"/accounts\"\n",
+        )
+        .unwrap();
+        let invalid = VALID
+            .replace("http://127.0.0.1:8070", "gopher://x")
+            .replace("[upstreams]", "[cache]\ncapacity = 0\n[upstreams]");
+        let problems = all(&invalid);
+        assert!(problems.iter().any(|p| p.starts_with(&format!("{gateway}:14: upstream `gobank`"))), "{problems:?}");
+        assert!(problems.iter().any(|p| p.starts_with(&format!("{gateway}:12: cache.capacity"))), "{problems:?}");
+        assert!(!problems.iter().any(|p| p.contains("unknown upstream")), "{problems:?}");
+        assert_eq!(problems.len(), 2, "{problems:?}");
     }
 
     #[test]
@@ -370,14 +474,5 @@ gobank = "http://127.0.0.1:8070"
             "{warned:?}"
         );
         assert!(GatewayConfig::parse(&path, VALID).unwrap().warnings.is_empty());
-    }
-
-    #[test]
-    fn upstream_urls() {
-        use forwarding::parse_upstream_url;
-        assert_eq!(parse_upstream_url("http://127.0.0.1:8070").unwrap(), "127.0.0.1:8070".parse().unwrap());
-        assert!(parse_upstream_url("https://127.0.0.1:8070").unwrap_err().contains("not supported"));
-        assert!(parse_upstream_url("ftp://x").is_err());
-        assert!(parse_upstream_url("http://127.0.0.1:8070/api").unwrap_err().contains("path"));
     }
 }

@@ -21,7 +21,8 @@ pub struct ServerConfig {
 
 pub(super) fn validate(s: &ServerSection, d: &mut Diagnostics) -> ServerConfig {
     if s.threads == 0 {
-        d.error(None, "server.threads must be above 0");
+        let at = d.key(&["server", "threads"]);
+        d.error(at, "server.threads must be above 0");
     }
     ServerConfig {
         threads: s.threads.max(1),

@@ -27,6 +27,8 @@ impl ForwardingSettings {
             server_names: config.listener.server_names.clone(),
             upstream_connect_timeout: config.upstream_connect_timeout,
             upstream_read_timeout: config.upstream_read_timeout,
+            grant_jwt: config.grant_jwt.clone(),
+            grant_jwt_headers: crate::grant_jwt::header_names(&config.policies),
         }
     }
 }
@@ -50,11 +52,14 @@ pub fn server_links_wrapped(
     for server in &config.authorization_servers {
         let circuit = metrics.circuit_state.with_label_values(&[&server.name]);
         circuit.set(0);
-        let breaker = Arc::new(CircuitBreaker::new(
-            server.circuit_failure_threshold,
-            server.circuit_open,
-            Box::new(move |state| circuit.set(state as i64)),
-        ));
+        let breaker = Arc::new(
+            CircuitBreaker::new(
+                server.circuit_failure_threshold,
+                server.circuit_open,
+                Box::new(move |state| circuit.set(state as i64)),
+            )
+            .named(&server.name),
+        );
         let client = HttpIntrospector::new(server)?;
         let guarded = Guarded::new(client, server.max_concurrent_calls, server.timeout, breaker.clone());
         let client = wrap(&server.name, Arc::new(guarded));
@@ -85,9 +90,10 @@ impl Enforcer {
     ) -> Result<Enforcer, StartError> {
         let servers = Arc::new(server_links_wrapped(config, metrics, wrap)?);
         let client_verifier = Arc::new(ClientVerifier::load(&config.listener.client_ca, &config.listener.crls)?);
+        let settings = ForwardingSettings::of(config);
         let policies = std::mem::take(&mut config.policies);
         set_consent_paths(&servers, &policies);
-        let live = Arc::new(ArcSwap::from_pointee(Live { settings: ForwardingSettings::of(config), policies }));
+        let live = Arc::new(ArcSwap::from_pointee(Live { settings, policies }));
         Ok(Enforcer::new(live, servers, client_verifier, DpopVerifier::new(&config.dpop)))
     }
 

@@ -14,8 +14,15 @@ const HOP_BY_HOP: [&str; 7] =
 
 /// The headers that tell the bank who is asking under which consent (names from
 /// `[forwarding.headers]`), in the order they are set.
+/// With a grant JWT, its header too, and the plain ones only if the API keeps them.
 pub fn identity_headers<'g>(grant: &'g Grant, names: &'g IdentityHeaderNames) -> Vec<(&'g str, String)> {
-    let mut headers = Vec::with_capacity(5);
+    let mut headers = Vec::with_capacity(6);
+    if let Some(signed) = &grant.signed_identity {
+        headers.push((&*signed.header, signed.jwt.to_string()));
+        if !signed.identity_headers {
+            return headers;
+        }
+    }
     if let Some(v) = &grant.consent_id {
         headers.push((names.consent_id.as_str(), v.clone()));
     }
@@ -51,7 +58,7 @@ pub fn apply_grant(
     upstream.set_uri(uri);
     let names = &settings.identity_headers;
     // Whatever the client sent under our identity header names is not to be believed.
-    for name in names.all() {
+    for name in names.all().into_iter().chain(settings.grant_jwt_headers.iter().map(|n| &**n)) {
         while upstream.remove_header(name).is_some() {}
     }
     // Headers named in Connection, and the standard hop-by-hop ones, stop here.

@@ -45,6 +45,7 @@ use crate::dpop::{DpopVerifier, ProofError};
 use crate::introspection::unix_now;
 use crate::policy::{Grant, PolicySet, Presented};
 use crate::refusal::Refusal;
+use crate::traffic::{Limiter, Subject};
 pub use build::{server_links, server_links_wrapped, WrapIntrospector};
 pub use request::{interaction_id, INTERACTION_ID};
 
@@ -65,6 +66,11 @@ pub struct ForwardingSettings {
     pub upstream_connect_timeout: Duration,
     /// Waiting for the bank's backend between reads may take this long.
     pub upstream_read_timeout: Duration,
+    /// The issuer and keys of grant JWTs (`[grant_jwt]`), if configured.
+    pub grant_jwt: Option<Arc<crate::grant_jwt::GrantJwtSettings>>,
+    /// Header names grant JWTs travel in (every API's, and the default): whatever the
+    /// client sent under them is removed.
+    pub grant_jwt_headers: Vec<Arc<str>>,
 }
 
 /// What can change on reload, swapped whole so a request sees one generation throughout.
@@ -127,8 +133,30 @@ pub struct Trace {
     pub token_tag: Option<String>,
     /// How the introspection cache answered.
     pub cache: Option<CacheOutcome>,
+    /// On a refusal after an active token was introspected: its client, for the access log
+    /// (an allowed request's is in its grant).
+    pub client_id: Option<String>,
+    /// On such a refusal: the token's consent id, when it has one.
+    pub consent_id: Option<String>,
     /// The body limit of the matched route (else the gateway's).
     pub body_limit: Option<u64>,
+    /// The `RateLimit` fields of the limits that counted an allowed request.
+    pub rate_limit: Option<crate::traffic::RateLimitFields>,
+    /// The introspection call this request made or waited for (not on a cache hit).
+    pub introspection: Option<IntrospectionCall>,
+}
+
+/// An introspection call as a decision saw it, for a tracing span.
+#[derive(Debug, Clone)]
+pub struct IntrospectionCall {
+    /// The authorization server's name.
+    pub server: String,
+    /// When the lookup started.
+    pub started: std::time::SystemTime,
+    /// How long the lookup took (the call, or the wait for another request's call).
+    pub duration: Duration,
+    /// Whether it failed (the request was refused: authorization server unavailable).
+    pub failed: bool,
 }
 
 /// Decides requests against the live configuration, with the introspection caches of
@@ -139,6 +167,8 @@ pub struct Enforcer {
     /// Verifies certificates that arrive in headers from a trusted proxy.
     client_verifier: Arc<ClientVerifier>,
     dpop: DpopVerifier,
+    /// The counters of the policies' rate limits and quotas.
+    limiter: Arc<Limiter>,
 }
 
 impl Enforcer {
@@ -150,7 +180,19 @@ impl Enforcer {
         client_verifier: Arc<ClientVerifier>,
         dpop: DpopVerifier,
     ) -> Enforcer {
-        Enforcer { live, servers, client_verifier, dpop }
+        Enforcer { live, servers, client_verifier, dpop, limiter: Arc::new(Limiter::default()) }
+    }
+
+    /// Counts limits in `limiter` (the host's, e.g. one sized by it or kept across
+    /// enforcers) instead of a limiter of its own.
+    pub fn with_limiter(mut self, limiter: Arc<Limiter>) -> Enforcer {
+        self.limiter = limiter;
+        self
+    }
+
+    /// The counters of the policies' rate limits and quotas.
+    pub fn limiter(&self) -> &Arc<Limiter> {
+        &self.limiter
     }
 
     /// The configuration generation in force.
@@ -175,6 +217,7 @@ impl Enforcer {
         let matched = live.policies.route(&req.method, req.uri.path(), req.uri.query())?;
         trace.api = Some(matched.api.name.clone());
         trace.route = Some(matched.route.path.clone());
+        let customer_present = request::customer_present(req);
         // The route's body limit (else the global one), on the declared length and on the stream.
         let body_limit = matched.route.body_limit.unwrap_or(live.settings.limits.max_body_bytes);
         trace.body_limit = Some(body_limit);
@@ -206,14 +249,35 @@ impl Enforcer {
         };
         let key = server.cache.key(token);
         trace.token_tag = Some(key.short());
-        let (cached, outcome) = server.cache.lookup(key, token, matched.route.cache_ttl).await.map_err(|e| {
+        let (started, clock) = (std::time::SystemTime::now(), std::time::Instant::now());
+        let looked_up = server.cache.lookup(key, token, matched.route.cache_ttl).await;
+        let outcome = looked_up.as_ref().map(|(_, o)| *o).ok();
+        if outcome != Some(CacheOutcome::Hit) {
+            trace.introspection = Some(IntrospectionCall {
+                server: server.name.clone(),
+                started,
+                duration: clock.elapsed(),
+                failed: outcome.is_none(),
+            });
+        }
+        let (cached, outcome) = looked_up.map_err(|e| {
             tracing::warn!(server = %server.name, token = %key.short(), error = %e, "introspection failed; refusing (fail closed)");
             Refusal::AuthorizationServerUnavailable { retry_after_seconds: server.retry_after_seconds }
         })?;
         trace.cache = Some(outcome);
-        let thumbprint = self.client_certificate(req, connection, &live.settings.client_certificates)?;
+        // A refusal from here on names the token's client and consent in the access log.
+        let identify = |trace: &mut Trace, refusal: Refusal| {
+            if cached.info.active {
+                trace.client_id = cached.info.client_id.as_deref().map(str::to_string);
+                trace.consent_id = matched.api.claims.consent_id.string(&cached.info.claims).map(str::to_string);
+            }
+            refusal
+        };
+        let thumbprint = self
+            .client_certificate(req, connection, &live.settings.client_certificates)
+            .map_err(|r| identify(trace, r))?;
         let body = match matched.route.body_consent {
-            Some(_) => Some(read_json(request, matched.route.max_body_bytes).await?),
+            Some(_) => Some(read_json(request, matched.route.max_body_bytes).await.map_err(|r| identify(trace, r))?),
             None => None,
         };
         let presented = Presented {
@@ -221,7 +285,8 @@ impl Enforcer {
             body: body.as_ref(),
             dpop_thumbprint: dpop_thumbprint.as_deref(),
         };
-        let decision = matched.evaluate(&cached.info, presented, unix_now());
+        let now = unix_now();
+        let decision = matched.evaluate(&cached.info, presented, now);
         if outcome == CacheOutcome::Miss {
             if let Err(Refusal::Consent(crate::refusal::ConsentRefusal::Status { .. })) = &decision {
                 // A fresh answer says the consent no longer grants access: its other
@@ -231,7 +296,43 @@ impl Enforcer {
                 }
             }
         }
-        decision
+        let mut grant = decision.map_err(|r| identify(trace, r))?;
+        let api = matched.api;
+        if !api.limits.is_empty() || api.unattended_access.is_some() {
+            let account = matched.route.account_param.as_ref().and_then(|param| {
+                let raw = matched.params.iter().find(|(n, _)| n == param).map(|(_, v)| v.as_str())?;
+                raw.split(';').next()
+            });
+            let subject = Subject {
+                api: &api.name,
+                route: &matched.route.path,
+                client_id: grant.client_id.as_deref(),
+                consent_id: grant.consent_id.as_deref(),
+                certificate: thumbprint.as_deref(),
+                account,
+                customer_present,
+            };
+            let fields = self
+                .limiter
+                .admit(&api.limits, api.unattended_access.as_ref(), &matched.route.consent_types, &subject)
+                .map_err(|exceeded| identify(trace, Refusal::TooManyRequests(Box::new(exceeded))))?;
+            if !fields.is_empty() {
+                trace.rate_limit = Some(fields);
+            }
+        }
+        if let Some(forward) = &api.forward_jwt {
+            // Never forwarded without the JWT the API asks for (fail closed).
+            let Some(signer) = &live.settings.grant_jwt else {
+                tracing::error!(api = %matched.api.name, "forward_jwt without [grant_jwt] keys; refusing");
+                return Err(Refusal::UpstreamUnavailable);
+            };
+            let issued = signer.issue(&cached.grant_jwts, forward, matched.api, &cached.info, &grant, now);
+            grant.signed_identity = Some(issued.map_err(|e| {
+                tracing::error!(api = %matched.api.name, error = %e, "refusing");
+                Refusal::UpstreamUnavailable
+            })?);
+        }
+        Ok(grant)
     }
 
     /// Verifies the request's DPoP proof for `token`; returns the proof key's thumbprint.

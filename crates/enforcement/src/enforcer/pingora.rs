@@ -61,7 +61,7 @@ pub async fn decide(enforcer: &Enforcer, session: &mut Session, trace: &mut Trac
 /// challenge, Open Banking error body, `cache-control: no-store`.
 pub async fn write_refusal(session: &mut Session, refusal: &Refusal, interaction_id: &str) -> pingora_core::Result<()> {
     let r = refusal.to_response(interaction_id);
-    let mut header = ResponseHeader::build(r.status, Some(6))?;
+    let mut header = ResponseHeader::build(r.status, Some(8))?;
     header.insert_header("content-type", "application/json")?;
     header.insert_header("content-length", r.body.len().to_string())?;
     header.insert_header("cache-control", "no-store")?;
@@ -72,8 +72,15 @@ pub async fn write_refusal(session: &mut Session, refusal: &Refusal, interaction
     if let Some(seconds) = r.retry_after {
         header.insert_header("retry-after", seconds.to_string())?;
     }
+    if let Some(fields) = r.rate_limit {
+        header.insert_header("ratelimit-policy", fields.policy)?;
+        header.insert_header("ratelimit", fields.current)?;
+    }
     if let Some(nonce) = r.dpop_nonce {
         header.insert_header("dpop-nonce", nonce)?;
+    }
+    if let Some(allow) = r.allow {
+        header.insert_header("allow", allow)?;
     }
     // The connection stays open unless a request body may be left unread.
     let req = session.req_header();

@@ -54,6 +54,17 @@ pub(super) fn served_host(req: &RequestHeader, names: &[String]) -> Result<Optio
     }
 }
 
+/// Whether the customer is present: one `x-fapi-customer-ip-address` holding an IP
+/// address (a malformed one is passed on, never refused, but does not lift PSD2's
+/// unattended-access limit).
+pub(super) fn customer_present(req: &RequestHeader) -> bool {
+    let mut values = req.headers.get_all(crate::traffic::CUSTOMER_IP_HEADER).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => v.to_str().ok().is_some_and(|s| s.trim().parse::<std::net::IpAddr>().is_ok()),
+        _ => false,
+    }
+}
+
 /// The caller's interaction id if it is a UUID; a fresh one otherwise. A malformed one
 /// is refused (FAPI requires a UUID), still answered under a fresh id.
 pub fn interaction_id(req: &RequestHeader) -> (String, Option<Refusal>) {

@@ -154,10 +154,37 @@ pub struct ClaimMapping {
     pub granting_status: Vec<String>,
     /// `None` where permissions are expressed as scopes (CDR, FDX, generic).
     pub permissions: Option<ClaimPath>,
-    /// Where the ids of the accounts the consent grants are.
-    pub accounts: ClaimPath,
+    /// Where the ids of the accounts the consent grants are; `None` where the server's
+    /// responses carry none (routes then cannot check an account in the path).
+    pub accounts: Option<ClaimPath>,
     /// RFC 3339 date-time (UK `ExpirationDateTime`) or seconds since the epoch.
     pub expiration: Option<ClaimPath>,
+}
+
+impl ClaimMapping {
+    /// Which consent elements are read, and where, for `check`: `consent id `ConsentId`;
+    /// status `Status` in [Authorised]; expiry not checked; …`.
+    pub fn describe(&self) -> String {
+        let at = |what: &str, p: &Option<ClaimPath>| match p {
+            Some(p) => format!("{what} `{}`", p.as_str()),
+            None => format!("{what} not checked"),
+        };
+        let status = match &self.status {
+            Some(p) => format!("status `{}` in [{}]", p.as_str(), self.granting_status.join(", ")),
+            None => "status not checked".into(),
+        };
+        let permissions = match &self.permissions {
+            Some(p) => format!("permissions `{}`", p.as_str()),
+            None => "permissions as scopes".into(),
+        };
+        format!(
+            "consent id `{}`; {}; {status}; {}; {}; {permissions}",
+            self.consent_id.as_str(),
+            at("kind", &self.consent_type),
+            at("expiry", &self.expiration),
+            at("accounts", &self.accounts),
+        )
+    }
 }
 
 #[cfg(test)]

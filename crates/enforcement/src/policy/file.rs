@@ -33,6 +33,11 @@ struct PolicyFile {
     claims: ClaimsSection,
     #[serde(default)]
     route: Vec<Spanned<RouteSection>>,
+    #[serde(default)]
+    rate_limit: Vec<Spanned<crate::traffic::file::RateLimitSection>>,
+    #[serde(default)]
+    quota: Vec<Spanned<crate::traffic::file::QuotaSection>>,
+    unattended_access: Option<Spanned<crate::traffic::file::UnattendedSection>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,19 +55,42 @@ struct ApiSection {
     /// The token's `aud` must name one of these.
     #[serde(default)]
     audiences: Vec<Spanned<String>>,
+    /// `[api.defaults]`: route keys every route of the API takes unless it sets its own.
+    #[serde(default)]
+    defaults: RouteDefaults,
+    /// A gateway-signed JWT of the grant for the bank (`crate::grant_jwt`).
+    forward_jwt: Option<Spanned<crate::grant_jwt::ForwardJwtSection>>,
 }
 
-/// Overrides of the profile's claim mapping.
+/// `[api.defaults]`: what a route of the API says when it does not say otherwise. Public
+/// routes take none of them (they take no token).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteDefaults {
+    scopes: Option<Vec<String>>,
+    scopes_any: Option<Vec<String>>,
+    consent: Option<bool>,
+    binding: Option<Binding>,
+    cache_ttl_seconds: Option<f64>,
+    client_ids: Option<Vec<String>>,
+    acr_values: Option<Vec<String>>,
+    consent_status: Option<Vec<String>>,
+    consent_types: Option<Vec<String>>,
+    path_parameters: Option<bool>,
+}
+
+/// Overrides of the profile's claim mapping. Each consent element but the id is a claim
+/// path, or `false`: the server's responses do not carry it, and it is not checked.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClaimsSection {
     consent_id: Option<Spanned<String>>,
-    consent_type: Option<Spanned<String>>,
-    status: Option<Spanned<String>>,
+    consent_type: Option<Spanned<toml::Value>>,
+    status: Option<Spanned<toml::Value>>,
     granting_status: Option<Vec<String>>,
-    permissions: Option<Spanned<String>>,
-    accounts: Option<Spanned<String>>,
-    expiration: Option<Spanned<String>>,
+    permissions: Option<Spanned<toml::Value>>,
+    accounts: Option<Spanned<toml::Value>>,
+    expiration: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,32 +99,25 @@ struct RouteSection {
     #[serde(default = "default_methods")]
     methods: Vec<String>,
     path: Spanned<String>,
-    #[serde(default)]
-    scopes: Vec<String>,
-    #[serde(default)]
-    scopes_any: Vec<String>,
+    scopes: Option<Vec<String>>,
+    scopes_any: Option<Vec<String>>,
     #[serde(default)]
     permissions: Vec<String>,
     #[serde(default)]
     permissions_any: AnyOf,
-    #[serde(default = "yes")]
-    consent: bool,
+    consent: Option<bool>,
     account_param: Option<String>,
-    #[serde(default)]
-    binding: Binding,
+    binding: Option<Binding>,
     cache_ttl_seconds: Option<f64>,
-    #[serde(default)]
-    client_ids: Vec<String>,
-    #[serde(default)]
-    acr_values: Vec<String>,
+    client_ids: Option<Vec<String>>,
+    acr_values: Option<Vec<String>>,
     consent_status: Option<Vec<String>>,
     /// Kinds of consent that grant the route (the profile's, else any).
     consent_types: Option<Vec<String>>,
     /// Whether the route takes a request body (default: for POST, PUT and PATCH only).
     request_body: Option<bool>,
     /// Whether `;` path parameters (`/a;v=1/b`) are passed to the bank (default: refused).
-    #[serde(default)]
-    path_parameters: bool,
+    path_parameters: Option<bool>,
     body_consent: Option<String>,
     max_body_bytes: Option<usize>,
     /// `false` removes the profile's route with this path and methods.
@@ -132,6 +153,42 @@ impl AnyOf {
 fn default_methods() -> Vec<String> {
     vec!["GET".into()]
 }
+
+/// A route's keys with the API's defaults applied (public routes take none).
+struct Effective {
+    scopes: Vec<String>,
+    scopes_any: Vec<String>,
+    consent: bool,
+    binding: Binding,
+    cache_ttl_seconds: Option<f64>,
+    client_ids: Vec<String>,
+    acr_values: Vec<String>,
+    consent_status: Option<Vec<String>>,
+    consent_types: Option<Vec<String>>,
+    path_parameters: bool,
+}
+
+impl Effective {
+    fn of(r: &RouteSection, d: &RouteDefaults) -> Effective {
+        let none = RouteDefaults::default();
+        let d = if r.public { &none } else { d };
+        let list = |own: &Option<Vec<String>>, default: &Option<Vec<String>>| {
+            own.clone().or_else(|| default.clone()).unwrap_or_default()
+        };
+        Effective {
+            scopes: list(&r.scopes, &d.scopes),
+            scopes_any: list(&r.scopes_any, &d.scopes_any),
+            consent: r.consent.or(d.consent).unwrap_or(true),
+            binding: r.binding.or(d.binding).unwrap_or_default(),
+            cache_ttl_seconds: r.cache_ttl_seconds.or(d.cache_ttl_seconds),
+            client_ids: list(&r.client_ids, &d.client_ids),
+            acr_values: list(&r.acr_values, &d.acr_values),
+            consent_status: r.consent_status.clone().or_else(|| d.consent_status.clone()),
+            consent_types: r.consent_types.clone().or_else(|| d.consent_types.clone()),
+            path_parameters: r.path_parameters.or(d.path_parameters).unwrap_or(false),
+        }
+    }
+}
 fn yes() -> bool {
     true
 }
@@ -143,6 +200,16 @@ impl PolicySet {
         upstreams: &BTreeMap<String, Upstream>,
         servers: &[String],
     ) -> Result<PolicySet, ConfigErrors> {
+        Self::load_dir_with(dir, Some((upstreams, servers)))
+    }
+
+    /// Checks every policy file of `dir` when `gateway.toml` could not be read: upstream and
+    /// authorization server names are taken as they are, every other problem is reported.
+    pub fn check_dir_alone(dir: &Path) -> Result<PolicySet, ConfigErrors> {
+        Self::load_dir_with(dir, None)
+    }
+
+    fn load_dir_with(dir: &Path, refs: Refs) -> Result<PolicySet, ConfigErrors> {
         let entries = std::fs::read_dir(dir).map_err(|e| {
             ConfigErrors(vec![ConfigError::new(dir, None, format!("cannot read the policy folder: {e}"))])
         })?;
@@ -168,16 +235,26 @@ impl PolicySet {
                     continue;
                 }
             };
-            match parse_api(file, &source, upstreams, servers) {
+            match parse_api(file, &source, refs) {
                 Ok(api) => {
                     if let Some(other) = apis.iter().find(|a| a.prefix == api.prefix) {
                         errors.push(ConfigError::new(
                             file,
-                            None,
-                            format!("prefix `{}` is already served by API `{}`", api.prefix, other.name),
+                            Some(api.line),
+                            format!(
+                                "prefix `{}` is already served by API `{}` ({}:{})",
+                                api.prefix,
+                                other.name,
+                                other.file.display(),
+                                other.line
+                            ),
                         ));
                     } else if let Some(other) = apis.iter().find(|a| a.name == api.name) {
-                        errors.push(ConfigError::new(file, None, format!("API name `{}` is used twice", other.name)));
+                        errors.push(ConfigError::new(
+                            file,
+                            Some(api.line),
+                            format!("API name `{}` is used twice (also {})", other.name, other.file.display()),
+                        ));
                     } else {
                         apis.push(api);
                     }
@@ -200,7 +277,7 @@ impl PolicySet {
         upstreams: &BTreeMap<String, Upstream>,
         servers: &[String],
     ) -> Result<Api, ConfigErrors> {
-        parse_api(file, source, upstreams, servers).map_err(ConfigErrors)
+        parse_api(file, source, Some((upstreams, servers))).map_err(ConfigErrors)
     }
 }
 
@@ -218,7 +295,7 @@ fn shared_server_warnings(apis: &mut [Api]) {
         if !others.is_empty() {
             api.warnings.push(ConfigError::new(
                 &api.file,
-                None,
+                Some(api.line),
                 format!(
                     "API `{}` shares authorization server `{}` with {} but sets no [api] audiences: a token issued for those APIs is accepted here",
                     api.name,
@@ -235,13 +312,12 @@ fn shared_server_warnings(apis: &mut [Api]) {
 /// the kind check).
 type RouteSource<'a> = (&'a Path, &'a str, &'a Spanned<RouteSection>, Option<Vec<String>>);
 
-fn parse_api(
-    file: &Path,
-    source: &str,
-    upstreams: &BTreeMap<String, Upstream>,
-    servers: &[String],
-) -> Result<Api, Vec<ConfigError>> {
-    let parsed: PolicyFile = toml::from_str(source).map_err(|e| vec![ConfigError::from_toml(file, source, &e)])?;
+/// What `gateway.toml` defines that policy files name: its upstreams and authorization
+/// servers; `None` when it could not be read (any name is taken).
+type Refs<'a> = Option<(&'a BTreeMap<String, Upstream>, &'a [String])>;
+
+fn parse_api(file: &Path, source: &str, refs: Refs) -> Result<Api, Vec<ConfigError>> {
+    let parsed: PolicyFile = crate::diagnostics::from_toml_all(file, source)?;
     let mut errors = Vec::new();
     let at = |span: std::ops::Range<usize>| Some(line_of(source, span.start));
     let problem = |errors: &mut Vec<ConfigError>, line: Option<usize>, msg: String| {
@@ -262,7 +338,29 @@ fn parse_api(
             at(api.prefix.span()),
             format!("prefix `{prefix}` must be empty or like `/gobank` (no trailing `/`)"),
         );
+    } else if prefix.contains(['{', '}']) {
+        problem(
+            &mut errors,
+            at(api.prefix.span()),
+            format!("prefix `{prefix}` is matched literally: parameters and catch-alls go in routes' paths"),
+        );
     }
+    let mut prefix_warnings = Vec::new();
+    if let Ok(t) = PathTemplate::parse(&prefix) {
+        for glob in t.glob_like_literals() {
+            prefix_warnings.push(ConfigError::new(
+                file,
+                at(api.prefix.span()),
+                format!("prefix `{prefix}`: segment `{glob}` is a literal and matches only itself"),
+            ));
+        }
+    }
+    let unchecked = BTreeMap::from([(
+        api.upstream.get_ref().clone(),
+        Upstream { name: api.upstream.get_ref().clone(), address: std::net::SocketAddr::from(([0, 0, 0, 0], 0)) },
+    )]);
+    let only = [api.authorization_server.as_ref().map(|s| s.get_ref().clone()).unwrap_or_else(|| "default".into())];
+    let (upstreams, servers) = refs.unwrap_or((&unchecked, &only));
     let upstream = upstreams.get(api.upstream.get_ref()).cloned();
     if upstream.is_none() {
         let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
@@ -288,7 +386,11 @@ fn parse_api(
         }
         (None, [only]) => Some(only.clone()),
         (None, _) => {
-            problem(&mut errors, None, "name the API's authorization_server: gateway.toml defines several".into());
+            problem(
+                &mut errors,
+                at(api.prefix.span()),
+                "name the API's authorization_server: gateway.toml defines several".into(),
+            );
             None
         }
     };
@@ -300,6 +402,10 @@ fn parse_api(
             audiences.push(a.get_ref().clone());
         }
     }
+    let forward_jwt = api
+        .forward_jwt
+        .as_ref()
+        .and_then(|f| f.get_ref().validate(&name).map_err(|m| problem(&mut errors, at(f.span()), m)).ok());
     let profile = Profile::named(api.profile.get_ref());
     let mut claims = profile.map(Profile::claim_mapping);
     if claims.is_none() {
@@ -326,29 +432,42 @@ fn parse_api(
             }
             Some(path)
         };
+        // A claim path, or `false`: not in the server's responses (`None`); unset: the profile's.
+        let optional = |errors: &mut Vec<ConfigError>,
+                        key: &str,
+                        v: &Option<Spanned<toml::Value>>,
+                        current: &mut Option<ClaimPath>| {
+            let Some(v) = v else { return };
+            match v.get_ref() {
+                toml::Value::String(text) => {
+                    if let Some(p) = path(errors, &Some(Spanned::new(v.span(), text.clone()))) {
+                        *current = Some(p);
+                    }
+                }
+                toml::Value::Boolean(false) => *current = None,
+                other => errors.push(ConfigError::new(
+                    file,
+                    at(v.span()),
+                    format!(
+                        "claims.{key} must be a claim path, or false when the server's responses carry none (found {other})"
+                    ),
+                )),
+            }
+        };
         if let Some(p) = path(&mut errors, &c.consent_id) {
             mapping.consent_id = p;
         }
-        if let Some(p) = path(&mut errors, &c.consent_type) {
-            mapping.consent_type = Some(p);
-        }
-        if let Some(p) = path(&mut errors, &c.status) {
-            mapping.status = Some(p);
-        }
-        if let Some(p) = path(&mut errors, &c.permissions) {
-            mapping.permissions = Some(p);
-        }
-        if let Some(p) = path(&mut errors, &c.accounts) {
-            mapping.accounts = p;
-        }
-        if let Some(p) = path(&mut errors, &c.expiration) {
-            mapping.expiration = Some(p);
-        }
+        optional(&mut errors, "consent_type", &c.consent_type, &mut mapping.consent_type);
+        optional(&mut errors, "status", &c.status, &mut mapping.status);
+        optional(&mut errors, "permissions", &c.permissions, &mut mapping.permissions);
+        optional(&mut errors, "accounts", &c.accounts, &mut mapping.accounts);
+        optional(&mut errors, "expiration", &c.expiration, &mut mapping.expiration);
         if let Some(g) = &c.granting_status {
             mapping.granting_status = g.clone();
         }
         if mapping.status.is_some() && mapping.granting_status.is_empty() {
-            problem(&mut errors, None, "claims.granting_status is empty: no consent could ever be granted".into());
+            let line = source.find("granting_status").map(|i| line_of(source, i));
+            problem(&mut errors, line, "claims.granting_status is empty: no consent could ever be granted".into());
         }
     }
 
@@ -390,17 +509,18 @@ fn parse_api(
     if sources.is_empty() && claims.is_some() {
         problem(
             &mut errors,
-            None,
+            at(api.prefix.span()),
             "no [[route]] (and no profile_routes): every request to this API would be refused".into(),
         );
     }
     let vocabulary = profile.and_then(|p| p.permissions);
-    let mut warnings = Vec::new();
+    let mut warnings = prefix_warnings;
     let mut routes: Vec<Route> = Vec::new();
     let mut router = Router::default();
     for (origin, text, spanned, inherited_kinds) in sources {
         let line = line_of(text, spanned.span().start);
         let r = spanned.get_ref();
+        let e = Effective::of(r, &api.defaults);
         let route_problem = |errors: &mut Vec<ConfigError>, msg: String| {
             errors.push(ConfigError::new(origin, Some(line), format!("route `{}`: {msg}", r.path.get_ref())));
         };
@@ -422,21 +542,39 @@ fn parse_api(
             route_problem(&mut errors, "methods is empty".into());
         }
         if let Some(p) = &r.account_param {
-            if !template.has_param(p) {
+            if template.catch_all() == Some(p.as_str()) {
+                route_problem(&mut errors, format!("account_param `{p}` is a catch-all: it names one segment"));
+            } else if !template.has_param(p) {
                 route_problem(&mut errors, format!("account_param `{p}` is not a parameter of the path"));
             }
+            if claims.as_ref().is_some_and(|c| c.accounts.is_none()) {
+                route_problem(
+                    &mut errors,
+                    format!("account_param `{p}` needs the consent's accounts, but claims.accounts is false"),
+                );
+            }
         }
-        let binding = r.binding;
+        for glob in template.glob_like_literals() {
+            warnings.push(ConfigError::new(
+                origin,
+                Some(line_of(text, r.path.span().start)),
+                format!(
+                    "route `{}`: segment `{glob}` is a literal and matches only itself; a catch-all is written `{{Name...}}` as the last segment",
+                    r.path.get_ref()
+                ),
+            ));
+        }
+        let binding = e.binding;
         if r.public {
-            let demands = !r.scopes.is_empty()
-                || !r.scopes_any.is_empty()
+            let demands = !e.scopes.is_empty()
+                || !e.scopes_any.is_empty()
                 || !r.permissions.is_empty()
                 || !r.permissions_any.groups().is_empty()
                 || r.account_param.is_some()
                 || r.body_consent.is_some()
-                || !r.client_ids.is_empty()
-                || !r.acr_values.is_empty();
-            if demands || r.consent {
+                || !e.client_ids.is_empty()
+                || !e.acr_values.is_empty();
+            if demands || e.consent {
                 route_problem(&mut errors, "a public route takes no token: drop scopes, permissions, accounts, clients, acr and set `consent = false`".into());
             }
             warnings.push(ConfigError::new(
@@ -453,7 +591,7 @@ fn parse_api(
         }
         let permissions_any = r.permissions_any.groups();
         let needs_permissions = !r.permissions.is_empty() || !permissions_any.is_empty();
-        if needs_permissions && !r.consent {
+        if needs_permissions && !e.consent {
             route_problem(&mut errors, "permissions need `consent = true`".into());
         }
         if let Some(known) = vocabulary {
@@ -466,12 +604,12 @@ fn parse_api(
                 }
             }
         }
-        for scope in r.scopes.iter().chain(&r.scopes_any) {
+        for scope in e.scopes.iter().chain(&e.scopes_any) {
             if scope.is_empty() || scope.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\') {
                 route_problem(&mut errors, format!("scope `{scope}` is not a valid scope token"));
             }
         }
-        let cache_ttl = match r.cache_ttl_seconds {
+        let cache_ttl = match e.cache_ttl_seconds {
             None => None,
             Some(v) if v.is_finite() && (0.0..=86_400.0).contains(&v) => Some(std::time::Duration::from_secs_f64(v)),
             Some(v) => {
@@ -482,12 +620,12 @@ fn parse_api(
         let body_consent = r.body_consent.as_ref().and_then(|p| {
             ClaimPath::parse(p).map_err(|m| route_problem(&mut errors, format!("body_consent: {m}"))).ok()
         });
-        if body_consent.is_some() && !r.consent {
+        if body_consent.is_some() && !e.consent {
             route_problem(&mut errors, "body_consent needs `consent = true`".into());
         }
-        let consent_types = r.consent_types.clone().or(inherited_kinds).unwrap_or_default();
+        let consent_types = r.consent_types.clone().or(inherited_kinds).or(e.consent_types.clone()).unwrap_or_default();
         if !consent_types.is_empty() {
-            if !r.consent {
+            if !e.consent {
                 route_problem(&mut errors, "consent_types need `consent = true`".into());
             }
             if claims.as_ref().is_some_and(|c| c.consent_type.is_none()) {
@@ -512,7 +650,13 @@ fn parse_api(
                 }
             }
         }
-        if r.consent_status.as_ref().is_some_and(|s| s.is_empty()) {
+        if r.consent_status.is_some() && claims.as_ref().is_some_and(|c| c.status.is_none()) {
+            route_problem(
+                &mut errors,
+                "consent_status: the API's claims.status is false, so no status is checked".into(),
+            );
+        }
+        if e.consent_status.as_ref().is_some_and(|s| s.is_empty()) {
             route_problem(&mut errors, "consent_status is empty: no consent could ever pass".into());
         }
         // A route that reads its body (body_consent) reads at most MAX_BODY_BYTES.
@@ -545,20 +689,20 @@ fn parse_api(
         routes.push(Route {
             methods,
             path: r.path.get_ref().clone(),
-            scopes: r.scopes.clone(),
-            scopes_any: r.scopes_any.clone(),
+            scopes: e.scopes,
+            scopes_any: e.scopes_any,
             permissions: r.permissions.clone(),
             permissions_any,
-            require_consent: r.consent,
+            require_consent: e.consent,
             consent_types,
             request_body: r.request_body,
-            path_parameters: r.path_parameters,
+            path_parameters: e.path_parameters,
             account_param: r.account_param.clone(),
             binding,
             cache_ttl,
-            client_ids: r.client_ids.clone(),
-            acr_values: r.acr_values.clone(),
-            consent_status: r.consent_status.clone(),
+            client_ids: e.client_ids,
+            acr_values: e.acr_values,
+            consent_status: e.consent_status,
             body_consent,
             max_body_bytes: max_body_bytes.min(MAX_BODY_BYTES),
             body_limit: r.max_body_bytes.map(|n| n as u64),
@@ -568,18 +712,27 @@ fn parse_api(
         });
     }
 
+    let route_paths: Vec<&str> = routes.iter().map(|r| r.path.as_str()).collect();
+    let limits =
+        crate::traffic::file::compile(file, source, &parsed.rate_limit, &parsed.quota, &route_paths, &mut errors);
+    let unattended_access =
+        crate::traffic::file::compile_unattended(file, source, parsed.unattended_access.as_ref(), profile, &mut errors);
     match (errors.is_empty(), upstream, claims, authorization_server) {
         (true, Some(upstream), Some(claims), Some(authorization_server)) => Ok(Api {
             name,
             file: file.to_path_buf(),
+            line: line_of(source, api.prefix.span().start),
             prefix,
             upstream,
             authorization_server,
             audiences,
             claims,
+            forward_jwt,
             routes,
             warnings,
             router,
+            limits,
+            unattended_access,
         }),
         _ => Err(errors),
     }

@@ -107,6 +107,8 @@ pub struct Api {
     pub name: String,
     /// The policy file it was read from.
     pub file: PathBuf,
+    /// The line of its `prefix` in `file`.
+    pub line: usize,
     /// The path prefix it is served under (`/gobank`; empty: none), removed before forwarding.
     pub prefix: String,
     /// The bank backend its requests go to.
@@ -119,11 +121,17 @@ pub struct Api {
     /// Where its authorization server puts the consent: the profile's mapping, with the
     /// file's overrides.
     pub claims: ClaimMapping,
+    /// Whether and how its requests carry a gateway-signed grant JWT (off: `None`).
+    pub forward_jwt: Option<crate::grant_jwt::ForwardJwt>,
     /// Its routes, the profile's ready-made ones included when asked for.
     pub routes: Vec<Route>,
     /// Not errors, but worth an operator's look (`check` prints them).
     pub warnings: Vec<crate::diagnostics::ConfigError>,
     router: Router<usize>,
+    /// Its `[[rate_limit]]` and `[[quota]]` rules, in file order.
+    pub limits: Vec<crate::traffic::LimitRule>,
+    /// PSD2's unattended-access limit, when the API switches it on.
+    pub unattended_access: Option<crate::traffic::UnattendedAccess>,
 }
 
 /// Every API's routes.
@@ -153,8 +161,10 @@ pub struct Grant {
     pub api: String,
     /// The matched route's path template (a metric label, never the raw path).
     pub route: String,
-    /// The bank backend to forward to.
+    /// The bank backend to forward to (its first target, for hosts that forward by address).
     pub upstream: SocketAddr,
+    /// The name of that upstream in `gateway.toml` (the gateway picks one of its targets).
+    pub upstream_name: String,
     /// The path and query the backend sees: the API's prefix removed.
     pub upstream_path: String,
     /// The token's consent id, when it has one.
@@ -167,6 +177,8 @@ pub struct Grant {
     pub scopes: String,
     /// Every account the consent grants, not only the one requested.
     pub accounts: Vec<String>,
+    /// The gateway-signed JWT of this grant, when the API forwards one.
+    pub signed_identity: Option<crate::grant_jwt::SignedIdentity>,
 }
 
 impl PolicySet {
@@ -205,11 +217,13 @@ impl PolicySet {
     }
 
     fn find<'a>(&'a self, method: &Method, path: &str, query: Option<&str>) -> Result<RouteMatch<'a>, Refusal> {
-        let mut method_mismatch = false;
+        let mut allowed: Vec<Method> = Vec::new();
+        let mut in_api = false;
         for api in &self.apis {
             let Some(rest) = strip_prefix(path, &api.prefix) else {
                 continue;
             };
+            in_api = true;
             match api.router.find(method, rest) {
                 Ok((index, params)) => {
                     let mut upstream_path = if rest.is_empty() { "/".to_string() } else { rest.to_string() };
@@ -219,11 +233,21 @@ impl PolicySet {
                     }
                     return Ok(RouteMatch { api, route: &api.routes[index], params, upstream_path });
                 }
-                Err(RouteMiss::MethodNotAllowed) => method_mismatch = true,
+                Err(RouteMiss::MethodNotAllowed(methods)) => {
+                    for m in methods {
+                        if !allowed.contains(&m) {
+                            allowed.push(m);
+                        }
+                    }
+                }
                 Err(RouteMiss::NotFound) => {}
             }
         }
-        Err(if method_mismatch { Refusal::MethodNotAllowed } else { Refusal::NoRoute })
+        Err(if !allowed.is_empty() {
+            Refusal::MethodNotAllowed { allow: allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ") }
+        } else {
+            Refusal::NoRoute { in_api }
+        })
     }
 }
 
@@ -400,12 +424,14 @@ impl RouteMatch<'_> {
             api: self.api.name.clone(),
             route: self.route.path.clone(),
             upstream: self.api.upstream.address,
+            upstream_name: self.api.upstream.name.clone(),
             upstream_path: self.upstream_path.clone(),
             consent_id: None,
             client_id: None,
             subject: None,
             scopes: String::new(),
             accounts: Vec::new(),
+            signed_identity: None,
         }
     }
 
@@ -552,53 +578,69 @@ impl RouteMatch<'_> {
         let claims = &self.api.claims;
         let root = &token.claims;
         let consent_id = claims.consent_id.string(root);
-        let accounts = claims.accounts.strings(root);
+        let accounts = claims.accounts.as_ref().map(|p| p.strings(root)).unwrap_or_default();
+        let not_checked = |what: &str| detail(&|| format!("not checked: the API's claim mapping has no {what}"));
         if route.require_consent {
             check!(
                 Check::ConsentPresent,
                 match consent_id {
                     Some(id) => Ok(detail(&|| format!("{} = {id}", claims.consent_id.as_str()))),
-                    None => Err(Refusal::Consent(ConsentRefusal::Missing)),
+                    None => Err(Refusal::Consent(ConsentRefusal::Missing { claim: claims.consent_id.as_str().into() })),
                 }
             );
             if !route.consent_types.is_empty() {
                 // A consent of another kind (an account-access consent on a payment route)
                 // never grants, whatever scopes the token carries; no kind claim: refused.
-                let kind = claims.consent_type.as_ref().and_then(|p| p.string(root)).unwrap_or("");
+                let kind = claims.consent_type.as_ref().and_then(|p| p.string(root));
                 check!(
                     Check::ConsentType,
-                    if route.consent_types.iter().any(|k| k == kind) {
-                        Ok(detail(&|| format!("{kind} is one of [{}]", route.consent_types.join(" "))))
-                    } else {
-                        Err(Refusal::Consent(ConsentRefusal::Kind {
-                            kind: kind.to_string(),
+                    match kind {
+                        Some(kind) if route.consent_types.iter().any(|k| k == kind) => {
+                            Ok(detail(&|| format!("{kind} is one of [{}]", route.consent_types.join(" "))))
+                        }
+                        _ => Err(Refusal::Consent(ConsentRefusal::Kind {
+                            kind: kind.unwrap_or("").to_string(),
                             needed: route.consent_types.join(", "),
-                        }))
+                        })),
                     }
                 );
             }
-            if let Some(status_path) = &claims.status {
-                let status = status_path.string(root).unwrap_or("");
-                let granting = route.consent_status.as_ref().unwrap_or(&claims.granting_status);
-                check!(
-                    Check::ConsentStatus,
-                    if granting.iter().any(|g| g == status) {
-                        Ok(detail(&|| format!("{} = {status}", status_path.as_str())))
-                    } else {
-                        Err(Refusal::Consent(ConsentRefusal::Status { status: status.to_string() }))
-                    }
-                );
-            }
-            if let Some(path) = &claims.expiration {
-                if let Some(v) = path.values(root).first() {
+            match &claims.status {
+                Some(status_path) => {
+                    let granting = route.consent_status.as_ref().unwrap_or(&claims.granting_status);
                     check!(
+                        Check::ConsentStatus,
+                        match status_path.string(root) {
+                            Some(status) if granting.iter().any(|g| g == status) => {
+                                Ok(detail(&|| format!("{} = {status}", status_path.as_str())))
+                            }
+                            Some(status) =>
+                                Err(Refusal::Consent(ConsentRefusal::Status { status: status.to_string() })),
+                            None => Err(Refusal::Consent(ConsentRefusal::ClaimMissing {
+                                element: "status",
+                                claim: status_path.as_str().into(),
+                            })),
+                        }
+                    );
+                }
+                None => check!(Check::ConsentStatus, Ok(not_checked("status"))),
+            }
+            match &claims.expiration {
+                // A consent without an expiry (UK `ExpirationDateTime` is optional) does not expire.
+                Some(path) => match path.values(root).first() {
+                    Some(v) => check!(
                         Check::ConsentNotExpired,
                         match expiry_seconds(*v) {
                             Some(at) if at > now => Ok(detail(&|| format!("{} = {v}", path.as_str()))),
                             _ => Err(Refusal::Consent(ConsentRefusal::Expired)),
                         }
-                    );
-                }
+                    ),
+                    None => check!(
+                        Check::ConsentNotExpired,
+                        Ok(detail(&|| format!("no {}: the consent does not expire", path.as_str())))
+                    ),
+                },
+                None => check!(Check::ConsentNotExpired, Ok(not_checked("expiration"))),
             }
             // Specs without a permissions claim express permissions as scopes.
             let has = |p: &String| match &claims.permissions {
@@ -656,12 +698,14 @@ impl RouteMatch<'_> {
             api: self.api.name.clone(),
             route: route.path.clone(),
             upstream: self.api.upstream.address,
+            upstream_name: self.api.upstream.name.clone(),
             upstream_path: self.upstream_path.clone(),
             consent_id: consent_id.map(str::to_string),
             client_id: token.client_id.as_deref().map(str::to_string),
             subject: token.subject.as_deref().map(str::to_string),
             scopes: token.scopes.join(" "),
             accounts,
+            signed_identity: None,
         })
     }
 }
@@ -687,5 +731,7 @@ fn expiry_seconds<N: Node>(v: &N) -> Option<u64> {
         .and_then(|t| u64::try_from(t.unix_timestamp()).ok())
 }
 
+#[cfg(test)]
+mod onboarding_tests;
 #[cfg(test)]
 mod tests;

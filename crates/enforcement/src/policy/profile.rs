@@ -35,6 +35,20 @@ pub struct Profile {
     pub permissions: Option<&'static [&'static str]>,
     /// Every kind of consent of a spec with a kind claim; `None` where it has one kind.
     pub consent_kinds: Option<&'static [&'static str]>,
+    /// The limit on account-information requests without the customer present, where the
+    /// spec's jurisdiction has one (an API switches it on with `[unattended_access]`).
+    pub unattended_access: Option<UnattendedRule>,
+}
+
+/// PSD2 RTS Art. 36(5) as a profile knows it: which consents grant account information,
+/// and the regulation's numbers (a bank may agree others with the TPP).
+pub struct UnattendedRule {
+    /// Routes granted by these kinds of consent count.
+    pub consent_kinds: &'static [&'static str],
+    /// Requests without the customer per window (RTS: four).
+    pub max_requests: u32,
+    /// The window (RTS: 24 hours).
+    pub window_seconds: u64,
 }
 
 impl Profile {
@@ -58,7 +72,7 @@ impl Profile {
             status: m.status.map(p),
             granting_status: m.granting_status.iter().map(|s| s.to_string()).collect(),
             permissions: m.permissions.map(p),
-            accounts: p(m.accounts),
+            accounts: Some(p(m.accounts)),
             expiration: m.expiration.map(p),
         }
     }
@@ -115,6 +129,11 @@ pub static PROFILES: [Profile; 5] = [
             "funds-confirmation-consent",
             "domestic-vrp-consent",
         ]),
+        unattended_access: Some(UnattendedRule {
+            consent_kinds: &["account-access-consent"],
+            max_requests: 4,
+            window_seconds: 86_400,
+        }),
     },
     // Open Finance Brasil.
     Profile {
@@ -151,6 +170,7 @@ pub static PROFILES: [Profile; 5] = [
         ]),
         // Data sharing (`/consents`), payments (`/payments/.../consents`), automatic payments.
         consent_kinds: Some(&["data-sharing-consent", "payment-consent", "recurring-payment-consent"]),
+        unattended_access: None,
     },
     // Australia's Consumer Data Right: permissions are scopes, one kind of arrangement.
     Profile {
@@ -167,6 +187,7 @@ pub static PROFILES: [Profile; 5] = [
         routes: include_str!("profiles/cdr.toml"),
         permissions: None,
         consent_kinds: None,
+        unattended_access: None,
     },
     // US FDX 6: permissions are scopes.
     Profile {
@@ -183,6 +204,7 @@ pub static PROFILES: [Profile; 5] = [
         routes: include_str!("profiles/fdx.toml"),
         permissions: None,
         consent_kinds: None,
+        unattended_access: None,
     },
     // The quickstart's generic bank: consent storage's shape, permissions are scopes.
     Profile {
@@ -199,6 +221,7 @@ pub static PROFILES: [Profile; 5] = [
         routes: include_str!("profiles/generic.toml"),
         permissions: None,
         consent_kinds: None,
+        unattended_access: None,
     },
 ];
 

@@ -127,7 +127,10 @@ fn refusals_in_order() {
         let got = decide(&s, "GET", path, claims.clone()).unwrap_err();
         assert_eq!(got.reason(), reason, "{path} {claims}");
     }
-    assert_eq!(decide(&s, "POST", "/gobank/accounts", uk_token()).unwrap_err(), Refusal::MethodNotAllowed);
+    assert_eq!(
+        decide(&s, "POST", "/gobank/accounts", uk_token()).unwrap_err(),
+        Refusal::MethodNotAllowed { allow: "GET".into() }
+    );
     // An unexpired consent and an unbound, consent-free route pass.
     let later = with(&|t| t["ExpirationDateTime"] = json!("2100-01-01T00:00:00+00:00"));
     assert!(decide(&s, "GET", "/gobank/accounts/A2/balances", later).is_ok());
@@ -203,7 +206,7 @@ fn every_kind_of_mistake_is_reported_with_file_and_line() {
             UK.replace("scopes = [\"accounts\"]\npermissions = ", "scopes = [\"bad scope\"]\npermissions = "),
             "is not a valid scope token",
         ),
-        ("[api]\nprefix = \"/x\"\nupstream = \"gobank\"\nprofile = \"obuk\"\n".to_string(), "p.toml: no [[route]]"),
+        ("[api]\nprefix = \"/x\"\nupstream = \"gobank\"\nprofile = \"obuk\"\n".to_string(), "p.toml:2: no [[route]]"),
         ("[api\n".to_string(), "p.toml:1:"),
         (
             UK.replace("profile = \"obuk\"", "profile = \"obuk\"\n[claims]\nconsent_id = \"a..b\""),
@@ -529,7 +532,7 @@ fn path_parameters_are_refused_unless_the_route_takes_them() {
     let s = set(UK);
     // A literal segment with parameters matches no route.
     for path in ["/gobank/accounts;x=1", "/gobank/accounts/A1/balances;"] {
-        assert!(matches!(s.route(&Method::GET, path, None), Err(Refusal::NoRoute)), "{path}");
+        assert!(matches!(s.route(&Method::GET, path, None), Err(Refusal::NoRoute { .. })), "{path}");
     }
     for path in ["/gobank/accounts/A1;v=2/balances", "/gobank/accounts/..;/accounts/A1/balances"] {
         let r = s.route(&Method::GET, path, None).map(|m| m.route.path.clone());
@@ -669,5 +672,52 @@ fn path_forms() {
         ("/a/b;", WithParameters),
     ] {
         assert_eq!(path_form(path), form, "{path:?}");
+    }
+}
+
+#[test]
+fn limit_sections_compile_and_their_mistakes_have_lines() {
+    let good = format!(
+        "{UK}\n[[rate_limit]]\nname = \"per-tpp\"\nkey = [\"client_id\"]\nrate = 10\nburst = 20\n\n[[quota]]\nkey = [\"consent\", \"route\"]\nlimit = 1000\nper = \"day\"\nroutes = [\"/accounts\"]\n\n[unattended_access]\nmax_requests = 2\n"
+    );
+    let api = PolicySet::parse_api(Path::new("p.toml"), &good, &upstreams(), &["as".to_string()]).unwrap();
+    assert_eq!(api.limits.len(), 2);
+    assert_eq!(api.limits[0].name, "per-tpp");
+    assert_eq!(api.limits[1].name, "quota-1");
+    assert_eq!(api.limits[1].algorithm, crate::traffic::Algorithm::FixedWindow { limit: 1000, window: 86_400 });
+    let unattended = api.unattended_access.unwrap();
+    assert_eq!((unattended.max_requests, unattended.window.as_secs()), (2, 86_400));
+    assert_eq!(unattended.consent_types, vec!["account-access-consent"]);
+
+    let cases: Vec<(String, &str)> = vec![
+        (format!("{UK}\n[[rate_limit]]\nrate = 0\n"), "p.toml:29: [[rate_limit]] `rate-1`: rate must be at least 1"),
+        (
+            format!("{UK}\n[[rate_limit]]\nrate = 5\nper = \"week\"\n"),
+            "p.toml:29: [[rate_limit]] `rate-1`: per = \"week\"",
+        ),
+        (
+            format!("{UK}\n[[quota]]\nlimit = 5\nper = \"day\"\nkey = [\"ip\"]\n"),
+            "p.toml:29: [[quota]] `quota-1`: key `ip` is not one of",
+        ),
+        (
+            format!("{UK}\n[[quota]]\nlimit = 5\nper = \"day\"\nroutes = [\"/nope\"]\n"),
+            "p.toml:29: [[quota]] `quota-1`: routes: `/nope` is not a route",
+        ),
+        (
+            format!(
+                "{UK}\n[[quota]]\nname = \"a\"\nlimit = 5\nper = \"day\"\n[[rate_limit]]\nname = \"a\"\nrate = 1\n"
+            ),
+            "`a`: the name is used twice",
+        ),
+        (format!("{UK}\n[[quota]]\nlimit = 5\n"), "missing field `per`"),
+        (format!("{UK}\n[unattended_access]\nmax_requests = 0\n"), "p.toml:29: [unattended_access] max_requests"),
+        (
+            format!("{}\n[unattended_access]\n", UK.replace("profile = \"obuk\"", "profile = \"cdr\"")),
+            "profile cdr has no unattended-access rule",
+        ),
+    ];
+    for (source, expected) in cases {
+        let errors = errors_of(&source);
+        assert!(errors.iter().any(|e| e.contains(expected)), "expected {expected:?} in {errors:?}");
     }
 }

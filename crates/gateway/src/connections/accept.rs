@@ -132,10 +132,12 @@ impl<A: ServerApp + Send + Sync + 'static> Service for ProxyListener<A> {
         };
         let accepting = AcceptingFlag::set(&self.accepting);
         tracing::info!(
+            listener = %self.name,
             address = %self.address,
+            tls = self.tls.is_some(),
             max_connections = self.tracker.max_connections(),
             max_connections_per_ip = self.tracker.limits().max_connections_per_ip,
-            "accepting connections"
+            "listening: accepting connections"
         );
         loop {
             let accepted = tokio::select! {

@@ -22,6 +22,7 @@
 mod accept;
 mod caps;
 mod deadlines;
+pub mod log_noise;
 
 pub use accept::ProxyListener;
 pub use caps::{client_key, ConnectionTracker, Permit, Refused};
