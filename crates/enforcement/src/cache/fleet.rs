@@ -124,8 +124,7 @@ impl IntrospectionCache {
             .entries
             .get(&keep)
             .map(|s| super::Slot { value: s.value.clone(), expires_ms: s.expires_ms });
-        let evicted = self.revoke_consent(consent).await;
-        let mut evicted_others = evicted;
+        let mut evicted_others = self.take_consent(consent);
         if let Some(slot) = kept {
             // Back in, unindexed: it is refused anyway, and it no longer counts as a
             // token of a live consent.
@@ -136,6 +135,8 @@ impl IntrospectionCache {
                 evicted_others = evicted_others.saturating_sub(1);
             }
         }
+        // Only the others count as evicted: the refused token's entry stays.
+        self.metrics.cache_evictions.with_label_values(&["revoked"]).inc_by(evicted_others as u64);
         if let Some(listener) = self.fleet.listener.get() {
             listener(Revocation { server: Some(self.server.clone()), revoked: Revoked::Consent(consent.to_string()) });
         }

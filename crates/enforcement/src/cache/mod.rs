@@ -442,6 +442,14 @@ impl IntrospectionCache {
 
     /// Drops every entry of a consent at once; returns how many there were.
     pub async fn revoke_consent(&self, consent: &str) -> usize {
+        let evicted = self.take_consent(consent);
+        self.metrics.cache_evictions.with_label_values(&["revoked"]).inc_by(evicted as u64);
+        evicted
+    }
+
+    /// Drops every entry of a consent and remembers the revocation (see `revoke_consent`),
+    /// counting nothing; returns how many entries went.
+    fn take_consent(&self, consent: &str) -> usize {
         let remember_ms = self.lifetime.max_ttl.max(self.lifetime.inactive_ttl).as_millis() as u64;
         let mut index = lock(&self.index);
         let keys = index.take(consent, self.now_ms(), remember_ms);
@@ -449,7 +457,6 @@ impl IntrospectionCache {
             lock(self.shard(k)).entries.remove(k);
         }
         drop(index);
-        self.metrics.cache_evictions.with_label_values(&["revoked"]).inc_by(keys.len() as u64);
         keys.len()
     }
 
