@@ -323,22 +323,22 @@ fn default_capacity() -> u64 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ForwardingSection {
-    #[serde(default)]
-    pub(super) headers: IdentityHeaderNames,
+    #[serde(default = "default_identity_headers")]
+    pub(super) headers: Spanned<IdentityHeaderNames>,
     #[serde(default)]
     pub(super) forward_authorization: bool,
     /// Connecting to a bank backend may take this long.
     #[serde(default = "default_upstream_connect_ms")]
-    pub(super) upstream_connect_timeout_ms: u64,
+    pub(super) upstream_connect_timeout_ms: Spanned<u64>,
     /// Waiting for a bank backend's next bytes may take this long.
     #[serde(default = "default_upstream_read_ms")]
-    pub(super) upstream_read_timeout_ms: u64,
+    pub(super) upstream_read_timeout_ms: Spanned<u64>,
 }
 
 impl Default for ForwardingSection {
     fn default() -> Self {
         ForwardingSection {
-            headers: IdentityHeaderNames::default(),
+            headers: default_identity_headers(),
             forward_authorization: false,
             upstream_connect_timeout_ms: default_upstream_connect_ms(),
             upstream_read_timeout_ms: default_upstream_read_ms(),
@@ -346,11 +346,14 @@ impl Default for ForwardingSection {
     }
 }
 
-fn default_upstream_connect_ms() -> u64 {
-    2_000
+fn default_identity_headers() -> Spanned<IdentityHeaderNames> {
+    Spanned::new(0..0, IdentityHeaderNames::default())
 }
-fn default_upstream_read_ms() -> u64 {
-    30_000
+fn default_upstream_connect_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 2_000)
+}
+fn default_upstream_read_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 30_000)
 }
 
 #[derive(Debug, Deserialize)]

@@ -53,22 +53,22 @@ pub(super) struct Forwarding {
 
 pub(super) fn validate(f: &ForwardingSection, d: &mut Diagnostics) -> Forwarding {
     for (name, ms) in [
-        ("upstream_connect_timeout_ms", f.upstream_connect_timeout_ms),
-        ("upstream_read_timeout_ms", f.upstream_read_timeout_ms),
+        ("upstream_connect_timeout_ms", &f.upstream_connect_timeout_ms),
+        ("upstream_read_timeout_ms", &f.upstream_read_timeout_ms),
     ] {
-        if ms == 0 {
-            d.error(None, format!("forwarding.{name} must be above 0"));
+        if *ms.get_ref() == 0 {
+            d.error(Some(ms.span()), format!("forwarding.{name} must be above 0"));
         }
     }
-    for name in f.headers.all() {
+    for name in f.headers.get_ref().all() {
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            d.error(None, format!("forwarding header name `{name}` is not a valid header name"));
+            d.error(Some(f.headers.span()), format!("forwarding header name `{name}` is not a valid header name"));
         }
     }
     Forwarding {
-        headers: f.headers.clone(),
+        headers: f.headers.get_ref().clone(),
         forward_authorization: f.forward_authorization,
-        connect_timeout: Duration::from_millis(f.upstream_connect_timeout_ms.max(1)),
-        read_timeout: Duration::from_millis(f.upstream_read_timeout_ms.max(1)),
+        connect_timeout: Duration::from_millis((*f.upstream_connect_timeout_ms.get_ref()).max(1)),
+        read_timeout: Duration::from_millis((*f.upstream_read_timeout_ms.get_ref()).max(1)),
     }
 }

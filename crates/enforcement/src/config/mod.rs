@@ -371,12 +371,12 @@ gobank = "http://127.0.0.1:8070"
             ),
             (
                 VALID.replace("[upstreams]", "[forwarding.headers]\nsubject = \"x subject\"\n[upstreams]"),
-                "`x subject` is not a valid header name",
+                "11:forwarding header name `x subject` is not a valid header name",
             ),
             (VALID.replace("gobank = ", "otherbank = "), "unknown upstream `gobank`"),
             (
                 VALID.replace("[upstreams]", "[forwarding]\nupstream_read_timeout_ms = 0\n[upstreams]"),
-                "forwarding.upstream_read_timeout_ms must be above 0",
+                "12:forwarding.upstream_read_timeout_ms must be above 0",
             ),
             (VALID.replace("client_id = \"gw\"\n", ""), "missing field `client_id`"),
         ];
