@@ -332,12 +332,14 @@ async fn a_revocation_at_one_replica_is_refused_at_every_replica_and_replayed_by
 
         // The customer revokes; the authorization server tells replica 0 (admin JSON).
         assert!(fleet.w.fixtures.authorization_server.revoke_consent(&consent).await);
-        assert_eq!(fleet.status(0, &token).await, 403);
+        // The others first: a request at replica 0 would introspect, find the consent
+        // revoked and announce it itself, standing in for the admin endpoint's announcement.
         for i in 1..fleet.count() {
             let took = fleet.wait_status(i, &token, 403, Duration::from_secs(5)).await;
             assert!(took.is_some(), "replica {i} still lets the revoked consent through\n{}", fleet.logs(i));
-            assert_eq!(fleet.metric(i, RECEIVED_CONSENT).await, 1.0);
+            assert_eq!(fleet.wait_metric(i, RECEIVED_CONSENT, 1.0, Duration::from_secs(5)).await, 1.0);
         }
+        assert_eq!(fleet.status(0, &token).await, 403);
         assert_eq!(fleet.metric(0, PUBLISHED).await, 1.0);
         assert_eq!(fleet.metric(0, RECEIVED_CONSENT).await, 0.0, "a replica does not apply its own entries twice");
 
@@ -404,7 +406,8 @@ async fn a_signed_set_at_one_replica_is_refused_at_every_replica_and_replayed_by
         let ob = fleet.signed(&ob);
         let (status, body) = fleet.push_set(1, &ob).await;
         assert_eq!(status, 202, "{body}");
-        assert_eq!(fleet.refusal(1, &token).await, (403, INVALID_CONSENT_STATUS.into()));
+        // The others first: a request at replica 1 would introspect, find the consent
+        // revoked and announce it itself, standing in for the SET's own announcement.
         for i in [0, 2] {
             let took = fleet.wait_status(i, &token, 403, Duration::from_secs(5)).await;
             assert!(took.is_some(), "replica {i} still lets the consent revoked by a SET through");
@@ -413,6 +416,7 @@ async fn a_signed_set_at_one_replica_is_refused_at_every_replica_and_replayed_by
             assert_eq!(received, 1.0, "replica {i} heard it from the feed");
             assert_eq!(fleet.metric(i, SETS_ACCEPTED).await, 0.0, "replica {i} was sent no SET");
         }
+        assert_eq!(fleet.refusal(1, &token).await, (403, INVALID_CONSENT_STATUS.into()));
         assert_eq!(fleet.metric(1, SETS_ACCEPTED).await, 1.0);
         assert_eq!(fleet.wait_metric(1, PUBLISHED, 1.0, Duration::from_secs(5)).await, 1.0);
 
@@ -425,13 +429,13 @@ async fn a_signed_set_at_one_replica_is_refused_at_every_replica_and_replayed_by
                 "event_timestamp": unix_now(), "initiating_entity": "user"}}});
         let (status, body) = fleet.push_set(2, &fleet.signed(&caep)).await;
         assert_eq!(status, 202, "{body}");
-        assert_eq!(fleet.refusal(2, &bob).await, (403, INVALID_CONSENT_STATUS.into()));
         for i in [0, 1] {
             let took = fleet.wait_status(i, &bob, 403, Duration::from_secs(5)).await;
             assert!(took.is_some(), "replica {i} still lets the subject revoked by a SET through");
             assert_eq!(fleet.refusal(i, &bob).await, (403, INVALID_CONSENT_STATUS.into()), "replica {i}");
             assert_eq!(fleet.wait_metric(i, RECEIVED_SUBJECT, 1.0, Duration::from_secs(5)).await, 1.0, "replica {i}");
         }
+        assert_eq!(fleet.refusal(2, &bob).await, (403, INVALID_CONSENT_STATUS.into()));
 
         // jti replay is remembered per replica: the same SET again at replica 1 is refused,
         // at replica 2 (a transmitter retrying elsewhere) it is applied once more, harmlessly.
@@ -755,12 +759,14 @@ async fn the_fleet_demo_runs_two_replicas_that_share_revocations() {
         assert_eq!(status(8444).await, 200);
         let r = tpp.delete(format!("https://127.0.0.1:9443/consents/{consent}")).send().await.unwrap();
         assert_eq!(r.status(), 204);
-        assert_eq!(status(8443).await, 403);
+        // The second replica first: a request at the first would introspect, find the
+        // consent revoked and announce it itself, standing in for the SET's announcement.
         let deadline = Instant::now() + Duration::from_secs(5);
         while status(8444).await != 403 {
             assert!(Instant::now() < deadline, "the second replica still serves the revoked consent");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        assert_eq!(status(8443).await, 403);
         // The way it went: a signed SET pushed to the first replica's receiver (not the JSON
         // endpoint), then the Redis Stream to the second, which was sent no SET.
         let secret = std::fs::read_to_string(pki.dir.join("admin-secret")).unwrap();
