@@ -134,8 +134,12 @@ impl Fleet {
     /// nobody of revocations by itself (the tests push its signed SETs).
     async fn start_with_signals(redis: &Redis, processes: usize) -> Fleet {
         let extra = cluster_section(redis, "");
-        let options =
-            Options { config_extra: extra.clone(), revocation_hook: false, signals: Some(String::new()), ..Options::default() };
+        let options = Options {
+            config_extra: extra.clone(),
+            revocation_hook: false,
+            signals: Some(String::new()),
+            ..Options::default()
+        };
         let w = World::start_with(options).await;
         let signals = signals_section(&w.fixtures.authorization_server_addr.to_string(), "");
         let mut fleet = Fleet { w, options_extra: format!("{extra}{signals}"), replicas: Vec::new() };
@@ -450,8 +454,14 @@ async fn a_signed_set_at_one_replica_is_refused_at_every_replica_and_replayed_by
         // A replica started after the SETs replays what they revoked from the stream.
         fleet.add_replica().await;
         let late = fleet.count() - 1;
-        assert!(fleet.wait_metric(late, RECEIVED_CONSENT, 1.0, Duration::from_secs(5)).await >= 1.0, "no consent replayed");
-        assert!(fleet.wait_metric(late, RECEIVED_SUBJECT, 1.0, Duration::from_secs(5)).await >= 1.0, "no subject replayed");
+        assert!(
+            fleet.wait_metric(late, RECEIVED_CONSENT, 1.0, Duration::from_secs(5)).await >= 1.0,
+            "no consent replayed"
+        );
+        assert!(
+            fleet.wait_metric(late, RECEIVED_SUBJECT, 1.0, Duration::from_secs(5)).await >= 1.0,
+            "no subject replayed"
+        );
         assert_eq!(fleet.metric(late, SETS_ACCEPTED).await, 0.0);
         assert_eq!(fleet.refusal(late, &token).await, (403, INVALID_CONSENT_STATUS.into()));
         assert_eq!(fleet.status(late, &bob).await, 403);
