@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use fapi_enforcement::introspection::unix_now;
 use serde_json::json;
 
 /// A `redis-server` on a free loopback port, without persistence; killed when dropped.
@@ -128,6 +129,29 @@ impl Fleet {
         fleet
     }
 
+    /// As `start`, every replica with a `[signals]` receiver trusting the mock authorization
+    /// server (the transmitter's keys loaded at each before this returns); the server tells
+    /// nobody of revocations by itself (the tests push its signed SETs).
+    async fn start_with_signals(redis: &Redis, processes: usize) -> Fleet {
+        let extra = cluster_section(redis, "");
+        let options = Options {
+            config_extra: extra.clone(),
+            revocation_hook: false,
+            signals: Some(String::new()),
+            ..Options::default()
+        };
+        let w = World::start_with(options).await;
+        let signals = signals_section(&w.fixtures.authorization_server_addr.to_string(), "");
+        let mut fleet = Fleet { w, options_extra: format!("{extra}{signals}"), replicas: Vec::new() };
+        for _ in 0..processes {
+            fleet.add_replica().await;
+        }
+        for i in 0..fleet.count() {
+            fleet.signal_keys_loaded(i).await;
+        }
+        fleet
+    }
+
     async fn add_replica(&mut self) {
         let n = self.replicas.len() + 1;
         let (gateway, admin) = (free_port(), free_port());
@@ -221,6 +245,52 @@ impl Fleet {
         }
     }
 
+    /// Pushes `jwt` to replica `i`'s SET receiver (RFC 8935): the status and the JSON body.
+    async fn push_set(&self, i: usize, jwt: &str) -> (u16, serde_json::Value) {
+        let r = reqwest::Client::new()
+            .post(format!("http://{}/signals/events", self.admin(i)))
+            .header("content-type", "application/secevent+jwt")
+            .timeout(Duration::from_secs(10))
+            .body(jwt.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, serde_json::from_str(&r.text().await.unwrap()).unwrap_or_default())
+    }
+
+    /// Replica `i` fetches the transmitter's keys in the background at start (503 until
+    /// then): waits for them, bounded, with a SET no key verifies.
+    async fn signal_keys_loaded(&self, i: usize) {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("probe".into());
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+        let probe = jsonwebtoken::encode(&header, &json!({"iss": self.issuer(), "jti": "probe"}), &key).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.push_set(i, &probe).await.0 == 503 {
+            assert!(Instant::now() < deadline, "replica {i} did not load the transmitter's keys within 15 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The mock authorization server's issuer identifier (the SETs' `iss`).
+    fn issuer(&self) -> String {
+        format!("https://{}", self.w.fixtures.authorization_server_addr)
+    }
+
+    /// `claims` signed by the mock authorization server's own key.
+    fn signed(&self, claims: &serde_json::Value) -> String {
+        self.w.fixtures.authorization_server.signals.sign(claims)
+    }
+
+    /// Replica `i`'s answer to `token`: its status and Open Banking error code.
+    async fn refusal(&self, i: usize, token: &str) -> (u16, String) {
+        let url = format!("https://{}/gobank/accounts", self.gateway(i));
+        let (status, _, _, code) = refusal(self.w.tpp.get(url).bearer_auth(token).send().await.unwrap()).await;
+        (status, code)
+    }
+
     fn logs(&self, i: usize) -> String {
         std::fs::read_to_string(&self.replicas[i - 1].log).unwrap_or_default()
     }
@@ -242,6 +312,11 @@ const RECEIVED_TOKEN: &str = "fapi_gateway_cluster_revocations_received_total{ki
 const PUBLISHED: &str = "fapi_gateway_cluster_revocations_published_total{result=\"ok\"}";
 const DEGRADED: &str = "fapi_gateway_cluster_feed_degraded";
 const FLUSHES: &str = "fapi_gateway_cluster_cache_flushes_total";
+const RECEIVED_SUBJECT: &str = "fapi_gateway_cluster_revocations_received_total{kind=\"subject\"}";
+const SETS_ACCEPTED: &str = "fapi_gateway_signals_total{result=\"accepted\"}";
+const OB_REVOKED: &str = "urn:uk:org:openbanking:events:consent-authorization-revoked";
+const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
+const INVALID_CONSENT_STATUS: &str = "UK.OBIE.Resource.InvalidConsentStatus";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_at_one_replica_is_refused_at_every_replica_and_replayed_by_a_late_one() {
@@ -261,12 +336,14 @@ async fn a_revocation_at_one_replica_is_refused_at_every_replica_and_replayed_by
 
         // The customer revokes; the authorization server tells replica 0 (admin JSON).
         assert!(fleet.w.fixtures.authorization_server.revoke_consent(&consent).await);
-        assert_eq!(fleet.status(0, &token).await, 403);
+        // The others first: a request at replica 0 would introspect, find the consent
+        // revoked and announce it itself, standing in for the admin endpoint's announcement.
         for i in 1..fleet.count() {
             let took = fleet.wait_status(i, &token, 403, Duration::from_secs(5)).await;
             assert!(took.is_some(), "replica {i} still lets the revoked consent through\n{}", fleet.logs(i));
-            assert_eq!(fleet.metric(i, RECEIVED_CONSENT).await, 1.0);
+            assert_eq!(fleet.wait_metric(i, RECEIVED_CONSENT, 1.0, Duration::from_secs(5)).await, 1.0);
         }
+        assert_eq!(fleet.status(0, &token).await, 403);
         assert_eq!(fleet.metric(0, PUBLISHED).await, 1.0);
         assert_eq!(fleet.metric(0, RECEIVED_CONSENT).await, 0.0, "a replica does not apply its own entries twice");
 
@@ -292,6 +369,106 @@ async fn a_revocation_at_one_replica_is_refused_at_every_replica_and_replayed_by
         assert_eq!(fleet.wait_metric(late, RECEIVED_TOKEN, 1.0, Duration::from_secs(5)).await, 1.0);
         assert_eq!(fleet.status(late, &token).await, 403);
         assert!(!fleet.logs(late).contains(&token), "a token reached the logs");
+    };
+    tokio::time::timeout(Duration::from_secs(120), test).await.expect("test took over 120 s");
+}
+
+/// The signed-SET variant: Security Event Tokens signed by the mock authorization server's
+/// key, pushed to one replica's receiver (RFC 8935), are refused at every replica, and a
+/// replica started afterwards replays them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_set_at_one_replica_is_refused_at_every_replica_and_replayed_by_a_late_one() {
+    let test = async {
+        let redis = Redis::start().await;
+        let mut fleet = Fleet::start_with_signals(&redis, 2).await;
+        let (consent, token) = fleet.w.go_bank_token().await;
+        let bob_consent = fleet.w.consent(&fleet.w.tpp, "gobank", &GO_BANK_PERMISSIONS, "bob", &["GB-2001"]).await;
+        let bob = fleet.w.token(&fleet.w.tpp, Some(&bob_consent), "openid accounts", None).await;
+        for i in 0..fleet.count() {
+            assert_eq!(fleet.status(i, &token).await, 200, "replica {i}");
+            assert_eq!(fleet.status(i, &bob).await, 200, "replica {i}");
+        }
+        let calls = fleet.w.introspections();
+        for i in 0..fleet.count() {
+            assert_eq!(fleet.status(i, &token).await, 200);
+            assert_eq!(fleet.status(i, &bob).await, 200);
+        }
+        assert_eq!(fleet.w.introspections(), calls, "every replica answers from its cache");
+
+        // The consent is revoked at the authorization server, which tells nobody: every
+        // replica still serves it from its cache until a signal says otherwise.
+        assert!(fleet.w.fixtures.authorization_server.revoke_consent_quietly(&consent));
+        for i in 0..fleet.count() {
+            assert_eq!(fleet.status(i, &token).await, 200, "replica {i}: cached");
+        }
+        // The Open Banking consent-authorization-revoked SET, pushed to replica 1 only.
+        let ob = json!({"iss": fleet.issuer(), "aud": SIGNALS_AUDIENCE, "iat": unix_now(), "jti": "ob-1",
+            "events": {OB_REVOKED: {"subject": {
+                "subject_type": "http://openbanking.org.uk/rid_http://openbanking.org.uk/rty",
+                "http://openbanking.org.uk/rid": consent,
+                "http://openbanking.org.uk/rty": "account-access-consent"}}}});
+        let ob = fleet.signed(&ob);
+        let (status, body) = fleet.push_set(1, &ob).await;
+        assert_eq!(status, 202, "{body}");
+        // The others first: a request at replica 1 would introspect, find the consent
+        // revoked and announce it itself, standing in for the SET's own announcement.
+        for i in [0, 2] {
+            let took = fleet.wait_status(i, &token, 403, Duration::from_secs(5)).await;
+            assert!(took.is_some(), "replica {i} still lets the consent revoked by a SET through");
+            assert_eq!(fleet.refusal(i, &token).await, (403, INVALID_CONSENT_STATUS.into()), "replica {i}");
+            let received = fleet.wait_metric(i, RECEIVED_CONSENT, 1.0, Duration::from_secs(5)).await;
+            assert_eq!(received, 1.0, "replica {i} heard it from the feed");
+            assert_eq!(fleet.metric(i, SETS_ACCEPTED).await, 0.0, "replica {i} was sent no SET");
+        }
+        assert_eq!(fleet.refusal(1, &token).await, (403, INVALID_CONSENT_STATUS.into()));
+        assert_eq!(fleet.metric(1, SETS_ACCEPTED).await, 1.0);
+        assert_eq!(fleet.wait_metric(1, PUBLISHED, 1.0, Duration::from_secs(5)).await, 1.0);
+
+        // A CAEP session-revoked by subject, pushed to replica 2: bob's token goes everywhere.
+        assert_eq!(fleet.w.fixtures.authorization_server.revoke_subject_quietly("bob"), 1);
+        assert_eq!(fleet.status(0, &bob).await, 200, "cached");
+        let caep = json!({"iss": fleet.issuer(), "aud": SIGNALS_AUDIENCE, "iat": unix_now(), "jti": "caep-1",
+            "events": {SESSION_REVOKED: {
+                "subject": {"format": "iss_sub", "iss": fleet.issuer(), "sub": "bob"},
+                "event_timestamp": unix_now(), "initiating_entity": "user"}}});
+        let (status, body) = fleet.push_set(2, &fleet.signed(&caep)).await;
+        assert_eq!(status, 202, "{body}");
+        for i in [0, 1] {
+            let took = fleet.wait_status(i, &bob, 403, Duration::from_secs(5)).await;
+            assert!(took.is_some(), "replica {i} still lets the subject revoked by a SET through");
+            assert_eq!(fleet.refusal(i, &bob).await, (403, INVALID_CONSENT_STATUS.into()), "replica {i}");
+            assert_eq!(fleet.wait_metric(i, RECEIVED_SUBJECT, 1.0, Duration::from_secs(5)).await, 1.0, "replica {i}");
+        }
+        assert_eq!(fleet.refusal(2, &bob).await, (403, INVALID_CONSENT_STATUS.into()));
+
+        // jti replay is remembered per replica: the same SET again at replica 1 is refused,
+        // at replica 2 (a transmitter retrying elsewhere) it is applied once more, harmlessly.
+        let (status, body) = fleet.push_set(1, &ob).await;
+        assert_eq!((status, body["err"].as_str().unwrap_or("")), (400, "invalid_request"), "{body}");
+        let (status, body) = fleet.push_set(2, &ob).await;
+        assert_eq!(status, 202, "{body}");
+        for i in 0..fleet.count() {
+            assert_eq!(fleet.status(i, &token).await, 403, "replica {i}");
+        }
+
+        // A replica started after the SETs replays what they revoked from the stream.
+        fleet.add_replica().await;
+        let late = fleet.count() - 1;
+        assert!(
+            fleet.wait_metric(late, RECEIVED_CONSENT, 1.0, Duration::from_secs(5)).await >= 1.0,
+            "no consent replayed"
+        );
+        assert!(
+            fleet.wait_metric(late, RECEIVED_SUBJECT, 1.0, Duration::from_secs(5)).await >= 1.0,
+            "no subject replayed"
+        );
+        assert_eq!(fleet.metric(late, SETS_ACCEPTED).await, 0.0);
+        assert_eq!(fleet.refusal(late, &token).await, (403, INVALID_CONSENT_STATUS.into()));
+        assert_eq!(fleet.status(late, &bob).await, 403);
+        for i in 1..fleet.count() {
+            let logs = fleet.logs(i);
+            assert!(!logs.contains(&token) && !logs.contains(&bob), "a token reached replica {i}'s logs");
+        }
     };
     tokio::time::timeout(Duration::from_secs(120), test).await.expect("test took over 120 s");
 }
@@ -521,11 +698,20 @@ fn the_compose_fleet_config_is_the_demo_config_with_a_cluster_section() {
     let (head, cluster) = fleet.split_at(fleet.find("\n# The compose stack is a fleet").expect("the fleet's section"));
     assert_eq!(head.trim_end(), demo.trim_end(), "docker/gateway-fleet.toml drifted from gateway.toml");
     assert!(cluster.contains("[cluster]\nredis_url = \"redis://127.0.0.1:6379\""));
+    // Both replicas take SETs from the demo's authorization server ([signals] is the demo's),
+    // which pushes them to the first replica's receiver; the feed carries them on.
+    assert!(head.contains("\n[signals]") && head.contains("path = \"/signals/events\""), "no [signals]");
+    assert!(head.contains("[admin]\naddress = \"127.0.0.1:9100\""));
+    let compose = std::fs::read_to_string(repo_path("docker/docker-compose.yml")).unwrap();
+    assert!(
+        compose.contains("--signal-receiver\n      - http://127.0.0.1:9100/signals/events"),
+        "the compose authorization server does not push SETs to the first replica"
+    );
 }
 
 /// `fapi-gateway demo --replicas 2` (fixed demo ports): both replicas serve, and a consent
-/// the customer revokes (the authorization server tells the first replica) is refused by
-/// the second.
+/// the customer revokes (the authorization server pushes its signed SET to the first
+/// replica) is refused by the second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_demo_runs_two_replicas_that_share_revocations() {
     let dir = tempfile::tempdir().unwrap();
@@ -583,12 +769,28 @@ async fn the_fleet_demo_runs_two_replicas_that_share_revocations() {
         assert_eq!(status(8444).await, 200);
         let r = tpp.delete(format!("https://127.0.0.1:9443/consents/{consent}")).send().await.unwrap();
         assert_eq!(r.status(), 204);
-        assert_eq!(status(8443).await, 403);
+        // The second replica first: a request at the first would introspect, find the
+        // consent revoked and announce it itself, standing in for the SET's announcement.
         let deadline = Instant::now() + Duration::from_secs(5);
         while status(8444).await != 403 {
             assert!(Instant::now() < deadline, "the second replica still serves the revoked consent");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        assert_eq!(status(8443).await, 403);
+        // The way it went: a signed SET pushed to the first replica's receiver (not the JSON
+        // endpoint), then the Redis Stream to the second, which was sent no SET.
+        let secret = std::fs::read_to_string(pki.dir.join("admin-secret")).unwrap();
+        let metric = |port: u16, sample: &'static str| {
+            let secret = secret.trim_end().to_string();
+            async move {
+                let r = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/metrics")).bearer_auth(secret);
+                metric_value(&r.send().await.unwrap().text().await.unwrap(), sample)
+            }
+        };
+        assert_eq!(metric(9100, SETS_ACCEPTED).await, 1.0, "the first replica was sent no SET");
+        assert_eq!(metric(9100, "fapi_gateway_revocations_total{kind=\"consent\"}").await, 1.0);
+        assert_eq!(metric(9101, RECEIVED_CONSENT).await, 1.0, "the second replica did not hear it from the feed");
+        assert_eq!(metric(9101, SETS_ACCEPTED).await, 0.0);
         let banner = std::fs::read_to_string(&log).unwrap();
         assert!(banner.contains("a fleet of 2 gateways") && banner.contains("https://127.0.0.1:8444"), "{banner}");
     };
