@@ -4,8 +4,11 @@
 //! development PKI; [`demo`] starts it all on loopback; [`tpp`] walks a TPP's journey;
 //! [`bench`] and [`bench_nginx`] measure the gateway against its baselines.
 
+pub mod bare_proxy;
 pub mod bench;
 pub mod bench_nginx;
+pub mod bench_oha;
+pub mod bench_proc;
 pub mod demo;
 pub mod fixtures;
 pub mod pki;

@@ -30,7 +30,10 @@ pub fn record(metrics: &Metrics, r: AccessRecord<'_>) {
     let route = r.trace.route.as_deref().unwrap_or("");
     // Unmatched paths count under the method only: their text is the client's, unbounded.
     let method = if r.trace.route.is_some() { r.method } else { "" };
-    metrics.requests.with_label_values(&[api, route, method, &r.status.to_string(), r.decision]).inc();
+    // The status as its static text (0, when none was written, is no status code).
+    let code = http::StatusCode::from_u16(r.status).ok();
+    let status = code.as_ref().map(http::StatusCode::as_str).unwrap_or("0");
+    metrics.requests.with_label_values(&[api, route, method, status, r.decision]).inc();
     metrics.request_duration.with_label_values(&[api]).observe(r.elapsed.as_secs_f64());
     tracing::info!(
         target: "fapi_gateway::access",

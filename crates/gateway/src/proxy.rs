@@ -161,7 +161,7 @@ impl ProxyHttp for Gateway {
     ) -> FailToProxy {
         use pingora_core::{ErrorSource, ErrorType};
         if ctx.interaction_id.is_empty() {
-            ctx.interaction_id = uuid::Uuid::new_v4().to_string();
+            ctx.interaction_id = fapi_enforcement::enforcer::fresh_interaction_id();
         }
         let refusal = match (e.esource(), e.etype()) {
             (_, ErrorType::HTTPStatus(413)) => Some(Refusal::BodyTooLarge),

@@ -46,7 +46,7 @@ use crate::introspection::unix_now;
 use crate::policy::{Grant, PolicySet, Presented};
 use crate::refusal::Refusal;
 pub use build::server_links;
-pub use request::{interaction_id, INTERACTION_ID};
+pub use request::{fresh_interaction_id, interaction_id, INTERACTION_ID};
 
 /// What forwarding needs besides the policy.
 #[derive(Debug, Clone)]
