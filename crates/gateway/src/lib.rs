@@ -11,6 +11,7 @@ pub mod admin;
 pub mod connections;
 pub mod error;
 pub mod forward_auth;
+pub mod labels;
 pub mod proxy;
 pub mod reload;
 pub mod server;

@@ -138,7 +138,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestContext,
     ) -> Result<()> {
         if let (Some(started), Some(api)) = (ctx.upstream_started.take(), ctx.trace.api.as_deref()) {
-            self.metrics.upstream_duration.with_label_values(&[api]).observe(started.elapsed().as_secs_f64());
+            crate::labels::upstream_duration(&self.metrics, api).observe(started.elapsed().as_secs_f64());
         }
         Ok(())
     }
