@@ -774,8 +774,8 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
                 let token = matches!(scenario, Scenario::GatewayHot | Scenario::Nginx).then(|| hot[0].1.as_str());
                 let headers: &[(&str, String)] = if token.is_none() { &bank_headers } else { &[] };
                 let sample = crate::bench_proc::Sample::start(pid);
-                let run = crate::bench_oha::run(oha, &pki, &url, token, headers, options.concurrency, options.duration)
-                    .await;
+                let run =
+                    crate::bench_oha::run(oha, &pki, &url, token, headers, options.concurrency, options.duration).await;
                 let cost = sample.finish();
                 match run {
                     Ok(o) => {
@@ -855,13 +855,18 @@ fn ratios(report: &mut Report) {
         add("CPU/request: fapi-gateway hot / nginx auth_request", "gateway-hot", "nginx-auth-request", cpu);
         add("CPU/request: bare pingora / nginx plain", "pingora-bare", "nginx-plain", cpu);
         add("req/s: bare pingora / nginx plain", "pingora-bare", "nginx-plain", rps);
-        add("req/s: cold (introspection misses) / authorization server direct", "gateway-cold", "as-introspection", rps);
+        add(
+            "req/s: cold (introspection misses) / authorization server direct",
+            "gateway-cold",
+            "as-introspection",
+            rps,
+        );
     }
     for (name, target) in [("gateway-cold", "(target 1)"), ("gateway-hot", "after warm-up (target 0)")] {
-        let (calls, distinct) = runs
-            .iter()
-            .filter(|m| m.scenario == name && m.generator == "reqwest")
-            .fold((0u64, 0u64), |(c, d), m| (c + m.introspection_calls.unwrap_or(0), d + m.distinct_tokens.unwrap_or(0)));
+        let (calls, distinct) =
+            runs.iter().filter(|m| m.scenario == name && m.generator == "reqwest").fold((0u64, 0u64), |(c, d), m| {
+                (c + m.introspection_calls.unwrap_or(0), d + m.distinct_tokens.unwrap_or(0))
+            });
         if distinct > 0 {
             out.push((
                 format!("introspection calls per distinct token, {} {target}", name.trim_start_matches("gateway-")),
@@ -953,7 +958,10 @@ impl Report {
     /// ratios, memory and notes.
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "every run (CPU µs = the proxy's processes' utime+stime per request, sys µs its kernel part):");
+        let _ = writeln!(
+            out,
+            "every run (CPU µs = the proxy's processes' utime+stime per request, sys µs its kernel part):"
+        );
         let _ = writeln!(out, "{ROW_HEADER}");
         for m in &self.scenarios {
             let _ = writeln!(out, "{}", row(m));

@@ -70,8 +70,7 @@ pub async fn run(
     if !out.status.success() {
         return Err(format!("oha failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
     }
-    let report: Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("oha's JSON: {e}"))?;
+    let report: Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("oha's JSON: {e}"))?;
     parse(&report)
 }
 

@@ -35,8 +35,7 @@ pub fn cpu_seconds(pid: u32) -> (f64, f64) {
             }
         }
     }
-    let (user, system) =
-        pids.into_iter().filter_map(stat).fold((0u64, 0u64), |(u, s), (_, cu, cs)| (u + cu, s + cs));
+    let (user, system) = pids.into_iter().filter_map(stat).fold((0u64, 0u64), |(u, s), (_, cu, cs)| (u + cu, s + cs));
     let tck = ticks_per_second();
     (user as f64 / tck, system as f64 / tck)
 }

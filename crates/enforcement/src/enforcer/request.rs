@@ -129,9 +129,8 @@ mod tests {
             assert_eq!(*id, id.to_ascii_lowercase());
         }
         // Other threads draw from generators of their own, seeded apart.
-        let other: Vec<String> = std::thread::spawn(|| (0..1000).map(|_| fresh_interaction_id()).collect())
-            .join()
-            .unwrap();
+        let other: Vec<String> =
+            std::thread::spawn(|| (0..1000).map(|_| fresh_interaction_id()).collect()).join().unwrap();
         assert!(other.iter().all(|id| !ids.contains(id)));
     }
 }
