@@ -40,9 +40,12 @@ struct Slot {
     handles: RequestHandles,
 }
 
+/// An upstream histogram by gateway and API.
+type UpstreamSlot = (Weak<Metrics>, Box<str>, Histogram);
+
 thread_local! {
     static REQUESTS: RefCell<HashMap<u64, Vec<Slot>>> = RefCell::new(HashMap::new());
-    static UPSTREAM: RefCell<HashMap<u64, Vec<(Weak<Metrics>, Box<str>, Histogram)>>> = RefCell::new(HashMap::new());
+    static UPSTREAM: RefCell<HashMap<u64, Vec<UpstreamSlot>>> = RefCell::new(HashMap::new());
 }
 
 fn hash_of(metrics: &Arc<Metrics>, labels: impl Hash) -> u64 {

@@ -27,6 +27,8 @@ pub(super) struct ConsentIndex {
 /// 32 bytes) when a consent has several.
 enum Entries {
     One(TokenKey, u64),
+    // Boxed on purpose: the map inline would make every `One` 48 bytes instead of 32.
+    #[allow(clippy::box_collection)]
     Many(Box<HashMap<TokenKey, u64>>),
 }
 
