@@ -125,6 +125,14 @@ enum Fixture {
         #[arg(long, default_value = "https://127.0.0.1:9100/signals/events")]
         signal_audience: String,
     },
+    /// The benchmark's pingora floor: the embedding example without enforcement, on the
+    /// listener (and threads) of a gateway configuration, forwarding everything to one bank.
+    BareProxy {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        upstream: std::net::SocketAddr,
+    },
     /// A mock bank (HTTP).
     Bank {
         #[arg(long, value_parser = ["gobank", "hyperscalebank"])]
@@ -149,7 +157,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // First: one crypto provider for pingora, reqwest and the fixtures alike. `run` and
     // `demo` install the one of the configured TLS profile once the configuration is read.
-    if !matches!(cli.command, Command::Run { .. } | Command::Demo { .. }) {
+    if !matches!(
+        cli.command,
+        Command::Run { .. } | Command::Demo { .. } | Command::Fixture { fixture: Fixture::BareProxy { .. } }
+    ) {
         fapi_enforcement::install_crypto_provider();
     }
     let result = match cli.command {
@@ -184,6 +195,10 @@ fn main() -> ExitCode {
                 level: "warn".into(),
             }));
             bench(args)
+        }
+        Command::Fixture { fixture: Fixture::BareProxy { config, upstream } } => {
+            init_logging(None);
+            fapi_devkit::bare_proxy::run(&config, upstream)
         }
         Command::Fixture { fixture } => {
             init_logging(None);
@@ -323,6 +338,7 @@ fn run_fixture(fixture: Fixture) -> Result<(), String> {
                 }
                 server.serve(listen, &pki.server_cert(), &pki.server_key(), &pki.ca()).await?
             }
+            Fixture::BareProxy { .. } => return Err("the bare proxy runs outside a runtime".into()),
             Fixture::Bank { bank, listen } => {
                 let data = if bank == "gobank" { BankData::go_bank() } else { BankData::hyperscale_bank() };
                 Bank::new(data).serve(listen).await?

@@ -445,6 +445,10 @@ async fn the_benchmark_compares_the_hot_path_with_and_without_the_jwt() {
         scenarios: vec![Scenario::GrantJwt],
         memory: vec![],
         binary: env!("CARGO_BIN_EXE_fapi-gateway").into(),
+        rounds: 1,
+        reqwest: true,
+        // oha is the benchmark's (benches/run.sh installs it), not the tests'.
+        oha: false,
     };
     let report = fapi_devkit::bench::run(options).await.unwrap();
     let table = report.table();

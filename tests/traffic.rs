@@ -395,6 +395,10 @@ async fn the_benchmark_compares_limits_and_tracing_with_the_plain_hot_path() {
         scenarios: vec![Scenario::RateLimited, Scenario::Traced100],
         memory: vec![],
         binary: env!("CARGO_BIN_EXE_fapi-gateway").into(),
+        rounds: 1,
+        reqwest: true,
+        // oha is the benchmark's (benches/run.sh installs it), not the tests'.
+        oha: false,
     };
     let report = fapi_devkit::bench::run(options).await.unwrap();
     let table = report.table();

@@ -1,9 +1,15 @@
-//! `fapi-gateway bench`: the load benchmark. Everything runs on loopback in one process:
-//! the mock authorization server, Go Bank, a gateway with authorization and one without
-//! (public routes: TLS and proxying only), and optionally nginx with the `auth_request`
-//! introspection pattern. Each scenario drives HTTPS with the TPP's client certificate over
-//! keep-alive connections; all scenarios run in the same invocation, so their ratios are
-//! meaningful on a noisy machine.
+//! `fapi-gateway bench`: the load benchmark. Everything runs on loopback: the mock
+//! authorization server (in this process), Go Bank, a gateway with authorization and one
+//! without (public routes: TLS and proxying only), the floors (nginx as a plain mutual-TLS
+//! proxy, and a bare pingora proxy: the embedding example without enforcement) and nginx
+//! with the `auth_request` introspection pattern. Each scenario drives HTTPS with the
+//! TPP's client certificate over keep-alive connections, from the in-process reqwest
+//! generator and from oha; the scenarios alternate over several rounds of one invocation
+//! and the report gives medians, CPU per request of each proxy's processes and the steal
+//! time during each run, so ratios are meaningful on a noisy shared machine.
+//! Two-gateway comparisons ride along: the grant JWT off and on in every round
+//! ([`crate::bench_jwt`]), and rate limits and tracing against the plain hot path in
+//! rounds of their own ([`crate::bench_traffic`]).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -22,11 +28,15 @@ use fapi_enforcement::config::{CacheConfig, GatewayConfig};
 use fapi_enforcement::introspection::{IntrospectionError, Introspector, TokenInfo};
 use fapi_enforcement::metrics::Metrics;
 
-/// The scenarios, in the order they run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The scenarios, in the order they run in each round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scenario {
     /// The bank directly (plain HTTP): the backend's ceiling.
     BankDirect,
+    /// nginx as a plain mutual-TLS proxy: the nginx floor.
+    NginxPlain,
+    /// A bare pingora proxy (the embedding example without enforcement): pingora's floor.
+    BareProxy,
     /// The gateway with authorization off (public routes): the cost of TLS and proxying.
     GatewayNoAuth,
     /// The gateway, every token a cache hit.
@@ -37,9 +47,14 @@ pub enum Scenario {
     RevocationStorm,
     /// nginx with auth_request, an njs introspection handler and proxy_cache on the token.
     Nginx,
-    /// Hot tokens with the grant JWT (`forward_jwt`) off and on, in alternating rounds.
+    /// The mock authorization server's introspection endpoint directly: the ceiling of
+    /// the cold scenario.
+    AuthorizationServer,
+    /// Hot tokens with the grant JWT (`forward_jwt`) off and on, back to back in each round
+    /// ([`crate::bench_jwt`]).
     GrantJwt,
-    /// The hot path with one rate limit per TPP, against the plain hot path (rounds).
+    /// The hot path with one rate limit per TPP, against the plain hot path (rounds of its
+    /// own, [`crate::bench_traffic`]).
     RateLimited,
     /// The hot path with tracing at 1 % sampling, against the plain hot path (rounds).
     Traced1,
@@ -48,13 +63,16 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::BankDirect,
+        Scenario::NginxPlain,
+        Scenario::BareProxy,
         Scenario::GatewayNoAuth,
         Scenario::GatewayHot,
         Scenario::GatewayCold,
         Scenario::RevocationStorm,
         Scenario::Nginx,
+        Scenario::AuthorizationServer,
         Scenario::GrantJwt,
         Scenario::RateLimited,
         Scenario::Traced1,
@@ -64,11 +82,14 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::BankDirect => "bank-direct",
+            Scenario::NginxPlain => "nginx-plain",
+            Scenario::BareProxy => "pingora-bare",
             Scenario::GatewayNoAuth => "gateway-no-auth",
             Scenario::GatewayHot => "gateway-hot",
             Scenario::GatewayCold => "gateway-cold",
             Scenario::RevocationStorm => "revocation-storm",
             Scenario::Nginx => "nginx-auth-request",
+            Scenario::AuthorizationServer => "as-introspection",
             Scenario::GrantJwt => "gateway-hot-jwt",
             Scenario::RateLimited => "gateway-rate-limited",
             Scenario::Traced1 => "gateway-traced-1pct",
@@ -76,21 +97,41 @@ impl Scenario {
         }
     }
 
-    /// A full name, or its short form: bank, no-auth, hot, cold, storm, nginx.
+    /// A full name, or its short form: bank, nginx-plain, bare, no-auth, hot, cold, storm,
+    /// nginx, as.
     pub fn parse(s: &str) -> Option<Scenario> {
         let short = |c: Scenario| match c {
             Scenario::BankDirect => "bank",
+            Scenario::NginxPlain => "nginx-plain",
+            Scenario::BareProxy => "bare",
             Scenario::GatewayNoAuth => "no-auth",
             Scenario::GatewayHot => "hot",
             Scenario::GatewayCold => "cold",
             Scenario::RevocationStorm => "storm",
             Scenario::Nginx => "nginx",
+            Scenario::AuthorizationServer => "as",
             Scenario::GrantJwt => "jwt",
             Scenario::RateLimited => "limits",
             Scenario::Traced1 => "traced-1",
             Scenario::Traced100 => "traced-100",
         };
         Scenario::ALL.into_iter().find(|c| c.name() == s || short(*c) == s)
+    }
+
+    /// Whether oha drives it too: one URL and fixed headers (not the cold scenario's
+    /// token per request, the storm's revocations or the authorization server's POSTs).
+    fn oha(self) -> bool {
+        // The jwt and traffic scenarios compare two gateways with reqwest alone, as they did.
+        !matches!(
+            self,
+            Scenario::GatewayCold
+                | Scenario::RevocationStorm
+                | Scenario::AuthorizationServer
+                | Scenario::GrantJwt
+                | Scenario::RateLimited
+                | Scenario::Traced1
+                | Scenario::Traced100
+        )
     }
 }
 
@@ -112,8 +153,15 @@ pub struct BenchArgs {
     /// Tokens minted for the cold scenario.
     #[arg(long, default_value_t = 20_000)]
     pub cold_tokens: usize,
-    /// Comma-separated: bank, no-auth, hot, cold, storm, nginx, jwt, limits, traced-1,
-    /// traced-100 (default: all).
+    /// Rounds: every scenario runs once per round, alternating; the report gives medians.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// The load generators: `reqwest` (in this process), `oha` (its own process; skipped
+    /// with a note when not installed), or both.
+    #[arg(long, value_delimiter = ',', default_value = "reqwest,oha")]
+    pub generators: Vec<String>,
+    /// Comma-separated: bank, nginx-plain, bare, no-auth, hot, cold, storm, nginx, as, jwt,
+    /// limits, traced-1, traced-100 (default: all).
     #[arg(long, value_delimiter = ',', value_parser = parse_scenario)]
     pub scenarios: Vec<Scenario>,
     /// Cached-token counts for the memory measurement (comma-separated; empty to skip).
@@ -146,6 +194,9 @@ impl BenchArgs {
             scenarios: if self.scenarios.is_empty() { Scenario::ALL.to_vec() } else { self.scenarios },
             memory,
             binary,
+            rounds: self.rounds.max(1),
+            reqwest: self.generators.iter().any(|g| g.trim() == "reqwest"),
+            oha: self.generators.iter().any(|g| g.trim() == "oha"),
         })
     }
 }
@@ -165,6 +216,12 @@ pub struct BenchOptions {
     /// The `fapi-gateway` binary: the gateways and the bank run as their own processes,
     /// as nginx does, so none shares the load generator's threads.
     pub binary: PathBuf,
+    /// Rounds of alternating scenarios.
+    pub rounds: usize,
+    /// Drive with the in-process reqwest generator.
+    pub reqwest: bool,
+    /// Drive with oha too, where installed.
+    pub oha: bool,
 }
 
 impl Default for BenchOptions {
@@ -178,14 +235,26 @@ impl Default for BenchOptions {
             scenarios: Scenario::ALL.to_vec(),
             memory: vec![100_000, 1_000_000],
             binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("fapi-gateway")),
+            rounds: 3,
+            reqwest: true,
+            oha: true,
         }
     }
 }
 
-/// One scenario's figures.
+/// One scenario's figures from one generator in one round.
 #[derive(Debug, Clone, Default)]
 pub struct Measured {
     pub scenario: &'static str,
+    /// `reqwest` or `oha`.
+    pub generator: &'static str,
+    pub round: usize,
+    /// CPU seconds of the proxy's (or bank's) processes: user, system.
+    pub cpu: (f64, f64),
+    /// The machine's steal share during the run, 0..1.
+    pub steal: f64,
+    /// One-minute load average at its end.
+    pub load: f64,
     pub requests: u64,
     pub ok: u64,
     /// 401/403: expected in the revocation storm.
@@ -204,23 +273,21 @@ pub struct Measured {
 
 #[derive(Debug, Clone, Default)]
 pub struct Report {
+    /// Every run, in the order they ran.
     pub scenarios: Vec<Measured>,
+    /// Per scenario and generator, the medians over the rounds.
+    pub medians: Vec<Medians>,
     pub ratios: Vec<(String, f64)>,
     /// (cached tokens, bytes of RSS growth per cached token).
     pub memory: Vec<(usize, f64)>,
     pub notes: Vec<String>,
 }
 
-/// What a request of a scenario is: URL, token, extra headers.
-pub(crate) type Target = (String, Option<String>, Vec<(&'static str, String)>);
+/// The `i`th request of a scenario on a client, or none when the scenario is done.
+pub(crate) type Target = Arc<dyn Fn(&reqwest::Client, u64) -> Option<reqwest::RequestBuilder> + Send + Sync>;
 
 /// Drives `concurrency` keep-alive connections until `duration` or `max` requests.
-pub(crate) async fn drive(
-    clients: &[reqwest::Client],
-    duration: Duration,
-    max: u64,
-    target: Arc<dyn Fn(u64) -> Option<Target> + Send + Sync>,
-) -> Measured {
+pub(crate) async fn drive(clients: &[reqwest::Client], duration: Duration, max: u64, target: Target) -> Measured {
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + duration;
@@ -235,14 +302,7 @@ pub(crate) async fn drive(
                 if i >= max || Instant::now() >= deadline {
                     break;
                 }
-                let Some((url, token, headers)) = target(i) else { break };
-                let mut request = client.get(&url);
-                if let Some(t) = token {
-                    request = request.bearer_auth(t);
-                }
-                for (k, v) in headers {
-                    request = request.header(k, v);
-                }
+                let Some(request) = target(&client, i) else { break };
                 let t0 = Instant::now();
                 let outcome = match request.send().await {
                     Ok(r) => {
@@ -447,18 +507,95 @@ async fn lookups(admin: std::net::SocketAddr) -> HashMap<&'static str, u64> {
 
 const PERMISSIONS: [&str; 2] = ["ReadAccountsBasic", "ReadBalances"];
 
-/// Runs the chosen scenarios and the memory measurement.
+/// The processes and addresses the scenarios run against.
+struct Stage {
+    bank: std::net::SocketAddr,
+    gateway: std::net::SocketAddr,
+    public: std::net::SocketAddr,
+    bare: std::net::SocketAddr,
+    pids: HashMap<Scenario, u32>,
+    nginx_plain: Option<crate::bench_nginx::Nginx>,
+    nginx: Option<crate::bench_nginx::Nginx>,
+}
+
+/// Median figures of one scenario from one generator over the rounds.
+#[derive(Debug, Clone, Default)]
+pub struct Medians {
+    pub scenario: &'static str,
+    pub generator: &'static str,
+    pub rounds: usize,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// CPU per request of the proxy's processes, µs (user + system), and its system part.
+    pub cpu_us: f64,
+    pub kernel_us: f64,
+    pub steal: f64,
+    pub load: f64,
+}
+
+impl Measured {
+    /// CPU per request in µs: (user + system, system).
+    pub fn cpu_per_request_us(&self) -> (f64, f64) {
+        let n = self.requests.max(1) as f64;
+        ((self.cpu.0 + self.cpu.1) * 1e6 / n, self.cpu.1 * 1e6 / n)
+    }
+}
+
+fn medians(runs: &[Measured]) -> Vec<Medians> {
+    let mut keys: Vec<(&'static str, &'static str)> = Vec::new();
+    for m in runs {
+        if !keys.contains(&(m.scenario, m.generator)) {
+            keys.push((m.scenario, m.generator));
+        }
+    }
+    keys.into_iter()
+        .map(|(scenario, generator)| {
+            let these: Vec<&Measured> =
+                runs.iter().filter(|m| m.scenario == scenario && m.generator == generator).collect();
+            let med = |f: &dyn Fn(&Measured) -> f64| {
+                crate::bench_proc::median(&mut these.iter().map(|m| f(m)).collect::<Vec<_>>())
+            };
+            Medians {
+                scenario,
+                generator,
+                rounds: these.len(),
+                rps: med(&|m| m.rps),
+                p50_ms: med(&|m| m.p50_ms),
+                p99_ms: med(&|m| m.p99_ms),
+                cpu_us: med(&|m| m.cpu_per_request_us().0),
+                kernel_us: med(&|m| m.cpu_per_request_us().1),
+                steal: med(&|m| m.steal),
+                load: med(&|m| m.load),
+            }
+        })
+        .collect()
+}
+
+/// The median over rounds of `f(a) / f(b)`, each round's pair from the same round.
+fn paired_ratio(runs: &[Measured], generator: &str, a: &str, b: &str, f: fn(&Measured) -> f64) -> Option<f64> {
+    let mut ratios: Vec<f64> = runs
+        .iter()
+        .filter(|m| m.scenario == a && m.generator == generator)
+        .filter_map(|ma| {
+            let mb = runs.iter().find(|m| m.scenario == b && m.generator == generator && m.round == ma.round)?;
+            let d = f(mb);
+            (d > 0.0).then(|| f(ma) / d)
+        })
+        .collect();
+    (!ratios.is_empty()).then(|| crate::bench_proc::median(&mut ratios))
+}
+
+/// Runs the chosen scenarios over the rounds, then the memory measurement.
 pub async fn run(options: BenchOptions) -> Result<Report, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let pki = DevPki::at(&dir.path().join("certs"));
     pki.generate()?;
     let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("valid");
-    let gateway_dir = dir.path().join("gateway");
-    let public_dir = dir.path().join("public");
     // The admin address is only known once the config is written; the hook needs it first.
     let admin_addr = pick_port();
-    // The authorization server runs on its own threads (the benchmark mints its tokens
-    // directly); the bank and the gateways are processes of their own.
+    // The authorization server runs on its own thread (the benchmark mints its tokens
+    // directly); the bank, the gateways and the bare proxy are processes of their own.
     let fixture_options = FixtureOptions {
         introspection_client_id: "fapi-gateway".into(),
         introspection_client_secret: "bench-secret".into(),
@@ -486,33 +623,87 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
     let as_handle = as_runtime.handle().clone();
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
+    let mut report = Report::default();
+
     let bank_addr = pick_port();
-    let _bank = spawn(
+    let bank = spawn(
         &options.binary,
         &["fixture", "bank", "--bank", "gobank", "--listen", &bank_addr.to_string()],
         &logs.join("bank.log"),
     )?;
     fapi_gateway_server::server::wait_for_listener(bank_addr).await?;
-    let (config_path, gateway_addr) = gateway_config(&gateway_dir, &fixtures, bank_addr, false, admin_addr, false)?;
+    let (config_path, gateway_addr) =
+        gateway_config(&dir.path().join("gateway"), &fixtures, bank_addr, false, admin_addr, false)?;
     GatewayConfig::load(&config_path).map_err(|e| e.to_string())?;
     let config_arg = config_path.display().to_string();
     let gateway = spawn(&options.binary, &["run", "--config", &config_arg], &logs.join("gateway.log"))?;
-    let (public_path, public_addr) = gateway_config(&public_dir, &fixtures, bank_addr, true, pick_port(), false)?;
+    let (public_path, public_addr) =
+        gateway_config(&dir.path().join("public"), &fixtures, bank_addr, true, pick_port(), false)?;
     let public_arg = public_path.display().to_string();
-    let _public_gateway = spawn(&options.binary, &["run", "--config", &public_arg], &logs.join("public-gateway.log"))?;
-    for addr in [gateway_addr, admin_addr, public_addr] {
+    let public_gateway = spawn(&options.binary, &["run", "--config", &public_arg], &logs.join("public-gateway.log"))?;
+    // The bare proxy: the public gateway's listener settings on an address of its own.
+    let (bare_path, bare_addr) =
+        gateway_config(&dir.path().join("bare"), &fixtures, bank_addr, true, pick_port(), false)?;
+    let bare_arg = bare_path.display().to_string();
+    let bare = spawn(
+        &options.binary,
+        &["fixture", "bare-proxy", "--config", &bare_arg, "--upstream", &bank_addr.to_string()],
+        &logs.join("bare-proxy.log"),
+    )?;
+    for addr in [gateway_addr, admin_addr, public_addr, bare_addr] {
         fapi_gateway_server::server::wait_for_listener(addr).await?;
     }
     // The same gateway with Go Bank's grant JWT on, for `jwt` (its own process).
-    let mut jwt_gateway = None;
-    if options.scenarios.contains(&Scenario::GrantJwt) {
-        let (path, addr) =
-            gateway_config(&dir.path().join("jwt-gateway"), &fixtures, bank_addr, false, pick_port(), true)?;
-        let arg = path.display().to_string();
-        let process = spawn(&options.binary, &["run", "--config", &arg], &logs.join("jwt-gateway.log"))?;
-        fapi_gateway_server::server::wait_for_listener(addr).await?;
-        jwt_gateway = Some((process, addr));
+    let jwt_gateway = if options.scenarios.contains(&Scenario::GrantJwt) {
+        Some(
+            crate::bench_jwt::start(dir.path(), &options.binary, &fixtures, bank_addr, &logs.join("jwt-gateway.log"))
+                .await?,
+        )
+    } else {
+        None
+    };
+    let mut stage = Stage {
+        bank: bank_addr,
+        gateway: gateway_addr,
+        public: public_addr,
+        bare: bare_addr,
+        pids: HashMap::from([
+            (Scenario::BankDirect, bank.0.id()),
+            (Scenario::BareProxy, bare.0.id()),
+            (Scenario::GatewayNoAuth, public_gateway.0.id()),
+            (Scenario::GatewayHot, gateway.0.id()),
+            (Scenario::GatewayCold, gateway.0.id()),
+            (Scenario::RevocationStorm, gateway.0.id()),
+        ]),
+        nginx_plain: None,
+        nginx: None,
+    };
+    use crate::bench_nginx::Setup;
+    for (scenario, setup) in [(Scenario::NginxPlain, Setup::Plain), (Scenario::Nginx, Setup::AuthRequest)] {
+        if !options.scenarios.contains(&scenario) {
+            continue;
+        }
+        match crate::bench_nginx::start(setup, &pki, bank_addr, fixtures.authorization_server_addr, dir.path()).await {
+            Ok(n) => {
+                stage.pids.insert(scenario, n.pid());
+                if setup == Setup::Plain {
+                    stage.nginx_plain = Some(n);
+                } else {
+                    stage.nginx = Some(n);
+                }
+            }
+            Err(e) => report.notes.push(format!("{}: skipped: {e}", scenario.name())),
+        }
     }
+    let oha = if options.oha {
+        let found = crate::bench_oha::find();
+        if found.is_none() {
+            report.notes.push("oha: not installed (`cargo install oha --locked`; benches/run.sh does): skipped".into());
+        }
+        found
+    } else {
+        None
+    };
 
     let thumbprint = {
         let der =
@@ -533,186 +724,209 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
     let plain: Vec<reqwest::Client> = (0..options.concurrency.max(1))
         .map(|_| reqwest::Client::builder().pool_max_idle_per_host(1).build().expect("client"))
         .collect();
-    let bank_headers = || vec![("x-subject", "alice".to_string()), ("x-consent-accounts", "GB-1001".to_string())];
-    let mut report = Report::default();
-    let mut by_name: HashMap<&'static str, f64> = HashMap::new();
+    // The public routes and the bare proxy pass the client's headers to the bank as they are.
+    let bank_headers = [("x-subject", "alice".to_string()), ("x-consent-accounts", "GB-1001".to_string())];
+    // Hot tokens, minted and cached once: the gateway's cache and nginx's proxy_cache.
+    let hot: Arc<Vec<(String, String)>> = Arc::new(mint(options.hot_tokens.max(1)));
+    for url in [
+        Some(format!("https://{gateway_addr}/gobank/accounts")),
+        stage.nginx.as_ref().map(|n| format!("https://{}/gobank/accounts", n.addr)),
+        jwt_gateway.as_ref().map(|(_, addr)| format!("https://{addr}/gobank/accounts")),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        for (_, t) in hot.iter() {
+            let _ = clients[0].get(&url).bearer_auth(t).send().await;
+        }
+    }
 
-    for scenario in &options.scenarios {
-        if *scenario == Scenario::GrantJwt {
-            let Some((_, jwt_addr)) = &jwt_gateway else { continue };
-            let tokens = Arc::new(mint(options.hot_tokens.max(1)));
-            let urls =
-                [format!("https://{gateway_addr}/gobank/accounts"), format!("https://{jwt_addr}/gobank/accounts")];
-            for url in &urls {
-                for (_, t) in tokens.iter() {
-                    let _ = clients[0].get(url).bearer_auth(t).send().await;
-                }
-            }
-            let pids = [gateway.0.id(), jwt_gateway.as_ref().map_or(0, |(p, _)| p.0.id())];
-            let (off, on) = grant_jwt_rounds(&clients, &urls, pids, tokens, &options, &mut report).await;
-            if off.rps > 0.0 {
-                report.ratios.push((
-                    "throughput: hot with the grant JWT / without, medians of alternating rounds (target >= 0.95)"
-                        .into(),
-                    on.rps / off.rps,
-                ));
-            }
-            report.scenarios.push(off);
-            report.scenarios.push(on);
-            continue;
-        }
-        let hot_url = format!("https://{gateway_addr}/gobank/accounts");
-        if let Some(what) = crate::bench_traffic::variant_of(*scenario) {
-            let tokens = Arc::new(mint(options.hot_tokens.max(1)));
-            for (_, t) in tokens.iter() {
-                let _ = clients[0].get(&hot_url).bearer_auth(t).send().await;
-            }
-            let baseline = crate::bench_traffic::Baseline { url: hot_url.clone(), process: &gateway };
-            let compared = crate::bench_traffic::compare(
-                *scenario,
-                dir.path(),
-                &options.binary,
-                &fixtures,
-                bank_addr,
-                &baseline,
-                &clients,
-                tokens,
-                options.duration,
-                options.max_requests,
-            )
-            .await;
-            match compared {
-                Ok(c) => {
-                    report.ratios.push((
-                        format!(
-                            "throughput: {what} / off (median of {} alternating rounds)",
-                            crate::bench_traffic::ROUNDS
-                        ),
-                        c.ratio,
-                    ));
-                    report.notes.push(c.note);
-                    report.scenarios.push(c.measured);
-                }
-                Err(e) => report.notes.push(format!("{}: failed: {e}", scenario.name())),
-            }
-            continue;
-        }
-        let mut distinct = None;
-        let mut nginx = None;
-        let mut max = options.max_requests;
-        let mut direct = false;
-        let mut storm_consents: Vec<String> = Vec::new();
-        // Prepare: tokens, warm caches; then measure from a clean snapshot.
-        let target: Arc<dyn Fn(u64) -> Option<Target> + Send + Sync> = match scenario {
-            Scenario::BankDirect => {
-                direct = true;
-                let url = format!("http://{bank_addr}/accounts");
-                Arc::new(move |_| Some((url.clone(), None, bank_headers())))
-            }
-            Scenario::GatewayNoAuth => {
-                let url = format!("https://{public_addr}/gobank/accounts");
-                Arc::new(move |_| Some((url.clone(), None, bank_headers())))
-            }
-            // Measured in rounds of its own, above.
-            Scenario::GrantJwt => continue,
-            Scenario::GatewayHot | Scenario::RevocationStorm | Scenario::Nginx => {
-                let url = if *scenario == Scenario::Nginx {
-                    match crate::bench_nginx::start(&pki, bank_addr, fixtures.authorization_server_addr, dir.path())
-                        .await
-                    {
-                        Ok(n) => {
-                            let url = format!("https://{}/gobank/accounts", n.addr);
-                            nginx = Some(n);
-                            url
-                        }
-                        Err(e) => {
-                            report.notes.push(format!("{}: skipped: {e}", scenario.name()));
-                            continue;
-                        }
+    for round in 0..options.rounds {
+        for &scenario in &options.scenarios {
+            if scenario == Scenario::GrantJwt {
+                if let (Some((jwt, jwt_addr)), true) = (&jwt_gateway, options.reqwest) {
+                    let sides = [(gateway_addr, gateway.pid()), (*jwt_addr, jwt.pid())];
+                    let (duration, max) = (options.duration, options.max_requests);
+                    for m in crate::bench_jwt::round(&clients, sides, hot.clone(), duration, max, round).await {
+                        eprintln!("{}", row(&m));
+                        report.scenarios.push(m);
                     }
-                } else {
-                    hot_url.clone()
-                };
-                let tokens: Vec<(String, String)> = mint(options.hot_tokens.max(1));
-                distinct = Some(tokens.len() as u64);
-                if *scenario == Scenario::RevocationStorm {
+                }
+                continue;
+            }
+            // The traffic variants run their own alternating rounds, once, after these.
+            if crate::bench_traffic::variant_of(scenario).is_some() {
+                continue;
+            }
+            let Some(url) = scenario_url(scenario, &stage, fixtures.authorization_server_addr) else { continue };
+            let pid = stage.pids.get(&scenario).copied();
+            let mut max = options.max_requests;
+            let mut distinct = None;
+            let mut storm_consents: Vec<String> = Vec::new();
+            let target: Target = match scenario {
+                Scenario::BankDirect | Scenario::NginxPlain | Scenario::BareProxy | Scenario::GatewayNoAuth => {
+                    let headers = bank_headers.clone();
+                    Arc::new(move |c: &reqwest::Client, _| {
+                        Some(headers.iter().fold(c.get(&url), |r, (k, v)| r.header(*k, v)))
+                    })
+                }
+                Scenario::GatewayHot | Scenario::Nginx => {
+                    distinct = Some(hot.len() as u64);
+                    let hot = hot.clone();
+                    Arc::new(move |c: &reqwest::Client, i| {
+                        Some(c.get(&url).bearer_auth(&hot[(i as usize) % hot.len()].1))
+                    })
+                }
+                Scenario::RevocationStorm => {
+                    // Tokens of their own, so that the hot ones stay authorised.
+                    let tokens = Arc::new(mint(options.hot_tokens.max(2)));
+                    for (_, t) in tokens.iter() {
+                        let _ = clients[0].get(&url).bearer_auth(t).send().await;
+                    }
+                    distinct = Some(tokens.len() as u64);
                     storm_consents = tokens.iter().map(|(c, _)| c.clone()).collect();
+                    Arc::new(move |c: &reqwest::Client, i| {
+                        Some(c.get(&url).bearer_auth(&tokens[(i as usize) % tokens.len()].1))
+                    })
                 }
-                for (_, t) in &tokens {
-                    let _ = clients[0].get(&url).bearer_auth(t).send().await;
+                // Measured above and after the rounds.
+                Scenario::GrantJwt | Scenario::RateLimited | Scenario::Traced1 | Scenario::Traced100 => continue,
+                Scenario::GatewayCold | Scenario::AuthorizationServer => {
+                    let tokens = Arc::new(mint(options.cold_tokens.max(1)));
+                    max = max.min(tokens.len() as u64);
+                    if scenario == Scenario::GatewayCold {
+                        Arc::new(move |c: &reqwest::Client, i| {
+                            tokens.get(i as usize).map(|(_, t)| c.get(&url).bearer_auth(t))
+                        })
+                    } else {
+                        Arc::new(move |c: &reqwest::Client, i| {
+                            tokens.get(i as usize).map(|(_, t)| {
+                                c.post(&url)
+                                    .basic_auth("fapi-gateway", Some("bench-secret"))
+                                    .form(&[("token", t.as_str())])
+                            })
+                        })
+                    }
                 }
-                let tokens = Arc::new(tokens);
-                Arc::new(move |i| Some((url.clone(), Some(tokens[(i as usize) % tokens.len()].1.clone()), vec![])))
+            };
+            if options.reqwest {
+                let before = lookups(admin_addr).await;
+                let calls_before = fixtures.authorization_server.introspection_calls();
+                let storm = (scenario == Scenario::RevocationStorm).then(|| {
+                    // Half the consents are revoked, evenly over the run.
+                    let authz = fixtures.authorization_server.clone();
+                    let consents = std::mem::take(&mut storm_consents);
+                    let every = options.duration / (consents.len() as u32 + 1).max(2);
+                    as_handle.spawn(async move {
+                        for c in consents.iter().step_by(2) {
+                            tokio::time::sleep(every).await;
+                            authz.revoke_consent(c).await;
+                        }
+                    })
+                });
+                let sample = crate::bench_proc::Sample::start(pid);
+                let direct = matches!(scenario, Scenario::BankDirect);
+                let mut m = drive(if direct { &plain } else { &clients }, options.duration, max, target).await;
+                let cost = sample.finish();
+                if let Some(s) = storm {
+                    s.abort();
+                }
+                m.scenario = scenario.name();
+                m.generator = "reqwest";
+                m.round = round;
+                (m.cpu, m.steal, m.load) = (cost.cpu, cost.steal, cost.load);
+                if matches!(scenario, Scenario::GatewayHot | Scenario::GatewayCold | Scenario::RevocationStorm) {
+                    let after = lookups(admin_addr).await;
+                    let delta = |k: &str| after[k].saturating_sub(before[k]);
+                    let total = delta("hit") + delta("miss") + delta("coalesced");
+                    m.cache_hit_ratio = (total > 0).then(|| delta("hit") as f64 / total as f64);
+                }
+                if matches!(
+                    scenario,
+                    Scenario::GatewayHot | Scenario::GatewayCold | Scenario::RevocationStorm | Scenario::Nginx
+                ) {
+                    m.introspection_calls = Some(fixtures.authorization_server.introspection_calls() - calls_before);
+                }
+                m.distinct_tokens = if scenario == Scenario::GatewayCold { Some(m.requests) } else { distinct };
+                eprintln!("{}", row(&m));
+                report.scenarios.push(m);
             }
-            // Measured in rounds against the hot path, above.
-            Scenario::RateLimited | Scenario::Traced1 | Scenario::Traced100 => continue,
-            Scenario::GatewayCold => {
-                let tokens = Arc::new(mint(options.cold_tokens.max(1)));
-                max = max.min(tokens.len() as u64);
-                let url = hot_url.clone();
-                Arc::new(move |i| tokens.get(i as usize).map(|(_, t)| (url.clone(), Some(t.clone()), vec![])))
+            if let (Some(oha), true) = (&oha, scenario.oha()) {
+                let url = scenario_url(scenario, &stage, fixtures.authorization_server_addr).unwrap_or_default();
+                let token = matches!(scenario, Scenario::GatewayHot | Scenario::Nginx).then(|| hot[0].1.as_str());
+                let headers: &[(&str, String)] = if token.is_none() { &bank_headers } else { &[] };
+                let sample = crate::bench_proc::Sample::start(pid);
+                let run =
+                    crate::bench_oha::run(oha, &pki, &url, token, headers, options.concurrency, options.duration).await;
+                let cost = sample.finish();
+                match run {
+                    Ok(o) => {
+                        let m = Measured {
+                            scenario: scenario.name(),
+                            generator: "oha",
+                            round,
+                            cpu: cost.cpu,
+                            steal: cost.steal,
+                            load: cost.load,
+                            requests: o.requests,
+                            ok: o.requests - o.not_ok - o.errors,
+                            errors: o.errors,
+                            refused: o.not_ok,
+                            seconds: o.seconds,
+                            rps: o.rps,
+                            p50_ms: o.p50_ms,
+                            p90_ms: o.p90_ms,
+                            p99_ms: o.p99_ms,
+                            p999_ms: o.p999_ms,
+                            ..Measured::default()
+                        };
+                        eprintln!("{}", row(&m));
+                        report.scenarios.push(m);
+                    }
+                    Err(e) => report.notes.push(format!("{} (oha, round {}): {e}", scenario.name(), round + 1)),
+                }
             }
+        }
+    }
+    // Rate limits and tracing: each a variant gateway against the hot one, in rounds of its own.
+    let mut traffic_ratios = Vec::new();
+    for &scenario in &options.scenarios {
+        let Some(what) = crate::bench_traffic::variant_of(scenario) else { continue };
+        let baseline = crate::bench_traffic::Baseline {
+            url: format!("https://{gateway_addr}/gobank/accounts"),
+            process: &gateway,
         };
-        let before = lookups(admin_addr).await;
-        let calls_before = fixtures.authorization_server.introspection_calls();
-        let storm = (*scenario == Scenario::RevocationStorm).then(|| {
-            // Half the consents are revoked, evenly over the run.
-            let authz = fixtures.authorization_server.clone();
-            let consents = std::mem::take(&mut storm_consents);
-            let every = options.duration / (consents.len() as u32 + 1).max(2);
-            as_handle.spawn(async move {
-                for c in consents.iter().step_by(2) {
-                    tokio::time::sleep(every).await;
-                    authz.revoke_consent(c).await;
-                }
-            })
-        });
-        let mut m = drive(if direct { &plain } else { &clients }, options.duration, max, target).await;
-        if let Some(s) = storm {
-            s.abort();
-        }
-        drop(nginx);
-        m.scenario = scenario.name();
-        if matches!(scenario, Scenario::GatewayHot | Scenario::GatewayCold | Scenario::RevocationStorm) {
-            let after = lookups(admin_addr).await;
-            let delta = |k: &str| after[k].saturating_sub(before[k]);
-            let total = delta("hit") + delta("miss") + delta("coalesced");
-            m.cache_hit_ratio = (total > 0).then(|| delta("hit") as f64 / total as f64);
-        }
-        if !matches!(scenario, Scenario::BankDirect | Scenario::GatewayNoAuth) {
-            m.introspection_calls = Some(fixtures.authorization_server.introspection_calls() - calls_before);
-        }
-        m.distinct_tokens = if *scenario == Scenario::GatewayCold { Some(m.requests) } else { distinct };
-        by_name.insert(m.scenario, m.rps);
-        report.scenarios.push(m);
-    }
-
-    let ratio = |a: &str, b: &str| Some(by_name.get(a)? / by_name.get(b)?.max(1e-9));
-    if let Some(r) = ratio("gateway-hot", "gateway-no-auth") {
-        report.ratios.push(("throughput: hot tokens / authorization off (target >= 0.95)".into(), r));
-    }
-    if let Some(r) = ratio("gateway-hot", "nginx-auth-request") {
-        report.ratios.push(("throughput: fapi-gateway hot / nginx auth_request (target >= 2)".into(), r));
-    }
-    if let Some(r) = ratio("gateway-no-auth", "bank-direct") {
-        report.ratios.push(("throughput: authorization off / bank direct".into(), r));
-    }
-    if let Some(cold) = report.scenarios.iter().find(|m| m.scenario == "gateway-cold") {
-        if let (Some(calls), Some(d)) = (cold.introspection_calls, cold.distinct_tokens) {
-            report.ratios.push((
-                "introspection calls per distinct token, cold (target 1)".into(),
-                calls as f64 / d.max(1) as f64,
-            ));
+        let compared = crate::bench_traffic::compare(
+            scenario,
+            dir.path(),
+            &options.binary,
+            &fixtures,
+            bank_addr,
+            &baseline,
+            &clients,
+            hot.clone(),
+            options.duration,
+            options.max_requests,
+        )
+        .await;
+        match compared {
+            Ok(c) => {
+                traffic_ratios.push((
+                    format!("throughput: {what} / off (median of {} alternating rounds)", crate::bench_traffic::ROUNDS),
+                    c.ratio,
+                ));
+                report.notes.push(c.note);
+                eprintln!("{}", row(&c.measured));
+                report.scenarios.push(c.measured);
+            }
+            Err(e) => report.notes.push(format!("{}: failed: {e}", scenario.name())),
         }
     }
-    if let Some(hot) = report.scenarios.iter().find(|m| m.scenario == "gateway-hot") {
-        if let (Some(calls), Some(d)) = (hot.introspection_calls, hot.distinct_tokens) {
-            report.ratios.push((
-                "introspection calls per distinct token, hot after warm-up (target 0)".into(),
-                calls as f64 / d.max(1) as f64,
-            ));
-        }
-    }
+    drop(jwt_gateway);
+    drop(stage);
+    report.medians = medians(&report.scenarios);
+    ratios(&mut report);
+    report.ratios.extend(traffic_ratios);
     drop(fixtures);
     as_runtime.shutdown_background();
 
@@ -722,70 +936,94 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
     Ok(report)
 }
 
-/// Rounds of each side of the `jwt` scenario, alternating (off, on, off, on, …).
-const GRANT_JWT_ROUNDS: usize = 3;
-
-/// Drives `urls[0]` (grant JWT off) and `urls[1]` (on) in alternating rounds of the
-/// scenario's duration each; each side's round with the median throughput.
-async fn grant_jwt_rounds(
-    clients: &[reqwest::Client],
-    urls: &[String; 2],
-    pids: [u32; 2],
-    tokens: Arc<Vec<(String, String)>>,
-    options: &BenchOptions,
-    report: &mut Report,
-) -> (Measured, Measured) {
-    let mut sides: [Vec<Measured>; 2] = [Vec::new(), Vec::new()];
-    // CPU of each gateway process per request, round by round (steal-proof, unlike req/s).
-    let mut cpu: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-    for round in 0..GRANT_JWT_ROUNDS * 2 {
-        let side = round % 2;
-        let (url, tokens) = (urls[side].clone(), tokens.clone());
-        let target: Arc<dyn Fn(u64) -> Option<Target> + Send + Sync> =
-            Arc::new(move |i| Some((url.clone(), Some(tokens[(i as usize) % tokens.len()].1.clone()), vec![])));
-        let cpu_before = process_cpu_seconds(pids[side]);
-        let m = drive(clients, options.duration, options.max_requests, target).await;
-        let used = process_cpu_seconds(pids[side]) - cpu_before;
-        cpu[side].push(used * 1e6 / m.requests.max(1) as f64);
-        sides[side].push(m);
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (cpu_off, cpu_on) = (median(&mut cpu[0]), median(&mut cpu[1]));
-    report.notes.push(format!(
-        "gateway-hot-jwt CPU per request (gateway process, median round): off {cpu_off:.1} µs, on {cpu_on:.1} µs (on / off {:.3})",
-        cpu_on / cpu_off.max(1e-9)
-    ));
-    let rps = |side: &Vec<Measured>| side.iter().map(|m| format!("{:.0}", m.rps)).collect::<Vec<_>>().join(", ");
-    report.notes.push(format!("gateway-hot-jwt rounds, req/s: off {}; on {}", rps(&sides[0]), rps(&sides[1])));
-    let names = ["gateway-hot-jwt-off", "gateway-hot-jwt-on"];
-    let mut medians = sides.map(|mut rounds| {
-        rounds.sort_by(|a, b| a.rps.total_cmp(&b.rps));
-        rounds.remove(rounds.len() / 2)
-    });
-    for (side, name) in names.iter().enumerate() {
-        medians[side].scenario = name;
-    }
-    report.notes.push(format!(
-        "gateway-hot-jwt: {GRANT_JWT_ROUNDS} alternating rounds per side of {} s; each side's median round is reported",
-        options.duration.as_secs()
-    ));
-    let [off, on] = medians;
-    (off, on)
+/// Where a scenario's requests go, if its server runs.
+fn scenario_url(scenario: Scenario, stage: &Stage, authorization_server: std::net::SocketAddr) -> Option<String> {
+    Some(match scenario {
+        Scenario::BankDirect => format!("http://{}/accounts", stage.bank),
+        Scenario::NginxPlain => format!("https://{}/gobank/accounts", stage.nginx_plain.as_ref()?.addr),
+        Scenario::BareProxy => format!("https://{}/accounts", stage.bare),
+        Scenario::GatewayNoAuth => format!("https://{}/gobank/accounts", stage.public),
+        Scenario::GatewayHot | Scenario::GatewayCold | Scenario::RevocationStorm => {
+            format!("https://{}/gobank/accounts", stage.gateway)
+        }
+        Scenario::Nginx => format!("https://{}/gobank/accounts", stage.nginx.as_ref()?.addr),
+        Scenario::AuthorizationServer => format!("https://{authorization_server}/introspect"),
+        // Driven by bench_jwt and bench_traffic, not here.
+        Scenario::GrantJwt | Scenario::RateLimited | Scenario::Traced1 | Scenario::Traced100 => return None,
+    })
 }
 
-/// User and system CPU seconds a process has used so far (from `/proc`, 100 ticks a second).
-fn process_cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // utime and stime: fields 14 and 15 of the line (the 12th and 13th after the name).
-    (ticks(11) + ticks(12)) as f64 / 100.0
+/// The target ratios, each the median over rounds of the pair measured in the same round.
+fn ratios(report: &mut Report) {
+    let runs = &report.scenarios;
+    let rps = |m: &Measured| m.rps;
+    let cpu = |m: &Measured| m.cpu_per_request_us().0;
+    let p99 = |m: &Measured| m.p99_ms;
+    let mut out = Vec::new();
+    for g in ["reqwest", "oha"] {
+        let mut add = |name: &str, a: &str, b: &str, f: fn(&Measured) -> f64| {
+            if let Some(r) = paired_ratio(runs, g, a, b, f) {
+                out.push((format!("{g}: {name}"), r));
+            }
+        };
+        add("CPU/request: authorization off / bare pingora (target <= 1.05)", "gateway-no-auth", "pingora-bare", cpu);
+        add("req/s: authorization off / bare pingora (target >= 0.95)", "gateway-no-auth", "pingora-bare", rps);
+        add("req/s: hot tokens / authorization off (target >= 0.95)", "gateway-hot", "gateway-no-auth", rps);
+        add("CPU/request: hot tokens / authorization off", "gateway-hot", "gateway-no-auth", cpu);
+        let [jwt_off, jwt_on] = crate::bench_jwt::SIDES;
+        add("req/s: hot with the grant JWT / without (target >= 0.95)", jwt_on, jwt_off, rps);
+        add("CPU/request: hot with the grant JWT / without", jwt_on, jwt_off, cpu);
+        add("req/s: fapi-gateway hot / nginx auth_request (target >= 2)", "gateway-hot", "nginx-auth-request", rps);
+        add("p99: fapi-gateway hot / nginx auth_request (target <= 1)", "gateway-hot", "nginx-auth-request", p99);
+        add("CPU/request: fapi-gateway hot / nginx auth_request", "gateway-hot", "nginx-auth-request", cpu);
+        add("CPU/request: bare pingora / nginx plain", "pingora-bare", "nginx-plain", cpu);
+        add("req/s: bare pingora / nginx plain", "pingora-bare", "nginx-plain", rps);
+        add(
+            "req/s: cold (introspection misses) / authorization server direct",
+            "gateway-cold",
+            "as-introspection",
+            rps,
+        );
+    }
+    for (name, target) in [("gateway-cold", "(target 1)"), ("gateway-hot", "after warm-up (target 0)")] {
+        let (calls, distinct) =
+            runs.iter().filter(|m| m.scenario == name && m.generator == "reqwest").fold((0u64, 0u64), |(c, d), m| {
+                (c + m.introspection_calls.unwrap_or(0), d + m.distinct_tokens.unwrap_or(0))
+            });
+        if distinct > 0 {
+            out.push((
+                format!("introspection calls per distinct token, {} {target}", name.trim_start_matches("gateway-")),
+                calls as f64 / distinct as f64,
+            ));
+        }
+    }
+    report.ratios = out;
 }
+
+/// One run as a table row (also printed as it finishes).
+fn row(m: &Measured) -> String {
+    let (cpu, kernel) = m.cpu_per_request_us();
+    format!(
+        "{:<19} {:<7} {:>2} {:>8} {:>8.0} {:>7.2} {:>7.2} {:>7.1} {:>6.1} {:>6.1} {:>5.2} {:>6} {:>7} {:>6} {:>7}",
+        m.scenario,
+        m.generator,
+        m.round + 1,
+        m.requests,
+        m.rps,
+        m.p50_ms,
+        m.p99_ms,
+        cpu,
+        kernel,
+        m.steal * 100.0,
+        m.load,
+        m.errors,
+        m.refused,
+        m.cache_hit_ratio.map(|r| format!("{:.1}", r * 100.0)).unwrap_or_else(|| "-".into()),
+        m.introspection_calls.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+    )
+}
+
+const ROW_HEADER: &str = "scenario            gen     rd requests    req/s  p50 ms  p99 ms  CPU µs  sys µs steal%  load errors refused  hit %  AS calls";
 
 /// Resident memory of this process, in bytes.
 fn rss() -> u64 {
@@ -839,41 +1077,41 @@ pub async fn memory_per_cached_token(n: usize) -> f64 {
 }
 
 impl Report {
-    /// A table for people.
+    /// Tables for people: every run, then the medians per scenario and generator, the
+    /// ratios, memory and notes.
     pub fn table(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<20} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>8}",
-            "scenario",
-            "requests",
-            "req/s",
-            "p50 ms",
-            "p90 ms",
-            "p99 ms",
-            "p99.9",
-            "errors",
-            "refused",
-            "hit %",
-            "AS calls"
+            "every run (CPU µs = the proxy's processes' utime+stime per request, sys µs its kernel part):"
         );
+        let _ = writeln!(out, "{ROW_HEADER}");
         for m in &self.scenarios {
+            let _ = writeln!(out, "{}", row(m));
+        }
+        let _ = writeln!(out, "\nmedians over rounds:");
+        let _ = writeln!(
+            out,
+            "{:<19} {:<7} {:>6} {:>8} {:>7} {:>7} {:>7} {:>6} {:>6} {:>5}",
+            "scenario", "gen", "rounds", "req/s", "p50 ms", "p99 ms", "CPU µs", "sys µs", "steal%", "load"
+        );
+        for m in &self.medians {
             let _ = writeln!(
                 out,
-                "{:<20} {:>9} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>7} {:>8} {:>8}",
+                "{:<19} {:<7} {:>6} {:>8.0} {:>7.2} {:>7.2} {:>7.1} {:>6.1} {:>6.1} {:>5.2}",
                 m.scenario,
-                m.requests,
+                m.generator,
+                m.rounds,
                 m.rps,
                 m.p50_ms,
-                m.p90_ms,
                 m.p99_ms,
-                m.p999_ms,
-                m.errors,
-                m.refused,
-                m.cache_hit_ratio.map(|r| format!("{:.1}", r * 100.0)).unwrap_or_else(|| "-".into()),
-                m.introspection_calls.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                m.cpu_us,
+                m.kernel_us,
+                m.steal * 100.0,
+                m.load
             );
         }
+        let _ = writeln!(out, "\nratios (median over rounds of same-round pairs):");
         for (name, value) in &self.ratios {
             let _ = writeln!(out, "{name}: {value:.3}");
         }
@@ -888,12 +1126,22 @@ impl Report {
 
     pub fn json(&self) -> Value {
         json!({
-            "scenarios": self.scenarios.iter().map(|m| json!({
-                "scenario": m.scenario, "requests": m.requests, "ok": m.ok, "refused": m.refused, "errors": m.errors,
+            "runs": self.scenarios.iter().map(|m| json!({
+                "scenario": m.scenario, "generator": m.generator, "round": m.round + 1,
+                "requests": m.requests, "ok": m.ok, "refused": m.refused, "errors": m.errors,
                 "seconds": m.seconds, "requests_per_second": m.rps,
                 "latency_ms": {"p50": m.p50_ms, "p90": m.p90_ms, "p99": m.p99_ms, "p99_9": m.p999_ms},
+                "cpu_seconds": {"user": m.cpu.0, "system": m.cpu.1},
+                "cpu_us_per_request": m.cpu_per_request_us().0, "system_us_per_request": m.cpu_per_request_us().1,
+                "steal": m.steal, "load_average": m.load,
                 "cache_hit_ratio": m.cache_hit_ratio, "introspection_calls": m.introspection_calls,
                 "distinct_tokens": m.distinct_tokens,
+            })).collect::<Vec<_>>(),
+            "medians": self.medians.iter().map(|m| json!({
+                "scenario": m.scenario, "generator": m.generator, "rounds": m.rounds,
+                "requests_per_second": m.rps, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms,
+                "cpu_us_per_request": m.cpu_us, "system_us_per_request": m.kernel_us,
+                "steal": m.steal, "load_average": m.load,
             })).collect::<Vec<_>>(),
             "ratios": self.ratios.iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>(),
             "memory": self.memory.iter().map(|(n, b)| json!({"cached_tokens": n, "bytes_per_token": b})).collect::<Vec<_>>(),

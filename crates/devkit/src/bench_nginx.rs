@@ -18,6 +18,13 @@ pub struct Nginx {
     child: Child,
 }
 
+impl Nginx {
+    /// The master's process id (its workers are its children).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Nginx {
     fn drop(&mut self) {
         stop(&mut self.child);
@@ -38,14 +45,28 @@ pub fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Which nginx the benchmark runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setup {
+    /// `nginx.conf.template`: auth_request, the njs introspection handler, proxy_cache.
+    AuthRequest,
+    /// `plain.conf.template`: the same mutual-TLS listener and upstream, no authorization.
+    Plain,
+}
+
 /// Starts nginx from the template in `benches/nginx/` (next to the working directory or
 /// the crate), or says why it cannot.
 pub async fn start(
+    setup: Setup,
     pki: &DevPki,
     bank: SocketAddr,
     authorization_server: SocketAddr,
     work: &Path,
 ) -> Result<Nginx, String> {
+    let template_name = match setup {
+        Setup::AuthRequest => "nginx.conf.template",
+        Setup::Plain => "plain.conf.template",
+    };
     let root = [std::env::current_dir().unwrap_or_default(), Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")]
         .into_iter()
         .find(|d| d.join("benches/nginx/nginx.conf.template").is_file())
@@ -55,13 +76,16 @@ pub async fn start(
         .find(|p| Path::new(p).exists())
         .ok_or("nginx is not installed: `apt-get install nginx libnginx-mod-http-js` (the benchmark's setup)")?;
     let template =
-        std::fs::read_to_string(root.join("benches/nginx/nginx.conf.template")).map_err(|e| e.to_string())?;
+        std::fs::read_to_string(root.join("benches/nginx").join(template_name)).map_err(|e| e.to_string())?;
     let njs = ["introspect.js", "introspect.mjs"]
         .iter()
         .map(|f| root.join("benches/nginx").join(f))
         .find(|p| p.is_file())
         .ok_or("the njs handler is missing from benches/nginx/")?;
-    let dir = work.join("nginx");
+    let dir = work.join(match setup {
+        Setup::AuthRequest => "nginx",
+        Setup::Plain => "nginx-plain",
+    });
     std::fs::create_dir_all(dir.join("cache")).map_err(|e| e.to_string())?;
     let addr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?;
     let conf = template

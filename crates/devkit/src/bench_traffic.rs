@@ -122,9 +122,9 @@ pub(crate) async fn compare(
     for (_, t) in tokens.iter() {
         let _ = clients[0].get(&url).bearer_auth(t).send().await;
     }
-    let target = |url: String| -> Arc<dyn Fn(u64) -> Option<Target> + Send + Sync> {
+    let target = |url: String| -> Target {
         let tokens = tokens.clone();
-        Arc::new(move |i| Some((url.clone(), Some(tokens[(i as usize) % tokens.len()].1.clone()), vec![])))
+        Arc::new(move |c: &reqwest::Client, i| Some(c.get(&url).bearer_auth(&tokens[(i as usize) % tokens.len()].1)))
     };
     let round = duration / ROUNDS as u32;
     let (mut ratios, mut cpu_plain, mut cpu_variant, mut requests) = (Vec::new(), 0.0, 0.0, (0u64, 0u64));
@@ -146,6 +146,7 @@ pub(crate) async fn compare(
     let at = ratios.iter().position(|r| *r == median).unwrap_or(0);
     let mut measured = rounds.swap_remove(at);
     measured.scenario = scenario.name();
+    measured.generator = "reqwest";
     measured.refused += rounds.iter().map(|m| m.refused).sum::<u64>();
     measured.errors += rounds.iter().map(|m| m.errors).sum::<u64>();
     let per = |cpu: f64, n: u64| cpu * 1e6 / n.max(1) as f64;

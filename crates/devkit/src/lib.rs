@@ -4,9 +4,13 @@
 //! development PKI; [`demo`] starts it all on loopback; [`tpp`] walks a TPP's journey;
 //! [`bench`] and [`bench_nginx`] measure the gateway against its baselines.
 
+pub mod bare_proxy;
 pub mod bench;
 pub mod bench_fleet;
+pub mod bench_jwt;
 pub mod bench_nginx;
+pub mod bench_oha;
+pub mod bench_proc;
 pub mod bench_traffic;
 pub mod demo;
 pub mod demo_fleet;

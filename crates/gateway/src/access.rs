@@ -1,7 +1,10 @@
 //! One request's access-log event and metrics, the same for the proxy and the forward-auth
 //! listener.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::labels::{self, RequestLabels};
 
 use fapi_enforcement::cache::CacheOutcome;
 use fapi_enforcement::enforcer::Trace;
@@ -25,13 +28,17 @@ pub struct AccessRecord<'a> {
 
 /// Counts the request (`requests_total`, `request_duration_seconds`) and writes its
 /// access-log event (target `fapi_gateway::access`).
-pub fn record(metrics: &Metrics, r: AccessRecord<'_>) {
+pub fn record(metrics: &Arc<Metrics>, r: AccessRecord<'_>) {
     let api = r.trace.api.as_deref().unwrap_or("");
     let route = r.trace.route.as_deref().unwrap_or("");
     // Unmatched paths count under the method only: their text is the client's, unbounded.
     let method = if r.trace.route.is_some() { r.method } else { "" };
-    metrics.requests.with_label_values(&[api, route, method, &r.status.to_string(), r.decision]).inc();
-    metrics.request_duration.with_label_values(&[api]).observe(r.elapsed.as_secs_f64());
+    // The status as its static text (0, when none was written, is no status code).
+    let code = http::StatusCode::from_u16(r.status).ok();
+    let status = code.as_ref().map(http::StatusCode::as_str).unwrap_or("0");
+    let handles = labels::request_handles(metrics, RequestLabels { api, route, method, status, decision: r.decision });
+    handles.requests.inc();
+    handles.duration.observe(r.elapsed.as_secs_f64());
     tracing::info!(
         target: "fapi_gateway::access",
         interaction_id = %r.interaction_id,

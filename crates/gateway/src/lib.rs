@@ -15,6 +15,7 @@ pub mod connections;
 pub mod error;
 pub mod forward_auth;
 pub mod jwks;
+pub mod labels;
 pub mod proxy;
 pub mod reload;
 pub mod server;

@@ -252,7 +252,7 @@ impl ProxyHttp for Gateway {
             spans.upstream_answered(response.status.as_u16());
         }
         if let (Some(started), Some(api)) = (ctx.upstream_started.take(), ctx.trace.api.as_deref()) {
-            self.metrics.upstream_duration.with_label_values(&[api]).observe(started.elapsed().as_secs_f64());
+            crate::labels::upstream_duration(&self.metrics, api).observe(started.elapsed().as_secs_f64());
         }
         Ok(())
     }
@@ -279,7 +279,7 @@ impl ProxyHttp for Gateway {
     ) -> FailToProxy {
         use pingora_core::{ErrorSource, ErrorType};
         if ctx.interaction_id.is_empty() {
-            ctx.interaction_id = uuid::Uuid::new_v4().to_string();
+            ctx.interaction_id = fapi_enforcement::enforcer::fresh_interaction_id();
         }
         let refusal = match (e.esource(), e.etype()) {
             (_, ErrorType::HTTPStatus(413)) => Some(Refusal::BodyTooLarge),

@@ -12,7 +12,7 @@ type ConsentIds = Box<[Box<str>]>;
 /// its authorization server can read from it: which API first saw the token is irrelevant.
 #[derive(Default)]
 pub(super) struct ConsentIndex {
-    by_consent: HashMap<Box<str>, HashMap<TokenKey, u64>>,
+    by_consent: HashMap<Box<str>, Entries>,
     by_key: HashMap<TokenKey, (ConsentIds, u64)>,
     /// Consents revoked lately (revocation number, milliseconds of the cache's clock),
     /// kept for the longest an entry lives: an introspection under way when its consent
@@ -22,6 +22,46 @@ pub(super) struct ConsentIndex {
     pub(super) revocations: u64,
 }
 
+/// A consent's entries: almost always one token (a map of one would cost a cached token
+/// some 130 bytes more, `benches/RESULTS.md`), a boxed map (the one-token case stays
+/// 32 bytes) when a consent has several.
+enum Entries {
+    One(TokenKey, u64),
+    // Boxed on purpose: the map inline would make every `One` 48 bytes instead of 32.
+    #[allow(clippy::box_collection)]
+    Many(Box<HashMap<TokenKey, u64>>),
+}
+
+impl Entries {
+    fn insert(&mut self, key: TokenKey, generation: u64) {
+        match self {
+            Entries::One(k, g) if *k == key => *g = generation,
+            Entries::One(k, g) => *self = Entries::Many(Box::new(HashMap::from([(*k, *g), (key, generation)]))),
+            Entries::Many(map) => {
+                map.insert(key, generation);
+            }
+        }
+    }
+
+    /// Removes `key`; whether none is left.
+    fn remove(&mut self, key: &TokenKey) -> bool {
+        match self {
+            Entries::One(k, _) => k == key,
+            Entries::Many(map) => {
+                map.remove(key);
+                map.is_empty()
+            }
+        }
+    }
+
+    fn into_keys(self) -> Vec<TokenKey> {
+        match self {
+            Entries::One(k, _) => vec![k],
+            Entries::Many(map) => (*map).into_keys().collect(),
+        }
+    }
+}
+
 impl ConsentIndex {
     pub(super) fn insert(&mut self, consents: &[Box<str>], key: TokenKey, generation: u64) {
         self.remove(key, None);
@@ -29,7 +69,12 @@ impl ConsentIndex {
             return;
         }
         for consent in consents {
-            self.by_consent.entry(consent.clone()).or_default().insert(key, generation);
+            match self.by_consent.get_mut(consent) {
+                Some(entries) => entries.insert(key, generation),
+                None => {
+                    self.by_consent.insert(consent.clone(), Entries::One(key, generation));
+                }
+            }
         }
         self.by_key.insert(key, (consents.into(), generation));
     }
@@ -43,11 +88,8 @@ impl ConsentIndex {
         }
         let (consents, _) = self.by_key.remove(&key).expect("present");
         for consent in consents.iter() {
-            if let Some(keys) = self.by_consent.get_mut(consent) {
-                keys.remove(&key);
-                if keys.is_empty() {
-                    self.by_consent.remove(consent);
-                }
+            if self.by_consent.get_mut(consent).is_some_and(|entries| entries.remove(&key)) {
+                self.by_consent.remove(consent);
             }
         }
     }
@@ -57,7 +99,7 @@ impl ConsentIndex {
         self.revoked.retain(|_, (_, at)| now_ms.saturating_sub(*at) <= remember_ms);
         self.revocations += 1;
         self.revoked.insert(consent.into(), (self.revocations, now_ms));
-        let keys: Vec<TokenKey> = self.by_consent.remove(consent).map(|m| m.into_keys().collect()).unwrap_or_default();
+        let keys: Vec<TokenKey> = self.by_consent.remove(consent).map(Entries::into_keys).unwrap_or_default();
         for k in &keys {
             self.remove(*k, None);
         }

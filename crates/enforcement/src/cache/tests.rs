@@ -194,6 +194,26 @@ async fn a_late_removal_does_not_unindex_the_replacement() {
     assert_eq!(index.take("c", 0, 1000), vec![key]);
 }
 
+#[test]
+fn a_consent_indexes_one_token_or_many() {
+    let mut index = ConsentIndex::default();
+    let keys: Vec<TokenKey> = (0..3).map(|i| TokenKey::new("as", &format!("t{i}"))).collect();
+    for (g, k) in keys.iter().enumerate() {
+        index.insert(&["c".into(), "d".into()], *k, g as u64);
+    }
+    index.remove(keys[1], None);
+    let mut taken = index.take("c", 0, 1000);
+    taken.sort_by_key(|k| k.to_bytes());
+    let mut expected = vec![keys[0], keys[2]];
+    expected.sort_by_key(|k| k.to_bytes());
+    assert_eq!(taken, expected);
+    // Taking a consent unindexes its entries under every other consent too.
+    assert_eq!(index.take("d", 0, 1000), Vec::<TokenKey>::new());
+    index.insert(&["e".into()], keys[0], 7);
+    index.remove(keys[0], Some(7));
+    assert_eq!(index.take("e", 0, 1000), Vec::<TokenKey>::new());
+}
+
 #[tokio::test]
 async fn capacity_evicts_the_oldest_and_sweeps_drop_the_expired() {
     let store = |ttl: Duration, capacity: u64| {

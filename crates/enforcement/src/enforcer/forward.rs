@@ -12,6 +12,21 @@ use crate::policy::Grant;
 const HOP_BY_HOP: [&str; 7] =
     ["connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer", "upgrade"];
 
+/// Client certificate headers (RFC 9440 and common proxies'): for the gateway, not the bank.
+const CERTIFICATE_HEADERS: [&str; 3] = ["client-cert", "client-cert-chain", "x-ssl-client-cert"];
+
+/// The header names a `Connection` header lists (lower case), usually none.
+fn connection_named(upstream: &RequestHeader) -> Vec<String> {
+    upstream
+        .headers
+        .get_all("connection")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|n| n.trim().to_ascii_lowercase()))
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
 /// The headers that tell the bank who is asking under which consent (names from
 /// `[forwarding.headers]`), in the order they are set.
 /// With a grant JWT, its header too, and the plain ones only if the API keeps them.
@@ -57,35 +72,31 @@ pub fn apply_grant(
         .map_err(|_| pingora_core::Error::explain(pingora_core::ErrorType::InternalError, "bad upstream path"))?;
     upstream.set_uri(uri);
     let names = &settings.identity_headers;
-    // Whatever the client sent under our identity header names is not to be believed.
-    for name in names.all().into_iter().chain(settings.grant_jwt_headers.iter().map(|n| &**n)) {
-        while upstream.remove_header(name).is_some() {}
-    }
-    // Headers named in Connection, and the standard hop-by-hop ones, stop here.
-    let named: Vec<String> = upstream
+    // One pass over the names the client sent picks what goes; usually that is
+    // `Authorization` alone, and nothing is looked up that is not there.
+    let connection_named = connection_named(upstream);
+    let doomed: Vec<http::HeaderName> = upstream
         .headers
-        .get_all("connection")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|n| n.trim().to_ascii_lowercase()))
-        .filter(|n| !n.is_empty())
+        .keys()
+        .filter(|name| {
+            let n = name.as_str();
+            // Whatever the client sent under our identity header names is not to be believed.
+            names.all().iter().any(|i| i.eq_ignore_ascii_case(n))
+                || settings.grant_jwt_headers.iter().any(|g| g.eq_ignore_ascii_case(n))
+                // Headers named in Connection, and the standard hop-by-hop ones, stop here.
+                || HOP_BY_HOP.contains(&n)
+                || connection_named.iter().any(|c| c == n)
+                // Header names with `_` are dropped (as nginx does by default): CGI, WSGI and
+                // PHP stacks read `X_Consent_Id` as `X-Consent-Id`, an identity header.
+                || n.contains('_')
+                // The proxy's certificate headers were for the gateway.
+                || CERTIFICATE_HEADERS.contains(&n)
+                || (!settings.forward_authorization && n == "authorization")
+        })
+        .cloned()
         .collect();
-    for name in named.iter().map(String::as_str).chain(HOP_BY_HOP) {
+    for name in &doomed {
         while upstream.remove_header(name).is_some() {}
-    }
-    // Header names with `_` are dropped (as nginx does by default): CGI, WSGI and PHP
-    // stacks read `X_Consent_Id` as `X-Consent-Id`, an identity header.
-    let underscored: Vec<http::HeaderName> =
-        upstream.headers.keys().filter(|n| n.as_str().contains('_')).cloned().collect();
-    for name in underscored {
-        while upstream.remove_header(&name).is_some() {}
-    }
-    // The proxy's certificate headers were for the gateway.
-    for name in ["client-cert", "client-cert-chain", "x-ssl-client-cert"] {
-        upstream.remove_header(name);
-    }
-    if !settings.forward_authorization {
-        upstream.remove_header("authorization");
     }
     for (name, value) in identity_headers(grant, names) {
         upstream.insert_header(name.to_string(), value)?;

@@ -47,7 +47,7 @@ use crate::policy::{Grant, PolicySet, Presented};
 use crate::refusal::Refusal;
 use crate::traffic::{Limiter, Subject};
 pub use build::{server_links, server_links_wrapped, WrapIntrospector};
-pub use request::{interaction_id, INTERACTION_ID};
+pub use request::{fresh_interaction_id, interaction_id, INTERACTION_ID};
 
 /// What forwarding needs besides the policy.
 #[derive(Debug, Clone)]

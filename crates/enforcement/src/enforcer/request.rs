@@ -65,16 +65,29 @@ pub(super) fn customer_present(req: &RequestHeader) -> bool {
     }
 }
 
+/// A fresh interaction id: a UUID version 4 from the thread's CSPRNG (`rand`'s
+/// `ThreadRng`: ChaCha12, seeded from the operating system's `getrandom` and reseeded from
+/// it every 64 KiB), so unpredictable as `Uuid::new_v4` is, without its `getrandom` system
+/// call on every request. Written into a stack buffer: one allocation, the `String`.
+pub fn fresh_interaction_id() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    id.hyphenated().encode_lower(&mut text).to_string()
+}
+
 /// The caller's interaction id if it is a UUID; a fresh one otherwise. A malformed one
 /// is refused (FAPI requires a UUID), still answered under a fresh id.
 pub fn interaction_id(req: &RequestHeader) -> (String, Option<Refusal>) {
     let mut values = req.headers.get_all(INTERACTION_ID).iter();
     match (values.next(), values.next()) {
-        (None, _) => (uuid::Uuid::new_v4().to_string(), None),
+        (None, _) => (fresh_interaction_id(), None),
         (Some(v), None) => match v.to_str().ok().and_then(|s| uuid::Uuid::try_parse(s).ok().map(|_| s)) {
             Some(s) => (s.to_string(), None),
             None => (
-                uuid::Uuid::new_v4().to_string(),
+                fresh_interaction_id(),
                 Some(Refusal::InvalidRequest {
                     description: "x-fapi-interaction-id must be a UUID",
                     field: INTERACTION_ID,
@@ -82,7 +95,7 @@ pub fn interaction_id(req: &RequestHeader) -> (String, Option<Refusal>) {
             ),
         },
         (Some(_), Some(_)) => (
-            uuid::Uuid::new_v4().to_string(),
+            fresh_interaction_id(),
             Some(Refusal::InvalidRequest {
                 description: "more than one x-fapi-interaction-id header",
                 field: INTERACTION_ID,
@@ -113,5 +126,22 @@ mod tests {
         assert!(uuid::Uuid::try_parse(&fresh).is_ok());
         assert_eq!(refusal.unwrap().status(), 400);
         assert_eq!(interaction_id(&req(&[uuid, uuid])).1.unwrap().status(), 400);
+    }
+
+    #[test]
+    fn fresh_interaction_ids_are_distinct_version_4_uuids() {
+        let ids: std::collections::HashSet<String> = (0..10_000).map(|_| fresh_interaction_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in ids.iter().take(100) {
+            let parsed = uuid::Uuid::try_parse(id).unwrap();
+            assert_eq!(parsed.get_version(), Some(uuid::Version::Random), "{id}");
+            assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122, "{id}");
+            assert_eq!(id.len(), 36);
+            assert_eq!(*id, id.to_ascii_lowercase());
+        }
+        // Other threads draw from generators of their own, seeded apart.
+        let other: Vec<String> =
+            std::thread::spawn(|| (0..1000).map(|_| fresh_interaction_id()).collect()).join().unwrap();
+        assert!(other.iter().all(|id| !ids.contains(id)));
     }
 }

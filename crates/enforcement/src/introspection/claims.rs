@@ -134,6 +134,10 @@ static STRINGS: LazyLock<StringPool> =
 static ARRAYS: LazyLock<Pool<Arc<[Claim]>>> = LazyLock::new(Pool::new);
 /// Space-separated lists (scopes) by their text.
 static LISTS: LazyLock<Pool<Arc<[Arc<str>]>>> = LazyLock::new(Pool::new);
+/// One-string lists (an `aud` that is a string), by their string.
+static SINGLES: LazyLock<Pool<Arc<[Arc<str>]>>> = LazyLock::new(Pool::new);
+/// The empty list: `Arc::from([])` would allocate its counts (32 bytes) for every token.
+static EMPTY: LazyLock<Arc<[Arc<str>]>> = LazyLock::new(|| Arc::from([]));
 
 fn shared_array(items: &[Value]) -> Arc<[Claim]> {
     let text = serde_json::to_string(items).unwrap_or_default();
@@ -177,6 +181,16 @@ impl From<&Value> for Claim {
 /// same list.
 pub fn share_list(text: &str) -> Arc<[Arc<str>]> {
     LISTS.get_or_make(text, || text.split_whitespace().map(share).collect(), |l| Arc::strong_count(l) > 1)
+}
+
+/// The list of one string `s` (an `aud` given as a string), shared.
+pub fn share_single(s: &str) -> Arc<[Arc<str>]> {
+    SINGLES.get_or_make(s, || Arc::from([share(s)]), |l| Arc::strong_count(l) > 1)
+}
+
+/// The empty list, shared.
+pub fn empty_list() -> Arc<[Arc<str>]> {
+    EMPTY.clone()
 }
 
 /// A string shared with every other holder of the same text.

@@ -24,7 +24,7 @@ use serde_json::Value;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-use claims::{share, share_list, Claim};
+use claims::{empty_list, share, share_list, share_single, Claim};
 
 /// The standard RFC 7662 (and RFC 8705/9449) members: the gateway reads the ones it needs
 /// into [`TokenInfo`]'s fields and keeps none of them in `claims`, which policies'
@@ -65,12 +65,12 @@ impl TokenInfo {
         TokenInfo {
             active: false,
             exp: None,
-            scopes: Arc::from([]),
+            scopes: empty_list(),
             client_id: None,
             subject: None,
             certificate_thumbprint: None,
             dpop_thumbprint: None,
-            audiences: Arc::from([]),
+            audiences: empty_list(),
             claims: Claim::Null,
         }
     }
@@ -94,13 +94,13 @@ impl TokenInfo {
             }
         };
         let scopes: Arc<[Arc<str>]> = match body.get("scope") {
-            None | Some(Value::Null) => Arc::from([]),
+            None | Some(Value::Null) => empty_list(),
             Some(Value::String(s)) => share_list(s),
             Some(_) => return Err(IntrospectionError::Malformed("`scope` is not a string")),
         };
         let audiences: Arc<[Arc<str>]> = match body.get("aud") {
-            None | Some(Value::Null) => Arc::from([]),
-            Some(Value::String(s)) => Arc::from([share(s)]),
+            None | Some(Value::Null) => empty_list(),
+            Some(Value::String(s)) => share_single(s),
             Some(Value::Array(items)) => items
                 .iter()
                 .map(|i| i.as_str().map(share))

@@ -16,6 +16,7 @@ use pingora_core::protocols::{GetSocketDigest, Stream, ALPN};
 use pingora_core::server::{ListenFds, ShutdownWatch};
 use pingora_core::services::Service;
 
+use super::buffered::Buffered;
 use super::deadlines::{ConnectionState, CONNECTION};
 use super::*;
 
@@ -85,6 +86,8 @@ async fn serve<A: ServerApp + Send + Sync + 'static>(
 ) {
     let tracker = permit.tracker.clone();
     let limits = tracker.limits();
+    // Buffered as pingora's own listener buffers its connections (buffered.rs).
+    let stream = Buffered::new(stream);
     let stream: Stream = match tls {
         None => Box::new(stream),
         Some(acceptor) => match tokio::time::timeout(limits.handshake_timeout, acceptor.tls_handshake(stream)).await {

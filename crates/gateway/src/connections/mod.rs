@@ -20,6 +20,7 @@
 //! HTTP/1 connection's requests on the task that accepted it.
 
 mod accept;
+mod buffered;
 mod caps;
 mod deadlines;
 pub mod log_noise;
