@@ -15,7 +15,6 @@ use common::*;
 use fleet_harness::*;
 use serde_json::json;
 
-
 const RECEIVED_CONSENT: &str = "fapi_gateway_cluster_revocations_received_total{kind=\"consent\"}";
 const RECEIVED_TOKEN: &str = "fapi_gateway_cluster_revocations_received_total{kind=\"token\"}";
 const PUBLISHED: &str = "fapi_gateway_cluster_revocations_published_total{result=\"ok\"}";

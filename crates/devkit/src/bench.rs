@@ -41,6 +41,9 @@ pub enum Scenario {
     GrantJwt,
     /// The hot path with one rate limit per TPP, against the plain hot path (rounds).
     RateLimited,
+    /// The same rate limit counted fleet-wide in Redis (`[cluster]`, leases of 10), against
+    /// the plain hot path (rounds).
+    RateLimitedFleet,
     /// The hot path with tracing at 1 % sampling, against the plain hot path (rounds).
     Traced1,
     /// The hot path with tracing at 100 % sampling, against the plain hot path (rounds).
@@ -48,7 +51,7 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::BankDirect,
         Scenario::GatewayNoAuth,
         Scenario::GatewayHot,
@@ -57,6 +60,7 @@ impl Scenario {
         Scenario::Nginx,
         Scenario::GrantJwt,
         Scenario::RateLimited,
+        Scenario::RateLimitedFleet,
         Scenario::Traced1,
         Scenario::Traced100,
     ];
@@ -71,6 +75,7 @@ impl Scenario {
             Scenario::Nginx => "nginx-auth-request",
             Scenario::GrantJwt => "gateway-hot-jwt",
             Scenario::RateLimited => "gateway-rate-limited",
+            Scenario::RateLimitedFleet => "gateway-rate-limited-fleet",
             Scenario::Traced1 => "gateway-traced-1pct",
             Scenario::Traced100 => "gateway-traced-100pct",
         }
@@ -87,6 +92,7 @@ impl Scenario {
             Scenario::Nginx => "nginx",
             Scenario::GrantJwt => "jwt",
             Scenario::RateLimited => "limits",
+            Scenario::RateLimitedFleet => "limits-fleet",
             Scenario::Traced1 => "traced-1",
             Scenario::Traced100 => "traced-100",
         };
@@ -112,8 +118,8 @@ pub struct BenchArgs {
     /// Tokens minted for the cold scenario.
     #[arg(long, default_value_t = 20_000)]
     pub cold_tokens: usize,
-    /// Comma-separated: bank, no-auth, hot, cold, storm, nginx, jwt, limits, traced-1,
-    /// traced-100 (default: all).
+    /// Comma-separated: bank, no-auth, hot, cold, storm, nginx, jwt, limits, limits-fleet,
+    /// traced-1, traced-100 (default: all).
     #[arg(long, value_delimiter = ',', value_parser = parse_scenario)]
     pub scenarios: Vec<Scenario>,
     /// Cached-token counts for the memory measurement (comma-separated; empty to skip).
@@ -645,7 +651,7 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
                 Arc::new(move |i| Some((url.clone(), Some(tokens[(i as usize) % tokens.len()].1.clone()), vec![])))
             }
             // Measured in rounds against the hot path, above.
-            Scenario::RateLimited | Scenario::Traced1 | Scenario::Traced100 => continue,
+            Scenario::RateLimited | Scenario::RateLimitedFleet | Scenario::Traced1 | Scenario::Traced100 => continue,
             Scenario::GatewayCold => {
                 let tokens = Arc::new(mint(options.cold_tokens.max(1)));
                 max = max.min(tokens.len() as u64);

@@ -19,5 +19,5 @@ pub mod proxy;
 pub mod reload;
 pub mod server;
 pub mod signal_receiver;
-pub mod upstreams;
 pub mod telemetry;
+pub mod upstreams;

@@ -13,8 +13,8 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access::{self, AccessRecord};
-use crate::upstreams::{Pool, Upstreams};
 use crate::telemetry::{RequestSpans, SharedTelemetry};
+use crate::upstreams::{Pool, Upstreams};
 use fapi_enforcement::enforcer::forward::apply_grant;
 use fapi_enforcement::enforcer::pingora::{decide, write_refusal};
 use fapi_enforcement::enforcer::{interaction_id, Enforcer, Trace, INTERACTION_ID};

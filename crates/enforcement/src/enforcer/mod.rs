@@ -320,13 +320,13 @@ impl Enforcer {
                 account,
                 customer_present,
             };
-            let (rules, unattended, kinds) = (&api.limits, api.unattended_access.as_ref(), &matched.route.consent_types);
+            let (rules, unattended, kinds) =
+                (&api.limits, api.unattended_access.as_ref(), &matched.route.consent_types);
             let admitted = match &self.fleet_limiter {
                 Some(fleet) => fleet.admit(rules, unattended, kinds, &subject).await,
                 None => self.limiter.admit(rules, unattended, kinds, &subject),
             };
-            let fields = admitted
-                .map_err(|exceeded| identify(trace, Refusal::TooManyRequests(Box::new(exceeded))))?;
+            let fields = admitted.map_err(|exceeded| identify(trace, Refusal::TooManyRequests(Box::new(exceeded))))?;
             if !fields.is_empty() {
                 trace.rate_limit = Some(fields);
             }

@@ -175,7 +175,12 @@ impl FleetLimiter {
                     give_back(&taken);
                     let mut f = RateLimitFields::default();
                     f.push(&rule.name, quota, window, 0, retry);
-                    return Err(LimitExceeded { rule: rule.name.clone(), unattended: false, retry_after_seconds: retry, fields: f });
+                    return Err(LimitExceeded {
+                        rule: rule.name.clone(),
+                        unattended: false,
+                        retry_after_seconds: retry,
+                        fields: f,
+                    });
                 }
                 Step::Unavailable => {
                     give_back(&taken);
@@ -290,10 +295,8 @@ impl FleetLimiter {
         self.shared.fell_back();
         let replicas = self.shared.replicas().max(1);
         let rules: Vec<LimitRule> = rules.iter().map(|r| divided(r, replicas)).collect();
-        let unattended = unattended.map(|u| UnattendedAccess {
-            max_requests: (u.max_requests / replicas as u32).max(1),
-            ..u.clone()
-        });
+        let unattended = unattended
+            .map(|u| UnattendedAccess { max_requests: (u.max_requests / replicas as u32).max(1), ..u.clone() });
         self.local.admit(&rules, unattended.as_ref(), route_consent_types, subject)
     }
 }

@@ -30,8 +30,8 @@ use fapi_enforcement::revocation::{Revocation, Revoked};
 use fapi_enforcement::traffic::{FleetLimiter, DEFAULT_MAX_KEYS};
 
 use crate::error::GatewayError;
-pub use metrics::ClusterMetrics;
 use limits::RedisCounters;
+pub use metrics::ClusterMetrics;
 use shared::{RevokedLately, SharedCache, SharedIntrospector};
 
 /// Revocations waiting to be appended to the feed (while Redis is away they wait here,

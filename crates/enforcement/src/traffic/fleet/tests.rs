@@ -97,7 +97,8 @@ async fn a_request_refused_by_a_later_rule_gives_its_units_back() {
 async fn unattended_access_is_counted_in_the_shared_log() {
     let shared = Arc::new(Memory { lease: 10, replicas: 2, ..Memory::default() });
     let fleet: Vec<FleetLimiter> = (0..2).map(|_| FleetLimiter::new(shared.clone(), 1000)).collect();
-    let u = UnattendedAccess { max_requests: 4, window: Duration::from_secs(86_400), consent_types: vec!["aisp".into()] };
+    let u =
+        UnattendedAccess { max_requests: 4, window: Duration::from_secs(86_400), consent_types: vec!["aisp".into()] };
     let kinds = ["aisp".to_string()];
     let s = Subject { consent_id: Some("c-1"), account: Some("acc"), ..subject("tpp") };
     let mut results = Vec::new();
