@@ -220,21 +220,19 @@ impl FleetLimiter {
     async fn take_rule(&self, algorithm: &Algorithm, digest: &[u8; 16], lease: &Mutex<Lease>, unix_ms: u64) -> Step {
         let now = self.now_ms();
         let lease_size = self.shared.lease_size().max(1);
-        let (epoch, key, take, reset) = match *algorithm {
+        let (epoch, take, reset) = match *algorithm {
             Algorithm::FixedWindow { limit, window } => {
                 let window_ms = window * 1000;
                 let index = unix_ms / window_ms;
                 let reset = ceil_s((index + 1) * window_ms - unix_ms);
                 let ttl = Duration::from_millis((index + 1) * window_ms - unix_ms) + Duration::from_secs(60);
-                let take = SharedTake::Window { limit, want: lease_size, ttl };
-                (index, format!("{}:{index}", hex(digest)), take, reset)
+                (index, SharedTake::Window { limit, want: lease_size, ttl }, reset)
             }
             Algorithm::TokenBucket { rate, per, burst } => {
                 let interval_micros = (per.as_micros() as u64 / rate).max(1);
                 // A lease is good for the time its tokens stand for (at least a second).
                 let lapse = now + (interval_micros * lease_size / 1000).max(1000);
-                let take = SharedTake::Bucket { interval_micros, burst, want: lease_size };
-                (lapse, hex(digest), take, ceil_s(interval_micros / 1000))
+                (lapse, SharedTake::Bucket { interval_micros, burst, want: lease_size }, ceil_s(interval_micros / 1000))
             }
         };
         let is_window = matches!(algorithm, Algorithm::FixedWindow { .. });
@@ -252,6 +250,11 @@ impl FleetLimiter {
                 return Step::Refused { retry: ceil_s(l.refused_until - now) };
             }
         }
+        // Only now the key's text: a request served from the lease builds none.
+        let key = match take {
+            SharedTake::Window { .. } => format!("{}:{epoch}", hex(digest)),
+            _ => hex(digest),
+        };
         let grant = match self.shared.take(&key, take).await {
             Ok(g) => g,
             Err(SharedUnavailable) => return Step::Unavailable,
@@ -337,7 +340,13 @@ fn rule_digest(rule: &LimitRule, subject: &Subject<'_>) -> [u8; 16] {
     field(&mut h, "rule");
     field(&mut h, subject.api);
     field(&mut h, &rule.name);
-    field(&mut h, &format!("{:?}", rule.algorithm));
+    let numbers = match rule.algorithm {
+        Algorithm::TokenBucket { rate, per, burst } => [0, rate, per.as_millis() as u64, burst],
+        Algorithm::FixedWindow { limit, window } => [1, limit, window, 0],
+    };
+    for n in numbers {
+        h.update(n.to_be_bytes());
+    }
     for part in &rule.key {
         let value = match part {
             KeyPart::ClientId => subject.client_id,
