@@ -1,7 +1,9 @@
-//! The fleet harness shared by tests/fleet.rs and tests/fleet_limits.rs: a real
-//! `redis-server` on loopback and gateway replicas as `fapi-gateway run` processes.
-//! (Included with `#[path]` next to `mod common;`, so test files without a fleet do not
-//! compile it.)
+//! A fleet harness for tests/fleet_limits.rs: a real `redis-server` on loopback and
+//! gateway replicas as `fapi-gateway run` processes, each with the same policy additions.
+//! (The harness of tests/fleet.rs, with policy appends for every replica; included with
+//! `#[path]` next to `mod common;`, so test files without a fleet do not compile it.
+//! tests/fleet.rs keeps its own copy for now, which main extends: to be merged into this
+//! one.)
 
 #![allow(dead_code)]
 
