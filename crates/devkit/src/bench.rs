@@ -56,6 +56,9 @@ pub enum Scenario {
     /// The hot path with one rate limit per TPP, against the plain hot path (rounds of its
     /// own, [`crate::bench_traffic`]).
     RateLimited,
+    /// The same rate limit counted fleet-wide in Redis (`[cluster]`, leases of 10), against
+    /// the plain hot path (rounds).
+    RateLimitedFleet,
     /// The hot path with tracing at 1 % sampling, against the plain hot path (rounds).
     Traced1,
     /// The hot path with tracing at 100 % sampling, against the plain hot path (rounds).
@@ -63,7 +66,7 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 13] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::BankDirect,
         Scenario::NginxPlain,
         Scenario::BareProxy,
@@ -75,6 +78,7 @@ impl Scenario {
         Scenario::AuthorizationServer,
         Scenario::GrantJwt,
         Scenario::RateLimited,
+        Scenario::RateLimitedFleet,
         Scenario::Traced1,
         Scenario::Traced100,
     ];
@@ -92,6 +96,7 @@ impl Scenario {
             Scenario::AuthorizationServer => "as-introspection",
             Scenario::GrantJwt => "gateway-hot-jwt",
             Scenario::RateLimited => "gateway-rate-limited",
+            Scenario::RateLimitedFleet => "gateway-rate-limited-fleet",
             Scenario::Traced1 => "gateway-traced-1pct",
             Scenario::Traced100 => "gateway-traced-100pct",
         }
@@ -112,6 +117,7 @@ impl Scenario {
             Scenario::AuthorizationServer => "as",
             Scenario::GrantJwt => "jwt",
             Scenario::RateLimited => "limits",
+            Scenario::RateLimitedFleet => "limits-fleet",
             Scenario::Traced1 => "traced-1",
             Scenario::Traced100 => "traced-100",
         };
@@ -129,6 +135,7 @@ impl Scenario {
                 | Scenario::AuthorizationServer
                 | Scenario::GrantJwt
                 | Scenario::RateLimited
+                | Scenario::RateLimitedFleet
                 | Scenario::Traced1
                 | Scenario::Traced100
         )
@@ -161,7 +168,7 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "reqwest,oha")]
     pub generators: Vec<String>,
     /// Comma-separated: bank, nginx-plain, bare, no-auth, hot, cold, storm, nginx, as, jwt,
-    /// limits, traced-1, traced-100 (default: all).
+    /// limits, limits-fleet, traced-1, traced-100 (default: all).
     #[arg(long, value_delimiter = ',', value_parser = parse_scenario)]
     pub scenarios: Vec<Scenario>,
     /// Cached-token counts for the memory measurement (comma-separated; empty to skip).
@@ -790,7 +797,11 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
                     })
                 }
                 // Measured above and after the rounds.
-                Scenario::GrantJwt | Scenario::RateLimited | Scenario::Traced1 | Scenario::Traced100 => continue,
+                Scenario::GrantJwt
+                | Scenario::RateLimited
+                | Scenario::RateLimitedFleet
+                | Scenario::Traced1
+                | Scenario::Traced100 => continue,
                 Scenario::GatewayCold | Scenario::AuthorizationServer => {
                     let tokens = Arc::new(mint(options.cold_tokens.max(1)));
                     max = max.min(tokens.len() as u64);
@@ -949,7 +960,11 @@ fn scenario_url(scenario: Scenario, stage: &Stage, authorization_server: std::ne
         Scenario::Nginx => format!("https://{}/gobank/accounts", stage.nginx.as_ref()?.addr),
         Scenario::AuthorizationServer => format!("https://{authorization_server}/introspect"),
         // Driven by bench_jwt and bench_traffic, not here.
-        Scenario::GrantJwt | Scenario::RateLimited | Scenario::Traced1 | Scenario::Traced100 => return None,
+        Scenario::GrantJwt
+        | Scenario::RateLimited
+        | Scenario::RateLimitedFleet
+        | Scenario::Traced1
+        | Scenario::Traced100 => return None,
     })
 }
 

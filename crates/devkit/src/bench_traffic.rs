@@ -19,6 +19,9 @@ pub const ROUNDS: usize = 5;
 pub fn variant_of(scenario: Scenario) -> Option<&'static str> {
     match scenario {
         Scenario::RateLimited => Some("rate limits on (one token-bucket rule per TPP, never exceeded)"),
+        Scenario::RateLimitedFleet => {
+            Some("fleet-wide rate limits on (the same rule, counted in Redis with leases of 10)")
+        }
         Scenario::Traced1 => Some("tracing on, 1 % sampled"),
         Scenario::Traced100 => Some("tracing on, 100 % sampled"),
         _ => None,
@@ -65,6 +68,21 @@ async fn otlp_sink() -> Result<(SocketAddr, Arc<AtomicU64>), String> {
     Ok((addr, received))
 }
 
+/// A `redis-server` from PATH on a free loopback port, without persistence.
+async fn redis_server(dir: &Path) -> Result<(Process, String), String> {
+    let binary = std::env::var_os("PATH")
+        .and_then(|p| p.to_str().map(|p| p.split(':').map(|d| Path::new(d).join("redis-server")).find(|f| f.is_file())))
+        .flatten()
+        .ok_or("needs redis-server on PATH (apt-get install redis-server)")?;
+    let port = pick_port().port();
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let args = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+    let process = spawn(&binary, &args, &dir.join("redis.log"))?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().map_err(|e| format!("{e}"))?;
+    fapi_gateway_server::server::wait_for_listener(addr).await?;
+    Ok((process, format!("redis://{addr}")))
+}
+
 /// The figures of one comparison.
 pub struct Comparison {
     pub measured: Measured,
@@ -92,8 +110,9 @@ pub(crate) async fn compare(
     let variant_dir = dir.join(scenario.name());
     let (config, addr) = gateway_config(&variant_dir, fixtures, bank, false, pick_port(), false)?;
     let mut sink = None;
+    let mut _redis = None;
     match scenario {
-        Scenario::RateLimited => {
+        Scenario::RateLimited | Scenario::RateLimitedFleet => {
             // One rule per TPP, high enough never to refuse: the cost of counting.
             let policy = variant_dir.join("policies").join("gobank.toml");
             let mut text = std::fs::read_to_string(&policy).map_err(|e| e.to_string())?;
@@ -101,6 +120,13 @@ pub(crate) async fn compare(
                 "\n[[rate_limit]]\nname = \"financroo\"\nkey = [\"client_id\"]\nclient_ids = [\"financroo\"]\nrate = 1000000\nper = \"second\"\n",
             );
             std::fs::write(&policy, text).map_err(|e| e.to_string())?;
+            if scenario == Scenario::RateLimitedFleet {
+                let (process, url) = redis_server(&variant_dir).await?;
+                _redis = Some(process);
+                let mut text = std::fs::read_to_string(&config).map_err(|e| e.to_string())?;
+                text.push_str(&format!("\n[cluster]\nredis_url = \"{url}\"\n"));
+                std::fs::write(&config, text).map_err(|e| e.to_string())?;
+            }
         }
         Scenario::Traced1 | Scenario::Traced100 => {
             let (sink_addr, received) = otlp_sink().await?;

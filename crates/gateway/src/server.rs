@@ -195,9 +195,13 @@ pub fn build(mut config: GatewayConfig, listeners: BoundListeners) -> Result<Gat
         Some(c) => Some(Membership::prepare(c, &config.cache)?),
         None => None,
     };
-    let enforcer = Arc::new(match &membership {
+    let enforcer = match &membership {
         Some(m) => Enforcer::from_config_wrapped(&mut config, &metrics, &|server, client| m.wrap(server, client))?,
         None => Enforcer::from_config(&mut config, &metrics)?,
+    };
+    let enforcer = Arc::new(match membership.as_ref().and_then(Membership::fleet_limiter) {
+        Some(fleet) => enforcer.with_fleet_limiter(fleet),
+        None => enforcer,
     });
     let servers = enforcer.servers().clone();
     let server_certificate = match &config.listener.tls {

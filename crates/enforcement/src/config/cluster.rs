@@ -34,6 +34,27 @@ pub(super) struct ClusterSection {
     cluster_key_file: Option<Spanned<String>>,
     #[serde(default = "default_shared_prefix")]
     shared_cache_prefix: Spanned<String>,
+    #[serde(default = "yes")]
+    fleet_limits: Spanned<bool>,
+    #[serde(default = "default_lease")]
+    limit_lease: Spanned<u64>,
+    #[serde(default = "one")]
+    replicas_hint: Spanned<u64>,
+    #[serde(default = "default_limits_prefix")]
+    limits_prefix: Spanned<String>,
+}
+
+fn yes() -> Spanned<bool> {
+    Spanned::new(0..0, true)
+}
+fn default_lease() -> Spanned<u64> {
+    Spanned::new(0..0, 10)
+}
+fn one() -> Spanned<u64> {
+    Spanned::new(0..0, 1)
+}
+fn default_limits_prefix() -> Spanned<String> {
+    Spanned::new(0..0, "fapi-gateway:limits:".into())
 }
 
 fn default_stream_key() -> Spanned<String> {
@@ -83,6 +104,17 @@ pub struct ClusterConfig {
     pub cluster_key: Option<Vec<u8>>,
     /// Prefix of the shared cache's Redis keys.
     pub shared_cache_prefix: String,
+    /// Whether rate limits, quotas and the unattended-access limit are counted fleet-wide
+    /// in Redis (else each replica counts alone).
+    pub fleet_limits: bool,
+    /// Units a replica leases from a fleet-wide counter at a time (1: exact, one Redis
+    /// call per request).
+    pub limit_lease: u64,
+    /// The fleet's replica count: while Redis is away each replica counts every limit
+    /// divided by it.
+    pub replicas_hint: u64,
+    /// Prefix of the limits' Redis keys.
+    pub limits_prefix: String,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -99,6 +131,10 @@ impl std::fmt::Debug for ClusterConfig {
             .field("shared_cache", &self.shared_cache)
             .field("cluster_key", &self.cluster_key.as_ref().map(|_| "<redacted>"))
             .field("shared_cache_prefix", &self.shared_cache_prefix)
+            .field("fleet_limits", &self.fleet_limits)
+            .field("limit_lease", &self.limit_lease)
+            .field("replicas_hint", &self.replicas_hint)
+            .field("limits_prefix", &self.limits_prefix)
             .finish()
     }
 }
@@ -194,6 +230,16 @@ pub(super) fn validate(c: &ClusterSection, d: &mut Diagnostics) -> Option<Cluste
             "cluster.shared_cache needs cluster.cluster_key_file (at least 32 bytes): it seals what Redis holds",
         );
     }
+    if !(1..=10_000).contains(c.limit_lease.get_ref()) {
+        d.error(Some(c.limit_lease.span()), "cluster.limit_lease must be between 1 and 10000");
+    }
+    if !(1..=1_000).contains(c.replicas_hint.get_ref()) {
+        d.error(Some(c.replicas_hint.span()), "cluster.replicas_hint must be between 1 and 1000");
+    }
+    let limits_prefix = c.limits_prefix.get_ref();
+    if limits_prefix.is_empty() || limits_prefix.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+        d.error(Some(c.limits_prefix.span()), "cluster.limits_prefix must be a non-empty name without spaces");
+    }
     if d.errors.len() != errors_before {
         return None;
     }
@@ -209,6 +255,10 @@ pub(super) fn validate(c: &ClusterSection, d: &mut Diagnostics) -> Option<Cluste
         shared_cache: *c.shared_cache.get_ref(),
         cluster_key,
         shared_cache_prefix: c.shared_cache_prefix.get_ref().clone(),
+        fleet_limits: *c.fleet_limits.get_ref(),
+        limit_lease: *c.limit_lease.get_ref(),
+        replicas_hint: *c.replicas_hint.get_ref(),
+        limits_prefix: limits_prefix.clone(),
     })
 }
 
@@ -235,7 +285,10 @@ mod tests {
         assert_eq!((c.stream_key.as_str(), c.stream_maxlen), ("fapi-gateway:revocations", 100_000));
         assert_eq!(c.degraded_max_ttl, Duration::from_secs(5));
         assert!(!c.shared_cache);
+        assert_eq!((c.fleet_limits, c.limit_lease, c.replicas_hint), (true, 10, 1));
         let cases = [
+            ("redis_url = \"redis://h:1\"\nlimit_lease = 0", "limit_lease must be between"),
+            ("redis_url = \"redis://h:1\"\nreplicas_hint = 0", "replicas_hint must be between"),
             ("redis_url = \"http://x\"", "must be redis://"),
             ("redis_url = \"redis://u:p@h:1\"", "must not carry credentials"),
             ("redis_url = \"redis://h:1\"\nca = \"key\"", "rediss:// (TLS) URLs only"),

@@ -45,7 +45,7 @@ use crate::dpop::{DpopVerifier, ProofError};
 use crate::introspection::unix_now;
 use crate::policy::{Grant, PolicySet, Presented};
 use crate::refusal::Refusal;
-use crate::traffic::{Limiter, Subject};
+use crate::traffic::{FleetLimiter, Limiter, Subject};
 pub use build::{server_links, server_links_wrapped, WrapIntrospector};
 pub use request::{fresh_interaction_id, interaction_id, INTERACTION_ID};
 
@@ -169,6 +169,8 @@ pub struct Enforcer {
     dpop: DpopVerifier,
     /// The counters of the policies' rate limits and quotas.
     limiter: Arc<Limiter>,
+    /// With `[cluster]`: the same limits counted fleet-wide (instead of `limiter`).
+    fleet_limiter: Option<Arc<FleetLimiter>>,
 }
 
 impl Enforcer {
@@ -180,13 +182,19 @@ impl Enforcer {
         client_verifier: Arc<ClientVerifier>,
         dpop: DpopVerifier,
     ) -> Enforcer {
-        Enforcer { live, servers, client_verifier, dpop, limiter: Arc::new(Limiter::default()) }
+        Enforcer { live, servers, client_verifier, dpop, limiter: Arc::new(Limiter::default()), fleet_limiter: None }
     }
 
     /// Counts limits in `limiter` (the host's, e.g. one sized by it or kept across
     /// enforcers) instead of a limiter of its own.
     pub fn with_limiter(mut self, limiter: Arc<Limiter>) -> Enforcer {
         self.limiter = limiter;
+        self
+    }
+
+    /// Counts limits fleet-wide through `fleet` instead of locally.
+    pub fn with_fleet_limiter(mut self, fleet: Arc<FleetLimiter>) -> Enforcer {
+        self.fleet_limiter = Some(fleet);
         self
     }
 
@@ -312,10 +320,13 @@ impl Enforcer {
                 account,
                 customer_present,
             };
-            let fields = self
-                .limiter
-                .admit(&api.limits, api.unattended_access.as_ref(), &matched.route.consent_types, &subject)
-                .map_err(|exceeded| identify(trace, Refusal::TooManyRequests(Box::new(exceeded))))?;
+            let (rules, unattended, kinds) =
+                (&api.limits, api.unattended_access.as_ref(), &matched.route.consent_types);
+            let admitted = match &self.fleet_limiter {
+                Some(fleet) => fleet.admit(rules, unattended, kinds, &subject).await,
+                None => self.limiter.admit(rules, unattended, kinds, &subject),
+            };
+            let fields = admitted.map_err(|exceeded| identify(trace, Refusal::TooManyRequests(Box::new(exceeded))))?;
             if !fields.is_empty() {
                 trace.rate_limit = Some(fields);
             }

@@ -9,10 +9,12 @@
 //! ratelimit-headers draft) and an Open Banking error body.
 
 pub(crate) mod file;
+mod fleet;
 mod limiter;
 
 use std::time::Duration;
 
+pub use fleet::{FleetLimiter, SharedCounters, SharedGrant, SharedTake, SharedUnavailable};
 pub use limiter::{Limiter, Subject, DEFAULT_MAX_KEYS};
 
 /// The header Open Banking UK sets on requests the customer is present for.

@@ -20,6 +20,12 @@ pub struct ClusterMetrics {
     /// Shared-cache lookups: `hit`, `miss`, `rejected` (did not open, expired, another
     /// server's, or older than a revocation), `error` (Redis slow or down).
     pub shared_cache: IntCounterVec,
+    /// Calls to the fleet-wide limit counters: `ok`, `error`, `timeout` (longer than
+    /// `redis_timeout_ms`), `unavailable` (no connection).
+    pub limits: IntCounterVec,
+    /// Requests whose limits were counted locally (limits ÷ `replicas_hint`) because
+    /// Redis did not answer.
+    pub limits_fallback: IntCounter,
 }
 
 impl ClusterMetrics {
@@ -54,6 +60,16 @@ impl ClusterMetrics {
                 &["result"],
             )
             .expect("valid metric"),
+            limits: IntCounterVec::new(
+                Opts::new("fapi_gateway_cluster_limit_calls_total", "Calls to the fleet-wide limit counters by result"),
+                &["result"],
+            )
+            .expect("valid metric"),
+            limits_fallback: IntCounter::new(
+                "fapi_gateway_cluster_limits_fallback_total",
+                "Requests whose limits were counted locally (limit / replicas_hint) because Redis did not answer",
+            )
+            .expect("valid metric"),
         }
     }
 
@@ -64,6 +80,8 @@ impl ClusterMetrics {
         metrics.register(Box::new(self.received.clone())).map_err(fail)?;
         metrics.register(Box::new(self.flushes.clone())).map_err(fail)?;
         metrics.register(Box::new(self.shared_cache.clone())).map_err(fail)?;
+        metrics.register(Box::new(self.limits.clone())).map_err(fail)?;
+        metrics.register(Box::new(self.limits_fallback.clone())).map_err(fail)?;
         Ok(())
     }
 }

@@ -9,6 +9,7 @@
 //! shared cache.
 
 pub mod feed;
+pub mod limits;
 mod metrics;
 pub mod shared;
 
@@ -26,8 +27,10 @@ use fapi_enforcement::config::{redact_url, ClusterConfig};
 use fapi_enforcement::introspection::Introspector;
 use fapi_enforcement::metrics::Metrics;
 use fapi_enforcement::revocation::{Revocation, Revoked};
+use fapi_enforcement::traffic::{FleetLimiter, DEFAULT_MAX_KEYS};
 
 use crate::error::GatewayError;
+use limits::RedisCounters;
 pub use metrics::ClusterMetrics;
 use shared::{RevokedLately, SharedCache, SharedIntrospector};
 
@@ -185,6 +188,8 @@ pub struct Cluster {
     pub(crate) replay_window: Duration,
     /// The shared introspection cache, with `cluster.shared_cache`.
     pub(crate) shared: Option<Arc<SharedCache>>,
+    /// The fleet-wide limits' counters, with `cluster.fleet_limits`.
+    limits: Option<Arc<RedisCounters>>,
     queue: Mutex<Option<mpsc::Receiver<Revocation>>>,
 }
 
@@ -197,6 +202,7 @@ pub struct Membership {
     shared: Option<Arc<SharedCache>>,
     revoked_lately: Arc<RevokedLately>,
     replay_window: Duration,
+    limits: Option<Arc<RedisCounters>>,
 }
 
 impl Membership {
@@ -221,7 +227,22 @@ impl Membership {
             }
             (false, _) => None,
         };
-        Ok(Membership { config: config.clone(), client, metrics, shared, revoked_lately, replay_window })
+        let limits = config.fleet_limits.then(|| {
+            Arc::new(RedisCounters::new(
+                &config.limits_prefix,
+                config.redis_timeout,
+                config.limit_lease,
+                config.replicas_hint,
+                metrics.clone(),
+            ))
+        });
+        Ok(Membership { config: config.clone(), client, metrics, shared, revoked_lately, replay_window, limits })
+    }
+
+    /// The fleet-wide limits (with `cluster.fleet_limits`): the enforcer counts through them.
+    pub fn fleet_limiter(&self) -> Option<Arc<FleetLimiter>> {
+        let counters = self.limits.clone()?;
+        Some(Arc::new(FleetLimiter::new(counters, DEFAULT_MAX_KEYS)))
     }
 
     /// `client` (server `server`'s guarded introspection client) behind the shared cache,
@@ -258,6 +279,7 @@ impl Membership {
             metrics: self.metrics,
             replay_window: self.replay_window,
             shared: self.shared,
+            limits: self.limits,
             queue: Mutex::new(Some(rx)),
         }))
     }
@@ -275,6 +297,9 @@ impl Cluster {
         let Some(queue) = queue else { return };
         let reader = tokio::spawn(feed::read(self.clone(), shutdown.clone()));
         let writer = tokio::spawn(feed::write(self.clone(), queue, shutdown.clone()));
+        if let Some(limits) = &self.limits {
+            tokio::spawn(limits.clone().keep_connected(self.client.clone(), shutdown.clone()));
+        }
         if let Some(shared) = &self.shared {
             tokio::spawn(shared.clone().keep_connected(self.client.clone(), shutdown));
         }
