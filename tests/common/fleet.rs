@@ -1,9 +1,8 @@
-//! A fleet harness for tests/fleet_limits.rs: a real `redis-server` on loopback and
-//! gateway replicas as `fapi-gateway run` processes, each with the same policy additions.
-//! (The harness of tests/fleet.rs, with policy appends for every replica; included with
-//! `#[path]` next to `mod common;`, so test files without a fleet do not compile it.
-//! tests/fleet.rs keeps its own copy for now, which main extends: to be merged into this
-//! one.)
+//! The fleet harness of tests/fleet.rs and tests/fleet_limits.rs: a real `redis-server` on
+//! loopback and gateway replicas as `fapi-gateway run` processes beside the test's in-process
+//! gateway, all with the same `[cluster]` (and policy additions, `[signals]` when asked).
+//! Included with `#[path]` next to `mod common;`, so test files without a fleet do not
+//! compile it.
 
 #![allow(dead_code)]
 
@@ -11,6 +10,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use serde_json::json;
 
 use super::common::*;
 
@@ -149,6 +150,30 @@ impl Fleet {
         fleet
     }
 
+    /// As `start`, every replica with a `[signals]` receiver trusting the mock authorization
+    /// server (the transmitter's keys loaded at each before this returns); the server tells
+    /// nobody of revocations by itself (the tests push its signed SETs).
+    pub async fn start_with_signals(redis: &Redis, processes: usize) -> Fleet {
+        let extra = cluster_section(redis, "");
+        let options = Options {
+            config_extra: extra.clone(),
+            revocation_hook: false,
+            signals: Some(String::new()),
+            ..Options::default()
+        };
+        let w = World::start_with(options).await;
+        let signals = signals_section(&w.fixtures.authorization_server_addr.to_string(), "");
+        let mut fleet =
+            Fleet { w, options_extra: format!("{extra}{signals}"), policy_appends: Vec::new(), replicas: Vec::new() };
+        for _ in 0..processes {
+            fleet.add_replica().await;
+        }
+        for i in 0..fleet.count() {
+            fleet.signal_keys_loaded(i).await;
+        }
+        fleet
+    }
+
     pub async fn add_replica(&mut self) {
         let n = self.replicas.len() + 1;
         let (gateway, admin) = (free_port(), free_port());
@@ -245,6 +270,52 @@ impl Fleet {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Pushes `jwt` to replica `i`'s SET receiver (RFC 8935): the status and the JSON body.
+    pub async fn push_set(&self, i: usize, jwt: &str) -> (u16, serde_json::Value) {
+        let r = reqwest::Client::new()
+            .post(format!("http://{}/signals/events", self.admin(i)))
+            .header("content-type", "application/secevent+jwt")
+            .timeout(Duration::from_secs(10))
+            .body(jwt.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, serde_json::from_str(&r.text().await.unwrap()).unwrap_or_default())
+    }
+
+    /// Replica `i` fetches the transmitter's keys in the background at start (503 until
+    /// then): waits for them, bounded, with a SET no key verifies.
+    pub async fn signal_keys_loaded(&self, i: usize) {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("probe".into());
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+        let probe = jsonwebtoken::encode(&header, &json!({"iss": self.issuer(), "jti": "probe"}), &key).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.push_set(i, &probe).await.0 == 503 {
+            assert!(Instant::now() < deadline, "replica {i} did not load the transmitter's keys within 15 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The mock authorization server's issuer identifier (the SETs' `iss`).
+    pub fn issuer(&self) -> String {
+        format!("https://{}", self.w.fixtures.authorization_server_addr)
+    }
+
+    /// `claims` signed by the mock authorization server's own key.
+    pub fn signed(&self, claims: &serde_json::Value) -> String {
+        self.w.fixtures.authorization_server.signals.sign(claims)
+    }
+
+    /// Replica `i`'s answer to `token`: its status and Open Banking error code.
+    pub async fn refusal(&self, i: usize, token: &str) -> (u16, String) {
+        let url = format!("https://{}/gobank/accounts", self.gateway(i));
+        let (status, _, _, code) = refusal(self.w.tpp.get(url).bearer_auth(token).send().await.unwrap()).await;
+        (status, code)
     }
 
     pub fn logs(&self, i: usize) -> String {
