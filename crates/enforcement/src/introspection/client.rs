@@ -25,6 +25,8 @@ const SIGNED_TYPE: &str = "application/token-introspection+jwt";
 #[derive(Debug, Clone)]
 struct Endpoints {
     introspection: String,
+    /// `introspection`, parsed once: reqwest would parse the text again on every call.
+    introspection_url: reqwest::Url,
     token: Option<String>,
     jwks_uri: Option<String>,
 }
@@ -83,7 +85,13 @@ impl HttpIntrospector {
                 .introspection_endpoint
                 .clone()
                 .ok_or_else(|| IntrospectionError::Discovery("no introspection endpoint".into()))?;
-            return Ok(Endpoints { introspection, token: c.token_endpoint.clone(), jwks_uri: c.jwks_uri.clone() });
+            let introspection_url = parse_endpoint(&introspection)?;
+            return Ok(Endpoints {
+                introspection,
+                introspection_url,
+                token: c.token_endpoint.clone(),
+                jwks_uri: c.jwks_uri.clone(),
+            });
         };
         let url = format!("{issuer}/.well-known/openid-configuration");
         let doc: Value = read_json(self.client.get(&url).send().await)
@@ -103,6 +111,7 @@ impl HttpIntrospector {
             .or_else(|| endpoint("introspection_endpoint"))
             .ok_or_else(|| IntrospectionError::Discovery(format!("{url} has no introspection_endpoint")))?;
         let endpoints = Endpoints {
+            introspection_url: parse_endpoint(&introspection)?,
             introspection,
             token: c.token_endpoint.clone().or_else(|| endpoint("token_endpoint")),
             jwks_uri: c.jwks_uri.clone().or_else(|| doc["jwks_uri"].as_str().map(str::to_string)),
@@ -127,8 +136,10 @@ impl HttpIntrospector {
             endpoint: &endpoints.introspection,
             token_endpoint: endpoints.token.as_deref(),
         };
-        let request =
-            self.auth.authenticate(&call, self.client.post(&endpoints.introspection), &mut form, fresh_bearer).await?;
+        let request = self
+            .auth
+            .authenticate(&call, self.client.post(endpoints.introspection_url.clone()), &mut form, fresh_bearer)
+            .await?;
         let accept = if c.signed_responses { SIGNED_TYPE } else { "application/json" };
         request.header("accept", accept).form(&form).send().await.map_err(transport_error)
     }
@@ -175,4 +186,11 @@ impl Introspector for HttpIntrospector {
         }
         TokenInfo::from_response(value)
     }
+}
+
+/// The introspection endpoint as a URL (configured ones were validated at load; a
+/// discovered one may still be malformed).
+fn parse_endpoint(endpoint: &str) -> Result<reqwest::Url, IntrospectionError> {
+    reqwest::Url::parse(endpoint)
+        .map_err(|e| IntrospectionError::Discovery(format!("introspection endpoint `{endpoint}`: {e}")))
 }
