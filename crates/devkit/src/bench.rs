@@ -440,7 +440,9 @@ private_key_file = "{certs}/grant-jwt.key"
     Ok((path, listen))
 }
 
-fn tpp_clients(pki: &DevPki, n: usize) -> Result<Vec<reqwest::Client>, String> {
+/// `n` HTTP/1.1 clients presenting the TPP's certificate, each keeping up to
+/// `idle_per_host` connections per host (one per client keeps `n` connections in all).
+pub(crate) fn tpp_clients(pki: &DevPki, n: usize, idle_per_host: usize) -> Result<Vec<reqwest::Client>, String> {
     let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.ca()).map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;
     let mut pem = std::fs::read(pki.tpp_cert()).map_err(|e| e.to_string())?;
@@ -452,7 +454,7 @@ fn tpp_clients(pki: &DevPki, n: usize) -> Result<Vec<reqwest::Client>, String> {
                 .tls_certs_only([ca.clone()])
                 .identity(identity.clone())
                 .http1_only()
-                .pool_max_idle_per_host(1)
+                .pool_max_idle_per_host(idle_per_host)
                 .timeout(Duration::from_secs(10))
                 .build()
                 .map_err(|e| e.to_string())
@@ -727,7 +729,7 @@ pub async fn run(options: BenchOptions) -> Result<Report, String> {
             })
             .collect()
     };
-    let clients = tpp_clients(&pki, options.concurrency.max(1))?;
+    let clients = tpp_clients(&pki, options.concurrency.max(1), 1)?;
     let plain: Vec<reqwest::Client> = (0..options.concurrency.max(1))
         .map(|_| reqwest::Client::builder().pool_max_idle_per_host(1).build().expect("client"))
         .collect();

@@ -208,26 +208,6 @@ redis_url = "{redis}"
     Ok(replicas)
 }
 
-fn tpp_clients(pki: &DevPki, n: usize) -> Result<Vec<reqwest::Client>, String> {
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.ca()).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
-    let mut pem = std::fs::read(pki.tpp_cert()).map_err(|e| e.to_string())?;
-    pem.extend(std::fs::read(pki.tpp_key()).map_err(|e| e.to_string())?);
-    let identity = reqwest::Identity::from_pem(&pem).map_err(|e| e.to_string())?;
-    (0..n)
-        .map(|_| {
-            reqwest::Client::builder()
-                .tls_certs_only([ca.clone()])
-                .identity(identity.clone())
-                .http1_only()
-                .pool_max_idle_per_host(3)
-                .timeout(Duration::from_secs(10))
-                .build()
-                .map_err(|e| e.to_string())
-        })
-        .collect()
-}
-
 async fn status(client: &reqwest::Client, url: &str, token: &str) -> Option<u16> {
     let r = client.get(url).bearer_auth(token).send().await.ok()?;
     let status = r.status().as_u16();
@@ -334,7 +314,8 @@ pub async fn run(args: FleetBenchArgs, binary: PathBuf) -> Result<FleetReport, S
         fapi_enforcement::client_identity::thumbprint(&der)
     };
     let authz = fixtures.authorization_server.clone();
-    let clients = tpp_clients(&pki, args.concurrency.max(1))?;
+    // Three idle connections per client: the clients go round the three replicas.
+    let clients = crate::bench::tpp_clients(&pki, args.concurrency.max(1), 3)?;
     let as_addr = fixtures.authorization_server_addr;
     let mut report = FleetReport::default();
 

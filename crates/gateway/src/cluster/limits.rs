@@ -7,7 +7,7 @@
 //! Redis is never waited on longer than `cluster.redis_timeout_ms`; without a connection
 //! a take fails at once, and the library then counts locally (limits ÷ `replicas_hint`).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,6 +15,7 @@ use redis::aio::MultiplexedConnection;
 
 use fapi_enforcement::traffic::{SharedCounters, SharedGrant, SharedTake, SharedUnavailable};
 
+use super::connection::RedisLink;
 use super::ClusterMetrics;
 
 /// A fixed window: grants min(want, limit − count), never counting past the limit.
@@ -74,7 +75,7 @@ pub struct RedisCounters {
     timeout: Duration,
     lease: u64,
     replicas: u64,
-    conn: Mutex<Option<MultiplexedConnection>>,
+    link: RedisLink,
     metrics: Arc<ClusterMetrics>,
 }
 
@@ -87,39 +88,24 @@ impl RedisCounters {
         replicas: u64,
         metrics: Arc<ClusterMetrics>,
     ) -> RedisCounters {
-        RedisCounters { prefix: prefix.to_string(), timeout, lease, replicas, conn: Mutex::new(None), metrics }
+        RedisCounters { prefix: prefix.to_string(), timeout, lease, replicas, link: RedisLink::new(timeout), metrics }
     }
 
     fn connection(&self) -> Option<MultiplexedConnection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.link.get()
     }
 
     fn broken(&self) {
-        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.link.broken();
     }
 
-    /// Keeps a connection open (reconnecting every 250 ms while Redis is away) until
-    /// `shutdown`.
+    /// Keeps this part's Redis connection open until `shutdown` (see `RedisLink`).
     pub(crate) async fn keep_connected(
         self: Arc<Self>,
         client: redis::Client,
-        mut shutdown: pingora_core::server::ShutdownWatch,
+        shutdown: pingora_core::server::ShutdownWatch,
     ) {
-        loop {
-            if self.connection().is_none() {
-                let config = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(1)))
-                    .set_response_timeout(Some(self.timeout));
-                let connecting = client.get_multiplexed_async_connection_with_config(&config);
-                if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(2), connecting).await {
-                    *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
-                }
-            }
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            }
-        }
+        self.link.keep_connected(client, shutdown).await
     }
 }
 

@@ -8,6 +8,7 @@
 //! while it cannot ([`ClusterConfig::degraded_max_ttl`]). [`shared`] is the sealed
 //! shared cache.
 
+mod connection;
 pub mod feed;
 pub mod limits;
 mod metrics;

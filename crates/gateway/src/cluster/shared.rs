@@ -32,6 +32,7 @@ use fapi_enforcement::cache::{CacheConfig, TokenKey};
 use fapi_enforcement::introspection::claims::Claim;
 use fapi_enforcement::introspection::{IntrospectionError, Introspector, TokenInfo};
 
+use super::connection::RedisLink;
 use super::ClusterMetrics;
 
 /// A value fetched up to this long after this replica learnt of a revocation is still
@@ -127,7 +128,7 @@ pub struct SharedCache {
     timeout: Duration,
     max_ttl: Duration,
     inactive_ttl: Duration,
-    conn: Mutex<Option<MultiplexedConnection>>,
+    link: RedisLink,
     /// Set while the revocation feed cannot be read: nothing is read from Redis then.
     pub(crate) feed_down: AtomicBool,
     pub(crate) revoked: Arc<RevokedLately>,
@@ -201,7 +202,7 @@ impl SharedCache {
             timeout,
             max_ttl: cache.max_ttl,
             inactive_ttl: cache.inactive_ttl,
-            conn: Mutex::new(None),
+            link: RedisLink::new(timeout),
             feed_down: AtomicBool::new(false),
             revoked,
             metrics,
@@ -269,35 +270,21 @@ impl SharedCache {
     }
 
     fn connection(&self) -> Option<MultiplexedConnection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.link.get()
     }
 
     fn broken(&self) {
-        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.link.broken();
         self.metrics.shared_cache.with_label_values(&["error"]).inc();
     }
 
-    /// Keeps a connection to Redis (off the request path), until `shutdown`.
+    /// Keeps this part's Redis connection open until `shutdown` (see `RedisLink`).
     pub(crate) async fn keep_connected(
         self: Arc<Self>,
         client: redis::Client,
-        mut shutdown: pingora_core::server::ShutdownWatch,
+        shutdown: pingora_core::server::ShutdownWatch,
     ) {
-        loop {
-            if self.connection().is_none() {
-                let config = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(1)))
-                    .set_response_timeout(Some(self.timeout));
-                let connecting = client.get_multiplexed_async_connection_with_config(&config);
-                if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(2), connecting).await {
-                    *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
-                }
-            }
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            }
-        }
+        self.link.keep_connected(client, shutdown).await
     }
 
     /// The shared answer for `token` at `server`, if there is one to believe.
